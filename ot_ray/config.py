@@ -1,0 +1,360 @@
+"""One typed configuration tree for the whole system, loaded from YAML plus ``--set`` overrides.
+
+Every section forbids unknown keys, so a typo is an error rather than a silently ignored setting.
+Validation errors are rewritten into one line per problem that names the file and line (or the
+override), the dotted key, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ot_ray.errors import ConfigError
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors and assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    """The encoder to align: a Hub id (``bert-base-multilingual-cased``) or a local directory."""
+
+    name_or_path: str = "demo"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class DemoConfig(Section):
+    """The offline demo world: where it is cached and how big it is."""
+
+    cache_dir: str | None = Field(
+        default=None,
+        description="Where the generated data and tiny encoder live; default ~/.cache/ot-ray "
+        "(or $OT_RAY_CACHE).",
+    )
+    seed: int = 0
+
+
+class DataConfig(Section):
+    """Languages and corpora. The pivot plays the role of English: tasks are trained on it."""
+
+    pivot: str = "en"
+    languages: list[str] = Field(default_factory=list, description="Target languages aligned.")
+    eval_languages: list[str] = Field(
+        default_factory=list, description="Languages evaluated zero-shot (default: all)."
+    )
+    pairs_per_language: PositiveInt | None = None
+    max_length: PositiveInt = 128
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+
+    @model_validator(mode="after")
+    def _pivot_not_a_target(self) -> DataConfig:
+        if self.pivot in self.languages:
+            raise ValueError(f"the pivot language {self.pivot!r} must not be in data.languages")
+        return self
+
+
+class SinkhornConfig(Section):
+    """How the entropic OT problems are solved (see :mod:`ot_ray.ot`)."""
+
+    backend: Literal["native", "pot"] = "native"
+    n_iters: PositiveInt | None = Field(
+        default=None, description="Fixed iteration count at the target eps (no host sync)."
+    )
+    tol: PositiveFloat = 1e-3
+    check_every: PositiveInt = 10
+    max_iters: PositiveInt = 1000
+    eps_scaling: Annotated[float, Field(gt=0, lt=1)] | None = 0.5
+
+
+class OTConfig(Section):
+    """The OT loss: debiased Sinkhorn divergence between word embeddings of a sentence pair."""
+
+    epsilon: PositiveFloat = 0.0025
+    cost: Literal["sqeuclidean", "cosine"] = "sqeuclidean"
+    tau: PositiveFloat | None = Field(default=None, description="Unbalanced OT; None = balanced.")
+    debias: bool = True
+    solver: SinkhornConfig = Field(default_factory=SinkhornConfig)
+
+
+class AlignmentConfig(Section):
+    """Stage 1: fine-tune the encoder on parallel text so translations get close embeddings."""
+
+    method: Literal["wordot", "subot", "l2", "none"] = "wordot"
+    layers: list[int] = Field(default_factory=lambda: [-1])
+    pooling: Literal["last", "first", "mean"] = "last"
+    ot: OTConfig = Field(default_factory=OTConfig)
+    reg_lambda: NonNegativeFloat = 1.0
+    lr: PositiveFloat = 5e-5
+    epochs: PositiveFloat = 1.0
+    batch_size: PositiveInt = 24
+    grad_accum: PositiveInt = 2
+    joint_weight: NonNegativeFloat | None = Field(
+        default=None, description="Joint variant: weight of the OT loss during task training."
+    )
+
+
+class TaskTrainConfig(Section):
+    """Fine-tuning settings of one downstream task (XTREME defaults for mBERT)."""
+
+    lr: PositiveFloat
+    epochs: PositiveFloat
+    batch_size: PositiveInt = 32
+    max_length: PositiveInt = 128
+
+
+class QATrainConfig(TaskTrainConfig):
+    """Extractive QA adds the sliding-window and span-search settings."""
+
+    doc_stride: PositiveInt = 128
+    max_answer_length: PositiveInt = 30
+    n_best: PositiveInt = 20
+
+
+class TaskConfig(Section):
+    """Stage 2: zero-shot transfer tasks trained on the pivot and evaluated on every language."""
+
+    tasks: list[Literal["xnli", "xquad"]] = Field(default_factory=lambda: ["xnli", "xquad"])
+    xnli: TaskTrainConfig = Field(
+        default_factory=lambda: TaskTrainConfig(lr=2e-5, epochs=5, batch_size=32, max_length=128)
+    )
+    xquad: QATrainConfig = Field(
+        default_factory=lambda: QATrainConfig(lr=3e-5, epochs=3, batch_size=32, max_length=384)
+    )
+
+
+class TrainConfig(Section):
+    """Ray Train settings shared by both stages."""
+
+    num_workers: PositiveInt = 1
+    use_gpu: bool = False
+    seed: int = 0
+    output_dir: str = "outputs"
+    storage_path: str | None = None
+
+
+class TuneConfig(Section):
+    """Ray Tune + Optuna search; the space itself is declared in YAML (see ``jobs/tune.py``)."""
+
+    num_samples: PositiveInt = 8
+    metric: str = "objective"
+    mode: Literal["max", "min"] = "max"
+    seed: int = 0
+    max_concurrent_trials: PositiveInt | None = None
+    scheduler: Literal["asha", "fifo"] = "asha"
+    search_space: dict[str, Any] = Field(default_factory=dict)
+    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TrackingConfig(Section):
+    """MLflow: where runs go. ``MLFLOW_TRACKING_URI`` in the environment overrides ``uri``."""
+
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "ot-ray"
+    registered_model_name: str | None = None
+
+
+class Config(Section):
+    """The whole system."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load ``path`` (YAML; ``None`` means all defaults) and apply ``key=value`` overrides.
+
+    Raises :class:`ConfigError` naming file, line and dotted key for any problem.
+    """
+    data: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        data, lines = _read_yaml(Path(path))
+    origins: dict[str, str] = {key: f"{source}:{line}" for key, line in lines.items()}
+    for override in overrides or []:
+        key, value = parse_override(override)
+        _assign(data, key, value, origin=f"--set {override}")
+        origins[key] = f"--set {override}"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise _rewrite(err, origins, source) from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``a.b.c=value``; the value is parsed as a YAML scalar or flow list/mapping."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not key or any(not part or any(c.isspace() for c in part) for part in parts):
+        raise ConfigError(
+            "expected KEY=VALUE with a dotted KEY such as alignment.ot.epsilon=0.01, "
+            f"found {text!r}",
+            source="--set",
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"the value {raw!r} is not valid YAML ({_one_line(err)})", source=f"--set {text}"
+        ) from None
+    return key, value
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    if not path.is_file():
+        raise ConfigError("no such config file", source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"not UTF-8 text (byte {err.start})", source=str(path)) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or _one_line(err)
+        context = getattr(err, "context", None)
+        detail = f"{problem} ({context})" if context else problem
+        raise ConfigError(f"invalid YAML: {detail}", source=where) from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a mapping at the top level, found {type(data).__name__}", source=str(path)
+        )
+    lines: dict[str, int] = {}
+    _collect_lines(node, "", lines, path)
+    return data, lines
+
+
+def _collect_lines(node: yaml.Node | None, prefix: str, out: dict[str, int], path: Path) -> None:
+    """Record the 1-based line of every dotted key, rejecting duplicate keys on the way."""
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: set[str] = set()
+    for key_node, value_node in node.value:
+        key = f"{prefix}{key_node.value}"
+        if key in seen:
+            raise ConfigError(
+                "duplicate key (the second would silently win)",
+                source=f"{path}:{key_node.start_mark.line + 1}",
+                key=key,
+            )
+        seen.add(key)
+        out[key] = key_node.start_mark.line + 1
+        _collect_lines(value_node, f"{key}.", out, path)
+
+
+def _assign(data: dict[str, Any], dotted: str, value: Any, *, origin: str) -> None:
+    parts = dotted.split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: depth + 1])
+            raise ConfigError(
+                f"cannot set {dotted!r}: {prefix!r} is a {type(child).__name__}, not a section",
+                source=origin,
+                key=dotted,
+            )
+        node = child
+    node[parts[-1]] = value
+
+
+def _rewrite(err: ValidationError, origins: dict[str, str], source: str) -> ConfigError:
+    """Turn pydantic's report into one line per problem: where, key, expected, found."""
+    messages: list[str] = []
+    first_key: str | None = None
+    for problem in err.errors():
+        loc = [str(part) for part in problem["loc"] if not str(part).startswith("function-")]
+        key = ".".join(loc)
+        first_key = first_key or key
+        where = _origin_of(key, origins, source)
+        found = problem.get("input")
+        if problem["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            hint = difflib.get_close_matches(loc[-1], allowed, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            expected = f"unknown key (allowed here: {', '.join(sorted(allowed))}){suggestion}"
+            messages.append(f"{where}: {key}: {expected}")
+        elif problem["type"] == "value_error":
+            overrides = [o for k, o in origins.items() if k.startswith(f"{key}.") and "--set" in o]
+            after = f" (after {', '.join(overrides)})" if overrides else ""
+            messages.append(f"{where}: {key}: {_expected(problem['msg'])}{after}")
+        else:
+            messages.append(
+                f"{where}: {key or '<top level>'}: expected {_expected(problem['msg'])}; "
+                f"found {_describe(found)}"
+            )
+    error = ConfigError("\n".join(messages))
+    error.key = first_key
+    return error
+
+
+def _origin_of(key: str, origins: dict[str, str], source: str) -> str:
+    """The most specific recorded origin of ``key`` or of the section that contains it."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:end])
+        if candidate in origins:
+            return origins[candidate]
+    return source
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _expected(message: str) -> str:
+    """Pydantic says "Input should be a valid number"; we say "expected a valid number"."""
+    for prefix in ("Input should be ", "Value error, "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message[:1].lower() + message[1:]
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def dump_config(config: Config) -> str:
+    """YAML text of ``config`` that :func:`load_config` reads back to an equal config."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

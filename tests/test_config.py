@@ -1,0 +1,186 @@
+"""Typed config: every shipped config loads; every user mistake names file, line and key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ot_ray.config import Config, dump_config, load_config, parse_override
+from ot_ray.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    config = load_config(path)
+    assert isinstance(config, Config)
+
+
+def test_at_least_the_demo_config_is_shipped():
+    assert REPO / "configs" / "demo.yaml" in SHIPPED
+
+
+def test_dump_round_trips(tmp_path):
+    config = load_config(REPO / "configs" / "demo.yaml", ["alignment.ot.tau=0.5"])
+    again = load_config(_write(tmp_path, dump_config(config)))
+    assert again == config
+
+
+def test_overrides_are_typed_yaml_values():
+    config = load_config(
+        None,
+        [
+            "alignment.ot.epsilon=1e-2",
+            "alignment.layers=[-1, -2]",
+            "data.languages=[de, fr]",
+            "alignment.ot.tau=null",
+            "train.use_gpu=true",
+        ],
+    )
+    assert config.alignment.ot.epsilon == 0.01
+    assert config.alignment.layers == [-1, -2]
+    assert config.data.languages == ["de", "fr"]
+    assert config.alignment.ot.tau is None
+    assert config.train.use_gpu is True
+
+
+def test_later_override_wins():
+    config = load_config(None, ["alignment.lr=1e-4", "alignment.lr=2e-4"])
+    assert config.alignment.lr == 2e-4
+
+
+def test_unknown_key_in_file_names_file_line_and_suggestion(tmp_path):
+    path = _write(tmp_path, "alignment:\n  method: wordot\n  ot:\n    epsilonn: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"{path}:4" in message
+    assert "alignment.ot.epsilonn" in message
+    assert "unknown key" in message and "'epsilon'" in message
+
+
+def test_unknown_top_level_section(tmp_path):
+    path = _write(tmp_path, "modle:\n  name_or_path: x\n")
+    with pytest.raises(ConfigError, match=r"config.yaml:1: modle: unknown key.*'model'"):
+        load_config(path)
+
+
+def test_wrong_type_names_expected_and_found(tmp_path):
+    path = _write(tmp_path, "train:\n  num_workers: many\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"{path}:2: train.num_workers: expected a valid integer" in message
+    assert "found 'many' (str)" in message
+
+
+def test_constraint_violation(tmp_path):
+    path = _write(tmp_path, "alignment:\n  ot:\n    epsilon: -1\n")
+    with pytest.raises(
+        ConfigError, match=r"alignment.ot.epsilon: expected greater than 0.*found -1"
+    ):
+        load_config(path)
+
+
+def test_wrong_type_from_override_names_the_override():
+    with pytest.raises(ConfigError) as info:
+        load_config(REPO / "configs" / "demo.yaml", ["alignment.ot.epsilon=abc"])
+    assert str(info.value).startswith("--set alignment.ot.epsilon=abc: alignment.ot.epsilon:")
+
+
+@pytest.mark.parametrize("bad", ["alignment.ot.epsilon", "=3", "a..b=1", "", "a b.c=1"])
+def test_bad_override_syntax(bad):
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override(bad)
+
+
+def test_override_into_a_scalar_is_rejected():
+    with pytest.raises(ConfigError, match=r"'model\.name_or_path' is a str, not a section"):
+        load_config(REPO / "configs" / "demo.yaml", ["model.name_or_path.x=1"])
+
+
+def test_override_with_invalid_yaml_value():
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(None, ["data.languages=[de, fr"])
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match=r"nope\.yaml: no such config file"):
+        load_config("nope.yaml")
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    path = _write(tmp_path, "model:\n  name_or_path: x\n alignment: [\n")
+    with pytest.raises(ConfigError, match=rf"{path}:3:\d+: invalid YAML"):
+        load_config(path)
+
+
+def test_duplicate_key_is_an_error(tmp_path):
+    path = _write(tmp_path, "alignment:\n  lr: 1.0e-5\n  lr: 2.0e-5\n")
+    with pytest.raises(ConfigError, match=r"config.yaml:3: alignment.lr: duplicate key"):
+        load_config(path)
+
+
+def test_non_utf8_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("model:\n  name_or_path: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(_write(tmp_path, "- a\n- b\n"))
+
+
+def test_cross_field_rule_mentions_the_override():
+    with pytest.raises(ConfigError, match=r"pivot language 'en'.*after --set data.languages"):
+        load_config(None, ["data.languages=[en, de]"])
+
+
+def test_trust_remote_code_is_off_by_default():
+    assert load_config(None).model.trust_remote_code is False
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "show_config.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def test_cli_prints_resolved_config():
+    result = _run_cli("--set", "alignment.ot.epsilon=0.01")
+    assert result.returncode == 0, result.stderr
+    assert "epsilon: 0.01" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--set", "alignment.ot.epsilonn=1"], "unknown key"),
+        (["--set", "alignment.lr=fast"], "expected a valid number"),
+        (["--set", "alignment.lr"], "expected KEY=VALUE"),
+        (["--config", "missing.yaml"], "no such config file"),
+    ],
+)
+def test_cli_user_errors_exit_2_without_traceback(args, expected):
+    result = _run_cli(*args)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
