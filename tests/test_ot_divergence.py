@@ -171,3 +171,27 @@ def test_mismatched_shapes_are_rejected():
         sinkhorn_divergence(x, y, x_mask[:, :-1], y_mask, epsilon=0.1)
     with pytest.raises(ValueError, match="dimension"):
         sinkhorn_divergence(x, y[..., :2], x_mask, y_mask, epsilon=0.1)
+
+
+def _saved_bytes_for(n_iters: int) -> int:
+    """Bytes autograd keeps for backward of one divergence computed with ``n_iters`` sweeps."""
+    x, y, x_mask, y_mask = padded_batch(4, 16, 16, 8, seed=23, dtype=torch.float32)
+    x.requires_grad_(True)
+    saved: list[int] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    options = SinkhornConfig(n_iters=n_iters, eps_scaling=None)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        value = sinkhorn_divergence(x, y, x_mask, y_mask, epsilon=0.1, options=options)
+    value.sum().backward()
+    return sum(saved)
+
+
+def test_backward_memory_does_not_grow_with_iterations():
+    """Envelope gradients: nothing per iteration is kept for backward, only O(B n m)."""
+    few, many = _saved_bytes_for(2), _saved_bytes_for(200)
+    assert few == many
+    assert many < 4 * 3 * 16 * 16 * 4 * 8  # a handful of (3B, n, m) float32 arrays at most
