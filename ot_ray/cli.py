@@ -63,3 +63,48 @@ def show_config(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(parser.parse_args(argv))
     print(dump_config(config), end="")
     return 0
+
+
+def prepare_demo(argv: Sequence[str] | None = None) -> int:
+    """``jobs/prepare_demo.py``: build the offline demo world (data + tiny encoder)."""
+    from ot_ray.demo.build import ensure_demo_world, world_dir
+
+    parser = config_parser(
+        "Build the offline demo world: generated multilingual data in the real formats and a tiny "
+        "encoder pre-trained on its monolingual text."
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output directory (default: the cache dir of the config)"
+    )
+    parser.add_argument("--seed", type=int, help="world seed (default: data.demo.seed)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"data.demo.seed={args.seed}")
+    demo = load_config(args.config, overrides).data.demo
+    target = args.out or world_dir(demo)
+    existed = (target / "manifest.json").exists() and not args.force
+    path = ensure_demo_world(demo, args.out, force=args.force)
+    print(describe_world(path, reused=existed))
+    return 0
+
+
+def describe_world(path: Path, *, reused: bool) -> str:
+    """A short listing of a demo world: files, sizes, languages and the encoder's report."""
+    import json
+
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    lines = [f"{'reused' if reused else 'built'} demo world (seed {manifest['seed']}) at {path}"]
+    for name in manifest["files"]:
+        file = path / name
+        count = file.read_bytes().count(b"\n")
+        lines.append(f"  {name:<28} {file.stat().st_size / 1024:8.0f} KiB {count:7d} lines")
+    encoder = manifest["encoder"]
+    lines.append(
+        f"  encoder/  {encoder['parameters']:,} parameters, vocab {encoder['vocab_size']}, "
+        f"held-out MLM accuracy {encoder['heldout_mlm_accuracy']:.3f}"
+    )
+    seen = ", ".join(manifest["seen_in_alignment"])
+    lines.append(f"  pivot {manifest['pivot']}; seen in alignment: {seen}")
+    return "\n".join(lines)

@@ -35,8 +35,41 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
 
 
+class WorldSizes(Section):
+    """How much text the demo generator writes (per language where it says so)."""
+
+    mono_sentences: PositiveInt = Field(20_000, description="Pre-training lines per language.")
+    parallel_pairs: PositiveInt = Field(10_000, description="Training pairs per seen language.")
+    parallel_dev_pairs: PositiveInt = Field(500, description="Held-out pairs per language.")
+    xnli_train: PositiveInt = Field(15_000, description="Pivot-language training examples.")
+    xnli_dev: PositiveInt = Field(1_000, description="Examples per language.")
+    xnli_test: PositiveInt = Field(2_000, description="Examples per language.")
+    xquad_train_stories: PositiveInt = Field(2_000, description="Pivot-language contexts.")
+    xquad_dev_stories: PositiveInt = Field(100, description="Contexts per language.")
+    xquad_test_stories: PositiveInt = Field(250, description="Contexts per language.")
+
+
+class EncoderPretraining(Section):
+    """The tiny BERT pre-trained with masked language modelling on the monolingual text only."""
+
+    vocab_size: PositiveInt = 1_200
+    hidden_size: PositiveInt = 128
+    num_layers: PositiveInt = 4
+    num_heads: PositiveInt = 4
+    intermediate_size: PositiveInt = 512
+    max_length: PositiveInt = Field(128, description="Packed sequence length = max position.")
+    steps: PositiveInt = 700
+    batch_size: PositiveInt = 32
+    lr: PositiveFloat = 1e-3
+    warmup_steps: int = Field(70, ge=0)
+    mlm_probability: Annotated[float, Field(gt=0, lt=1)] = 0.15
+    heldout_sentences: PositiveInt = Field(
+        500, description="Last lines of each mono file kept out of training for MLM accuracy."
+    )
+
+
 class DemoConfig(Section):
-    """The offline demo world: where it is cached and how big it is."""
+    """The offline demo world: where it is cached, its seed and how big it is."""
 
     cache_dir: str | None = Field(
         default=None,
@@ -44,6 +77,8 @@ class DemoConfig(Section):
         "(or $OT_RAY_CACHE).",
     )
     seed: int = 0
+    sizes: WorldSizes = Field(default_factory=WorldSizes)
+    encoder: EncoderPretraining = Field(default_factory=EncoderPretraining)
 
 
 class DataConfig(Section):

@@ -1,0 +1,116 @@
+"""Build the demo world once, atomically, and find it again in the cache.
+
+A build writes into a hidden temporary directory next to the destination and renames it into
+place only after the manifest (written last) is complete, so an interrupted build never looks
+finished. Later runs check the manifest (settings and file checksums) instead of rebuilding. A
+file lock keeps two processes (say, two Ray workers on one node) from building the same world
+at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from filelock import FileLock
+
+from ot_ray.config import DemoConfig
+from ot_ray.demo.encoder import pretrain_encoder
+from ot_ray.demo.lexicon import LANGUAGES
+from ot_ray.demo.world import write_world
+from ot_ray.errors import UserError
+
+#: Bump when the generator changes what it writes for a given seed and sizes.
+GENERATOR_VERSION = 1
+CACHE_ENV = "OT_RAY_CACHE"
+MANIFEST = "manifest.json"
+
+
+def default_cache_root() -> Path:
+    """``$OT_RAY_CACHE`` if set, else ``~/.cache/ot-ray``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ot-ray").expanduser()
+
+
+def world_dir(demo: DemoConfig) -> Path:
+    """Where the world for these settings lives: one directory per (seed, sizes, encoder)."""
+    root = Path(demo.cache_dir).expanduser() if demo.cache_dir else default_cache_root()
+    digest = hashlib.sha256(json.dumps(_spec(demo), sort_keys=True).encode()).hexdigest()[:10]
+    return root / f"demo-world-seed{demo.seed}-{digest}"
+
+
+def ensure_demo_world(demo: DemoConfig, out: Path | None = None, *, force: bool = False) -> Path:
+    """The directory of a complete demo world, built first if needed (``force``: rebuild)."""
+    out = (out or world_dir(demo)).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        if out.exists() and not force:
+            check_world(out, demo)
+            return out
+        if out.exists() and not (out / MANIFEST).exists() and any(out.iterdir()):
+            raise UserError(f"{out}: exists, is not empty and is not a demo world; not touching it")
+        _build(out, demo)
+    return out
+
+
+def check_world(path: Path, demo: DemoConfig) -> dict[str, object]:
+    """The manifest of a complete world built with ``demo``'s settings; a clear error if not."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise UserError(f"{path}: no {MANIFEST}; not a complete demo world (rebuild with --force)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("spec") != _spec(demo):
+        raise UserError(
+            f"{manifest_path}: built with other settings than the config asks for "
+            "(rebuild with --force, or use another directory)"
+        )
+    for name, checksum in manifest["files"].items():
+        file = path / name
+        if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() != checksum:
+            raise UserError(f"{file}: missing or changed since the build (rebuild with --force)")
+    return manifest
+
+
+def _build(out: Path, demo: DemoConfig) -> None:
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed build; we hold
+        shutil.rmtree(stale, ignore_errors=True)  # the lock, so nobody else is writing them
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        started = time.perf_counter()
+        manifest = write_world(staging, demo.sizes, demo.seed)
+        encoder = pretrain_encoder(
+            [staging / "mono" / f"{lang.code}.txt" for lang in LANGUAGES],
+            staging / "encoder",
+            demo.encoder,
+            demo.seed,
+        )
+        manifest = {
+            "spec": _spec(demo),
+            **manifest,
+            "encoder": {"path": "encoder", **encoder},
+            "build_seconds": round(time.perf_counter() - started, 1),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        if out.exists():  # --force: swap the old world out only once the new one is complete
+            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(trash)
+            staging.rename(out)
+            shutil.rmtree(trash)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _spec(demo: DemoConfig) -> dict[str, object]:
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "seed": demo.seed,
+        "sizes": demo.sizes.model_dump(),
+        "encoder": demo.encoder.model_dump(),
+    }

@@ -1,0 +1,298 @@
+"""The offline demo world: determinism, formats, disjointness, the encoder, the cache, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ot_ray.config import DemoConfig
+from ot_ray.demo.build import MANIFEST, check_world, ensure_demo_world, world_dir
+from ot_ray.demo.encoder import read_documents
+from ot_ray.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+LANGUAGES = ["en", "de", "fr", "bg", "es", "el"]
+SEEN = ["de", "fr", "bg", "es"]
+
+SMALL = {
+    "seed": 3,
+    "sizes": {
+        "mono_sentences": 400,
+        "parallel_pairs": 150,
+        "parallel_dev_pairs": 40,
+        "xnli_train": 90,
+        "xnli_dev": 60,
+        "xnli_test": 90,
+        "xquad_train_stories": 15,
+        "xquad_dev_stories": 8,
+        "xquad_test_stories": 10,
+    },
+    "encoder": {
+        "vocab_size": 400,
+        "hidden_size": 32,
+        "num_layers": 2,
+        "num_heads": 2,
+        "intermediate_size": 64,
+        "steps": 3,
+        "batch_size": 8,
+        "warmup_steps": 1,
+        "heldout_sentences": 40,
+    },
+}
+
+
+def small_demo(tmp: Path, **changes) -> DemoConfig:
+    return DemoConfig(**{**SMALL, "cache_dir": str(tmp), **changes})
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory) -> tuple[Path, Path]:
+    """The same small world built twice, into two different places."""
+    first = ensure_demo_world(small_demo(tmp_path_factory.mktemp("cache-a")))
+    second = ensure_demo_world(small_demo(tmp_path_factory.mktemp("cache-b")))
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def world(worlds) -> Path:
+    return worlds[0]
+
+
+def data_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.parts[-2] != "encoder")
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def test_same_seed_gives_byte_identical_files(worlds):
+    first, second = worlds
+    names = [p.relative_to(first) for p in data_files(first) if p.name != MANIFEST]
+    assert names == [p.relative_to(second) for p in data_files(second) if p.name != MANIFEST]
+    assert len(names) > 30
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    for name in ("encoder/model.safetensors", "encoder/tokenizer.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_another_seed_gives_another_world(tmp_path, world):
+    other = ensure_demo_world(small_demo(tmp_path, seed=4))
+    assert (other / "mono/de.txt").read_bytes() != (world / "mono/de.txt").read_bytes()
+
+
+def test_layout_and_manifest(world):
+    manifest = json.loads((world / MANIFEST).read_text())
+    assert manifest["seed"] == 3 and manifest["pivot"] == "en"
+    assert manifest["seen_in_alignment"] == SEEN
+    expected = {f"mono/{lang}.txt" for lang in LANGUAGES}
+    expected |= {f"parallel/{lang}-en.{ext}" for lang in SEEN for ext in ("tsv", "align")}
+    expected |= {
+        f"parallel/dev/{lang}-en.{ext}" for lang in LANGUAGES[1:] for ext in ("tsv", "align")
+    }
+    expected |= {"xnli/train-en.tsv", "xquad/train-en.json"}
+    expected |= {f"xnli/{s}-{lang}.tsv" for s in ("dev", "test") for lang in LANGUAGES}
+    expected |= {f"xquad/{s}-{lang}.json" for s in ("dev", "test") for lang in LANGUAGES}
+    assert set(manifest["files"]) == expected
+    assert not (world / "parallel/el-en.tsv").exists()  # el is left out of alignment
+    check_world(world, small_demo(world.parent))  # checksums hold
+    assert 0 <= manifest["encoder"]["heldout_mlm_accuracy"] <= 1
+
+
+def test_squad_answers_point_at_their_text_in_every_language(world):
+    ids = {}
+    for path in sorted((world / "xquad").glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        assert data["version"] == "1.1"
+        questions = 0
+        for article in data["data"]:
+            for paragraph in article["paragraphs"]:
+                context = paragraph["context"]
+                for qa in paragraph["qas"]:
+                    (answer,) = qa["answers"]
+                    start = answer["answer_start"]
+                    assert (
+                        answer["text"]
+                        and context[start : start + len(answer["text"])] == (answer["text"])
+                    ), (path.name, qa["id"])
+                    assert qa["question"].endswith("?")
+                    questions += 1
+        assert questions >= 2 * len(data["data"])
+        split = path.stem.split("-")[0]
+        question_ids = [qa["id"] for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]]
+        ids.setdefault(split, question_ids)
+        assert question_ids == ids[split], "XQuAD test sets are translations of each other"
+
+
+def test_pharaoh_alignments_are_within_sentence_lengths(world):
+    many_to_one = 0
+    for tsv in sorted((world / "parallel").rglob("*.tsv")):
+        lines = tsv.read_text(encoding="utf-8").splitlines()
+        alignments = tsv.with_suffix(".align").read_text(encoding="utf-8").splitlines()
+        assert len(lines) == len(alignments) > 0
+        for line, alignment in zip(lines, alignments, strict=True):
+            source, target = (side.split() for side in line.split("\t"))
+            pairs = [tuple(map(int, pair.split("-"))) for pair in alignment.split()]
+            assert pairs, line
+            assert all(0 <= i < len(source) and 0 <= j < len(target) for i, j in pairs)
+            sources = [i for i, _ in pairs]
+            many_to_one += len(sources) != len(set(sources))
+    assert many_to_one > 0  # fertility: some source word aligns to several pivot words
+
+
+def test_nli_labels_are_balanced_and_kept_by_translation(world):
+    train = read_tsv(world / "xnli/train-en.tsv")
+    assert list(train[0]) == ["premise", "hypothesis", "label"]
+    for rows in [train] + [read_tsv(world / f"xnli/test-{lang}.tsv") for lang in LANGUAGES]:
+        counts = Counter(row["label"] for row in rows)
+        assert set(counts) == {"entailment", "neutral", "contradiction"}
+        assert sum(counts.values()) == len(rows)
+        assert max(counts.values()) - min(counts.values()) <= 1, counts
+    labels = [r["label"] for r in read_tsv(world / "xnli/test-en.tsv")]
+    for lang in LANGUAGES[1:]:
+        rows = read_tsv(world / f"xnli/test-{lang}.tsv")
+        assert [r["label"] for r in rows] == labels
+        assert all(r["premise"] and r["hypothesis"] for r in rows)
+
+
+def test_pretraining_text_shares_no_sentence_with_evaluation_sets(world):
+    for lang in LANGUAGES:
+        mono = {line for doc in read_documents(world / f"mono/{lang}.txt") for line in doc}
+        evaluation = set()
+        for split in ("dev", "test"):
+            for row in read_tsv(world / f"xnli/{split}-{lang}.tsv"):
+                evaluation |= {row["premise"], row["hypothesis"]}
+            data = json.loads((world / f"xquad/{split}-{lang}.json").read_text())
+            for article in data["data"]:
+                for paragraph in article["paragraphs"]:
+                    evaluation |= {s.strip() for s in re.findall(r"[^.]+ \.", paragraph["context"])}
+                    evaluation |= {qa["question"] for qa in paragraph["qas"]}
+        assert evaluation and not mono & evaluation, sorted(mono & evaluation)[:3]
+        if lang in SEEN:
+            pairs = (world / f"parallel/{lang}-en.tsv").read_text().splitlines()
+            assert not {p.split("\t")[0] for p in pairs} & evaluation
+
+
+def test_only_digits_names_and_punctuation_are_shared(world):
+    vocabularies = {
+        lang: set((world / f"mono/{lang}.txt").read_text(encoding="utf-8").split())
+        for lang in LANGUAGES
+    }
+    shared = set.intersection(*vocabularies.values())
+    assert shared and all(w.isdigit() or w[0].isupper() or w in ".?" for w in shared), shared
+    for lang in LANGUAGES[1:]:
+        common = vocabularies[lang] & vocabularies["en"]
+        assert all(w.isdigit() or w[0].isupper() or w in ".?" for w in common), lang
+
+
+def test_encoder_loads_offline_with_auto_classes(world):
+    code = (
+        "import sys, torch\n"
+        "from transformers import AutoModel, AutoTokenizer\n"
+        "tok = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+        "model = AutoModel.from_pretrained(sys.argv[1])\n"
+        "batch = tok(['Anna see 3 cups .'], ['Anna see cups .'], return_tensors='pt')\n"
+        "assert batch['token_type_ids'][0, -1] == 1\n"
+        "print(tuple(model(**batch).last_hidden_state.shape))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(world / "encoder")],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(", 32)")
+
+
+def test_cache_reuses_a_complete_world_and_rejects_a_changed_one(tmp_path):
+    demo = small_demo(tmp_path)
+    path = ensure_demo_world(demo)
+    assert path == world_dir(demo).resolve()
+    stamp = (path / MANIFEST).stat().st_mtime_ns
+    assert ensure_demo_world(demo) == path
+    assert (path / MANIFEST).stat().st_mtime_ns == stamp  # checked, not rebuilt
+    (path / "xnli/test-de.tsv").write_text("premise\thypothesis\tlabel\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"test-de\.tsv: missing or changed"):
+        ensure_demo_world(demo)
+    assert ensure_demo_world(demo, force=True) == path
+    check_world(path, demo)
+
+
+def test_cache_location_follows_config_then_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("OT_RAY_CACHE", str(tmp_path / "env"))
+    assert world_dir(DemoConfig()).parent == tmp_path / "env"
+    assert world_dir(DemoConfig(cache_dir=str(tmp_path / "cfg"))).parent == tmp_path / "cfg"
+    monkeypatch.delenv("OT_RAY_CACHE")
+    assert world_dir(DemoConfig()).parent == Path.home() / ".cache" / "ot-ray"
+    assert world_dir(DemoConfig(seed=1)) != world_dir(DemoConfig(seed=2))
+
+
+def small_config_file(tmp_path: Path) -> Path:
+    config = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
+    config["data"]["demo"] = {k: v for k, v in SMALL.items() if k != "seed"}
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def run_prepare(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "jobs/prepare_demo.py"), *args],
+        capture_output=True, text=True, check=False, cwd=REPO,
+    )  # fmt: skip
+
+
+def test_prepare_demo_cli_builds_then_reuses(tmp_path):
+    config, out = small_config_file(tmp_path), tmp_path / "world"
+    first = run_prepare("--config", str(config), "--out", str(out), "--seed", "5")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"built demo world (seed 5) at {out}")
+    assert "xquad/test-es.json" in first.stdout and "held-out MLM accuracy" in first.stdout
+    again = run_prepare("--config", str(config), "--out", str(out), "--seed", "5")
+    assert again.returncode == 0 and again.stdout.startswith("reused"), again.stderr
+    other_seed = run_prepare("--config", str(config), "--out", str(out), "--seed", "6")
+    assert other_seed.returncode == 2
+    assert "built with other settings" in other_seed.stderr
+    assert "Traceback" not in other_seed.stderr
+
+
+def test_prepare_demo_cli_reports_bad_settings_without_traceback(tmp_path):
+    result = run_prepare("--set", "data.demo.sizes.xnli_tset=5", "--out", str(tmp_path / "w"))
+    assert result.returncode == 2
+    assert "data.demo.sizes.xnli_tset" in result.stderr and "xnli_test" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_interrupted_build_is_never_taken_for_a_complete_world(tmp_path):
+    config, out = small_config_file(tmp_path), tmp_path / "world"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "jobs/prepare_demo.py"), "--config", str(config),
+         "--out", str(out), "--set", "data.demo.encoder.steps=100000"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".world.partial-*/xnli")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert list(tmp_path.glob(".world.partial-*")), "the build never started"
+    assert not out.exists()
+    with pytest.raises(UserError, match=r"no manifest\.json"):
+        check_world(out, small_demo(tmp_path))
+    assert ensure_demo_world(small_demo(tmp_path), out) == out.resolve()
+    assert not list(tmp_path.glob(".world.partial-*"))  # the stale half-build was cleared
