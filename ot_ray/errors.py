@@ -26,3 +26,13 @@ class ConfigError(UserError):
         self.detail = message
         where = ": ".join(part for part in (source, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class DataError(UserError):
+    """A data file that cannot be used as it is: names the file and, where known, the line."""
+
+    def __init__(self, message: str, *, path: object, line: int | None = None):
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {message}")

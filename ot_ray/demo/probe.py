@@ -8,7 +8,6 @@ task stage (with alignment) lives in the training pipeline; this is the bare bas
 
 from __future__ import annotations
 
-import csv
 import random
 from pathlib import Path
 
@@ -16,18 +15,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from ot_ray.demo.nli import LABELS
+from ot_ray.data.tasks import NLI_LABELS as LABELS
+from ot_ray.data.tasks import read_xnli
 
 
 def read_nli_tsv(path: Path) -> tuple[list[str], list[str], list[int]]:
-    """Premises, hypotheses and label ids of an XNLI-style TSV with a header."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return (
-        [row["premise"] for row in rows],
-        [row["hypothesis"] for row in rows],
-        [LABELS.index(row["label"]) for row in rows],
-    )
+    """Premises, hypotheses and label ids of an XNLI-style file (evaluation: nothing skipped)."""
+    data = read_xnli(path, skip_empty=False)
+    return data.premises, data.hypotheses, data.labels
 
 
 def nli_gap(
@@ -97,3 +92,80 @@ def accuracy(model, tokenizer, path: Path, batch_size: int = 128) -> float:
         predicted = model(**batch).logits.argmax(-1)
         correct += (predicted == torch.tensor(labels[start : start + batch_size])).sum().item()
     return correct / len(labels)
+
+
+def qa_gap(
+    world: Path,
+    languages: list[str],
+    *,
+    pivot: str = "en",
+    epochs: int = 2,
+    lr: float = 3e-4,
+    batch_size: int = 32,
+    max_length: int = 128,
+    doc_stride: int = 64,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Fine-tune extractive QA on ``xquad/train-<pivot>.json``; dev EM/F1 per language."""
+    import numpy as np
+    from transformers import AutoModelForQuestionAnswering
+
+    from ot_ray.data.tasks import read_squad
+    from ot_ray.metrics import squad_scores
+    from ot_ray.tasks.qa import best_answers, eval_features, train_features
+
+    def columns(path: Path) -> dict[str, list]:
+        examples = read_squad(path)
+        return {
+            "id": [e.id for e in examples],
+            "question": [e.question for e in examples],
+            "context": [e.context for e in examples],
+            "answers": [list(e.answers) for e in examples],
+            "answer_starts": [list(e.answer_starts) for e in examples],
+        }
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(world / "encoder")
+    model = AutoModelForQuestionAnswering.from_pretrained(world / "encoder")
+    features = train_features(
+        columns(world / "xquad" / f"train-{pivot}.json"), tokenizer, max_length, doc_stride
+    )
+    names = ["input_ids", "token_type_ids", "attention_mask", "start_positions", "end_positions"]
+    tensors = {name: torch.tensor(features[name]) for name in names}
+    count = len(tensors["input_ids"])
+    steps = epochs * (count // batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    with tqdm(total=steps, desc="pivot QA fine-tuning", unit="step") as progress:
+        for _ in range(epochs):
+            order = torch.randperm(count, generator=generator)
+            for start in range(0, count - batch_size + 1, batch_size):
+                chunk = order[start : start + batch_size]
+                loss = model(**{k: v[chunk] for k, v in tensors.items()}).loss
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                progress.update()
+                progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.eval()
+    scores = {}
+    for lang in languages:
+        data = columns(world / "xquad" / f"dev-{lang}.json")
+        encoded = eval_features(data, tokenizer, max_length, doc_stride)
+        inputs = {k: torch.tensor(encoded[k]) for k in names[:3]}
+        with torch.no_grad():
+            out = model(**inputs)
+        predictions = best_answers(
+            dict(zip(data["id"], data["context"], strict=True)),
+            encoded["example_id"],
+            encoded["offset_mapping"],
+            np.asarray(out.start_logits),
+            np.asarray(out.end_logits),
+        )
+        scores[lang] = squad_scores(
+            predictions, dict(zip(data["id"], data["answers"], strict=True))
+        )
+    return scores

@@ -1,0 +1,1 @@
+"""The alignment stage: losses that pull translations together, and what they align."""

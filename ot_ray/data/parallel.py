@@ -1,0 +1,131 @@
+"""Parallel corpora from local files: a TSV ``source<TAB>target`` or two line-aligned files,
+optionally with Pharaoh word alignments.
+
+Bad input is reported with its file and line and nothing is silently repaired: non-UTF-8 bytes,
+a TSV line without exactly one tab, files or alignments whose line counts differ, links that
+point past the end of a sentence. Pairs with an empty side are skipped and counted (the counts
+become metrics), since one empty line in a million-line corpus should not stop a run.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ot_ray.errors import DataError
+from ot_ray.metrics import Link, parse_pharaoh
+
+
+@dataclass
+class ParallelCorpus:
+    """Sentence pairs (whitespace-tokenised words are what alignments index)."""
+
+    sources: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    links: list[set[Link]] | None = None
+    skipped_empty: int = 0
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def resized(self, n: int, seed: int) -> ParallelCorpus:
+        """Exactly ``n`` pairs: a seeded subsample, or whole copies plus a seeded remainder
+        (the paper upsamples small corpora to 250K pairs)."""
+        if not self.sources:
+            raise ValueError("cannot resize an empty corpus")
+        rng = random.Random(seed)
+        copies, remainder = divmod(n, len(self))
+        order = [i for _ in range(copies) for i in range(len(self))]
+        order += sorted(rng.sample(range(len(self)), remainder))
+        return ParallelCorpus(
+            sources=[self.sources[i] for i in order],
+            targets=[self.targets[i] for i in order],
+            links=None if self.links is None else [self.links[i] for i in order],
+            skipped_empty=self.skipped_empty,
+        )
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text without the newline); non-UTF-8 bytes name their line."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise DataError("no such file", path=path) from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})",
+                    path=path,
+                    line=number,
+                ) from None
+            yield number, text.rstrip("\r\n")
+
+
+def read_parallel_tsv(path: Path, alignments: Path | None = None) -> ParallelCorpus:
+    """A ``source<TAB>target`` file (no header), with an optional Pharaoh file beside it."""
+    pairs = []
+    for number, line in read_lines(path):
+        if line.count("\t") != 1:
+            found = "no tab" if "\t" not in line else f"{line.count(chr(9))} tabs"
+            raise DataError(f"expected source<TAB>target, found {found}", path=path, line=number)
+        source, target = line.split("\t")
+        pairs.append((number, source, target))
+    return _corpus(pairs, alignments, described=str(path))
+
+
+def read_line_aligned(source: Path, target: Path, alignments: Path | None = None) -> ParallelCorpus:
+    """Two files with one sentence per line; line k of one translates line k of the other."""
+    sources = [line for _, line in read_lines(source)]
+    targets = [line for _, line in read_lines(target)]
+    if len(sources) != len(targets):
+        raise DataError(
+            f"has {len(sources)} lines but its other side {target} has {len(targets)}; "
+            "line-aligned files must have the same number of lines",
+            path=source,
+        )
+    pairs = [(k + 1, s, t) for k, (s, t) in enumerate(zip(sources, targets, strict=True))]
+    return _corpus(pairs, alignments, described=f"{source} + {target}")
+
+
+def _corpus(
+    pairs: list[tuple[int, str, str]], alignments: Path | None, described: str
+) -> ParallelCorpus:
+    links = None
+    if alignments is not None:
+        lines = list(read_lines(alignments))
+        if len(lines) != len(pairs):
+            raise DataError(
+                f"has {len(lines)} lines but the corpus {described} has {len(pairs)} pairs",
+                path=alignments,
+            )
+        links = []
+        for (number, line), (_, source, target) in zip(lines, pairs, strict=True):
+            try:
+                pair_links = parse_pharaoh(line)
+            except ValueError as err:
+                raise DataError(str(err), path=alignments, line=number) from None
+            n, m = len(source.split()), len(target.split())
+            bad = [(i, j) for i, j in sorted(pair_links) if i >= n or j >= m]
+            if bad:
+                i, j = bad[0]
+                raise DataError(
+                    f"link {i}-{j} is outside the sentence pair ({n} source, {m} target words)",
+                    path=alignments,
+                    line=number,
+                )
+            links.append(pair_links)
+    corpus = ParallelCorpus(links=[] if links is not None else None)
+    for k, (_, source, target) in enumerate(pairs):
+        if not source.strip() or not target.strip():
+            corpus.skipped_empty += 1
+            continue
+        corpus.sources.append(source.strip())
+        corpus.targets.append(target.strip())
+        if links is not None and corpus.links is not None:
+            corpus.links.append(links[k])
+    return corpus

@@ -1,0 +1,121 @@
+"""Evaluation metrics: SQuAD v1.1 EM/F1 (the official normalisation), accuracy, AER, retrieval.
+
+Per-example functions return fractions in [0, 1]; the corpus-level ones return percentages, the
+unit the XTREME tables (and the paper) report.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+
+_PUNCTUATION = frozenset(string.punctuation)  # ASCII only, exactly as the official v1.1 script
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+Link = tuple[int, int]
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop ASCII punctuation, drop the articles a/an/the, collapse whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _f1(prediction: str, truth: str) -> float:
+    predicted, gold = normalize_answer(prediction).split(), normalize_answer(truth).split()
+    same = sum((Counter(predicted) & Counter(gold)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(predicted), same / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_em_f1(prediction: str, ground_truths: Sequence[str]) -> tuple[float, float]:
+    """Exact match and token F1 of one prediction, each maximised over the gold answers."""
+    if not ground_truths:
+        raise ValueError("a question needs at least one gold answer")
+    em = max(float(normalize_answer(prediction) == normalize_answer(t)) for t in ground_truths)
+    return em, max(_f1(prediction, truth) for truth in ground_truths)
+
+
+def squad_scores(
+    predictions: Mapping[str, str], answers: Mapping[str, Sequence[str]]
+) -> dict[str, float]:
+    """Corpus EM and F1 in percent over every question in ``answers``; unanswered ones score 0."""
+    if not answers:
+        raise ValueError("no questions to score")
+    total_em = total_f1 = 0.0
+    for question_id, truths in answers.items():
+        if question_id in predictions:
+            em, f1 = squad_em_f1(predictions[question_id], truths)
+            total_em, total_f1 = total_em + em, total_f1 + f1
+    return {"em": 100 * total_em / len(answers), "f1": 100 * total_f1 / len(answers)}
+
+
+def accuracy(predictions: Sequence[object], labels: Sequence[object]) -> float:
+    """Share of exact matches, in percent."""
+    if len(predictions) != len(labels) or not labels:
+        raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
+    return 100 * sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(labels)
+
+
+def alignment_error_rate(
+    predicted: Iterable[set[Link]],
+    sure: Iterable[set[Link]],
+    possible: Iterable[set[Link]] | None = None,
+) -> float:
+    """Corpus AER (Och & Ney 2003) in percent: 1 - (|A&S| + |A&P|) / (|A| + |S|).
+
+    ``possible`` defaults to ``sure`` (gold sets with sure links only); P always includes S.
+    """
+    predicted, sure = list(predicted), list(sure)
+    possible = list(possible) if possible is not None else sure
+    if not len(predicted) == len(sure) == len(possible):
+        raise ValueError("predicted, sure and possible need one set of links per sentence pair")
+    hits_sure = hits_possible = size_predicted = size_sure = 0
+    for a, s, p in zip(predicted, sure, possible, strict=True):
+        hits_sure += len(a & s)
+        hits_possible += len(a & (p | s))
+        size_predicted += len(a)
+        size_sure += len(s)
+    if size_predicted + size_sure == 0:
+        raise ValueError("no links at all: AER is undefined")
+    return 100 * (1 - (hits_sure + hits_possible) / (size_predicted + size_sure))
+
+
+def parse_pharaoh(line: str) -> set[Link]:
+    """Links of one Pharaoh line (``0-0 1-2 ...``, 0-based source-target word indices)."""
+    links = set()
+    for pair in line.split():
+        source, sep, target = pair.partition("-")
+        if not sep or not source.isdigit() or not target.isdigit():
+            raise ValueError(f"not a Pharaoh link: {pair!r} (expected i-j with 0-based integers)")
+        links.add((int(source), int(target)))
+    return links
+
+
+def format_pharaoh(links: Iterable[Link]) -> str:
+    """One Pharaoh line, links sorted."""
+    return " ".join(f"{i}-{j}" for i, j in sorted(links))
+
+
+def retrieval_accuracy(source: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """Bitext retrieval accuracy@1 in percent, (source->target, target->source).
+
+    Row ``k`` of ``source`` (N, D) translates row ``k`` of ``target``; similarity is cosine.
+    """
+    if source.shape != target.shape or source.ndim != 2:
+        raise ValueError(
+            f"need two (N, D) tensors of one shape, got {source.shape}, {target.shape}"
+        )
+    similarity = torch.nn.functional.normalize(source.float(), dim=-1) @ (
+        torch.nn.functional.normalize(target.float(), dim=-1).T
+    )
+    gold = torch.arange(len(source), device=source.device)
+    forward = (similarity.argmax(dim=1) == gold).float().mean().item()
+    backward = (similarity.argmax(dim=0) == gold).float().mean().item()
+    return 100 * forward, 100 * backward

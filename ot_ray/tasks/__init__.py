@@ -1,0 +1,1 @@
+"""Stage 2: the downstream tasks (XNLI classification, XQuAD extractive QA) and their decoding."""

@@ -1,0 +1,135 @@
+"""Extractive QA the standard HF way: windows over long contexts, offsets, n-best span search.
+
+The two ``*_features`` functions take and return columns (dicts of lists), so they run inside
+``datasets.Dataset.map(batched=True)`` (which caches them on disk) or on plain dicts in tests.
+Follows the HF ``examples/pytorch/question-answering`` recipe: question first, context second,
+``truncation="only_second"`` with ``doc_stride`` overlap, answers outside a window labelled with
+the [CLS] position. Questions that would leave no room for a context window are cut to fit and
+flagged per window in ``question_truncated`` (callers count them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+
+def _windows(columns: Mapping[str, Sequence[Any]], tokenizer, max_length: int, doc_stride: int):
+    """Tokenised windows; questions too long to leave room for a context window are cut."""
+    if tokenizer.padding_side != "right":
+        raise ValueError("QA preprocessing expects a tokenizer that pads on the right")
+    budget = max_length - doc_stride - tokenizer.num_special_tokens_to_add(pair=True) - 1
+    if budget < 1:
+        raise ValueError(f"max_length {max_length} leaves no room with doc_stride {doc_stride}")
+    questions = [q.lstrip() for q in columns["question"]]
+    question_ids = tokenizer(questions, add_special_tokens=False)["input_ids"]
+    cut = [len(ids) > budget for ids in question_ids]
+    questions = [
+        tokenizer.decode(ids[:budget]) if too_long else question
+        for question, ids, too_long in zip(questions, question_ids, cut, strict=True)
+    ]
+    encoded = tokenizer(
+        questions,
+        list(columns["context"]),
+        truncation="only_second",
+        max_length=max_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding="max_length",
+    )
+    encoded["question_truncated"] = [cut[i] for i in encoded["overflow_to_sample_mapping"]]
+    return encoded
+
+
+def train_features(
+    columns: Mapping[str, Sequence[Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    doc_stride: int,
+) -> dict[str, list]:
+    """Token windows with ``start_positions``/``end_positions`` of the first gold answer."""
+    encoded = _windows(columns, tokenizer, max_length, doc_stride)
+    starts, ends = [], []
+    for feature, offsets in enumerate(encoded["offset_mapping"]):
+        example = encoded["overflow_to_sample_mapping"][feature]
+        answer_start = columns["answer_starts"][example][0]
+        answer_end = answer_start + len(columns["answers"][example][0])
+        sequence = encoded.sequence_ids(feature)
+        context = [i for i, s in enumerate(sequence) if s == 1]
+        first, last = context[0], context[-1]
+        if offsets[first][0] > answer_start or offsets[last][1] < answer_end:
+            starts.append(0)  # not inside this window: point at [CLS]
+            ends.append(0)
+            continue
+        start = first
+        while start <= last and offsets[start][0] <= answer_start:
+            start += 1
+        end = last
+        while end >= first and offsets[end][1] >= answer_end:
+            end -= 1
+        starts.append(start - 1)
+        ends.append(end + 1)
+    encoded["start_positions"] = starts
+    encoded["end_positions"] = ends
+    encoded.pop("offset_mapping")
+    encoded.pop("overflow_to_sample_mapping")
+    return dict(encoded)
+
+
+def eval_features(
+    columns: Mapping[str, Sequence[Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    doc_stride: int,
+) -> dict[str, list]:
+    """Token windows with ``example_id`` and offsets kept only for context tokens."""
+    encoded = _windows(columns, tokenizer, max_length, doc_stride)
+    ids, offsets_out = [], []
+    for feature, offsets in enumerate(encoded["offset_mapping"]):
+        sequence = encoded.sequence_ids(feature)
+        ids.append(columns["id"][encoded["overflow_to_sample_mapping"][feature]])
+        offsets_out.append(
+            [tuple(o) if s == 1 else None for o, s in zip(offsets, sequence, strict=True)]
+        )
+    encoded["example_id"] = ids
+    encoded["offset_mapping"] = offsets_out
+    encoded.pop("overflow_to_sample_mapping")
+    return dict(encoded)
+
+
+def best_answers(
+    contexts: Mapping[str, str],
+    example_ids: Sequence[str],
+    offsets: Sequence[Sequence[tuple[int, int] | None]],
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    *,
+    n_best: int = 20,
+    max_answer_length: int = 30,
+) -> dict[str, str]:
+    """The highest-scoring valid span per question over all its windows: {id: answer text}.
+
+    A span is valid when both ends lie in the context, end >= start and it is at most
+    ``max_answer_length`` tokens long; its score is start logit + end logit. A question with no
+    valid span gets the empty answer.
+    """
+    best: dict[str, tuple[float, str]] = {qid: (-np.inf, "") for qid in contexts}
+    for feature, qid in enumerate(example_ids):
+        feature_offsets = offsets[feature]
+        start_top = np.argsort(start_logits[feature])[::-1][:n_best]
+        end_top = np.argsort(end_logits[feature])[::-1][:n_best]
+        for start in start_top:
+            for end in end_top:
+                if feature_offsets[start] is None or feature_offsets[end] is None:
+                    continue
+                if end < start or end - start + 1 > max_answer_length:
+                    continue
+                score = float(start_logits[feature][start] + end_logits[feature][end])
+                if score > best[qid][0]:
+                    text = contexts[qid][feature_offsets[start][0] : feature_offsets[end][1]]
+                    best[qid] = (score, text)
+    return {qid: text for qid, (_, text) in best.items()}

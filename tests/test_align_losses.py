@@ -1,0 +1,82 @@
+"""Alignment objectives on small hand-built batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ot_ray.align.losses import (
+    alignment_units,
+    anchor_regulariser,
+    l2_alignment_loss,
+    ot_alignment_loss,
+)
+from ot_ray.config import OTConfig
+
+# Two pairs: tokens [CLS] w0 w0 w1 [SEP] pad / [CLS] w0 w1 w2 [SEP] pad
+WORD_IDS = torch.tensor([[-1, 0, 0, 1, -1, -1], [-1, 0, 1, 2, -1, -1]])
+
+
+def hidden(seed: int) -> torch.Tensor:
+    return torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_units_are_pooled_words_or_all_real_subwords():
+    h = hidden(0)
+    words, mask = alignment_units(h, WORD_IDS, "word", "last")
+    assert words.shape == (2, 3, 8) and mask.tolist() == [[True, True, False], [True] * 3]
+    assert torch.equal(words[0, 0], h[0, 2])  # last subword of word 0
+    subwords, sub_mask = alignment_units(h, WORD_IDS, "subword")
+    assert subwords is h and sub_mask.sum().item() == 6
+    with pytest.raises(ValueError, match="granularity"):
+        alignment_units(h, WORD_IDS, "phrase")
+
+
+@pytest.mark.parametrize("granularity", ["word", "subword"])
+def test_ot_loss_is_zero_for_identical_sides_and_pulls_them_together(granularity):
+    ot = OTConfig(epsilon=0.01)
+    h = hidden(0)
+    same, empty = ot_alignment_loss(h, h.clone(), WORD_IDS, WORD_IDS, ot, granularity=granularity)
+    assert empty == 0 and same.abs().max() < 1e-6
+    source = hidden(1).requires_grad_()
+    loss, _ = ot_alignment_loss(source, h, WORD_IDS, WORD_IDS, ot, granularity=granularity)
+    assert (loss > 0).all()
+    loss.sum().backward()
+    with torch.no_grad():  # a small step along the gradient lowers the loss
+        moved = source - 0.05 * source.grad
+        after, _ = ot_alignment_loss(moved, h, WORD_IDS, WORD_IDS, ot, granularity=granularity)
+    assert after.sum() < loss.sum()
+    assert source.grad[:, 0].abs().max() == 0  # [CLS] is not transported
+
+
+def test_ot_loss_counts_empty_pairs():
+    ids = WORD_IDS.clone()
+    ids[1] = -1  # the second sentence is empty
+    loss, empty = ot_alignment_loss(hidden(0), hidden(1), ids, WORD_IDS, OTConfig())
+    assert empty == 1 and loss[1] == 0 and loss[0] > 0
+
+
+def test_l2_loss_on_known_vectors():
+    x = torch.zeros(2, 3, 2)
+    y = torch.zeros(2, 3, 2)
+    x[0, 0] = torch.tensor([1.0, 0.0])
+    y[0, 1] = torch.tensor([0.0, 2.0])
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    links = [{(0, 1), (2, 2)}, {(0, 0), (1, 0), (5, 5)}]  # (1, 0) masked, (5, 5) out of range
+    loss, used = l2_alignment_loss(x, y, mask, mask, links)
+    assert used == 3
+    assert loss.item() == pytest.approx((1 + 4 + 0 + 0) / 3)
+    zero, none = l2_alignment_loss(x.requires_grad_(), y, mask, mask, [set(), set()])
+    assert none == 0 and zero.item() == 0
+    zero.backward()  # still part of the graph
+
+
+def test_anchor_regulariser_sums_over_real_tokens():
+    h, h0 = hidden(0), hidden(1)
+    mask = WORD_IDS >= 0
+    expected = [((h[b] - h0[b]) ** 2).sum(-1)[mask[b]].sum().item() for b in range(2)]
+    assert anchor_regulariser(h, h0, mask).tolist() == pytest.approx(expected)
+    assert anchor_regulariser(h, h.clone(), mask).abs().max() == 0
+    reference = h0.clone().requires_grad_()
+    anchor_regulariser(h.requires_grad_(), reference, mask).sum().backward()
+    assert reference.grad is None  # the frozen encoder gets no gradient

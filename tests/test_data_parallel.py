@@ -1,0 +1,100 @@
+"""Parallel corpora from local files: the demo world's real files, and every bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ot_ray.config import WorldSizes
+from ot_ray.data.parallel import read_line_aligned, read_parallel_tsv
+from ot_ray.demo.world import write_world
+from ot_ray.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    sizes = dict(mono_sentences=20, parallel_pairs=60, parallel_dev_pairs=10, xnli_train=3)
+    sizes |= dict(xnli_dev=3, xnli_test=3, xquad_train_stories=1)
+    sizes |= dict(xquad_dev_stories=1, xquad_test_stories=1)
+    write_world(out, WorldSizes(**sizes), seed=1)
+    return out
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+def test_reads_the_demo_worlds_parallel_files_with_alignments(world):
+    corpus = read_parallel_tsv(world / "parallel/es-en.tsv", world / "parallel/es-en.align")
+    assert len(corpus) == 60 and corpus.skipped_empty == 0
+    assert corpus.links is not None and all(corpus.links)
+    first = corpus.targets[0].split()
+    assert max(j for _, j in corpus.links[0]) == len(first) - 1  # the final "." or "?" aligns
+
+
+def test_line_aligned_files_match_the_tsv(world, tmp_path):
+    corpus = read_parallel_tsv(world / "parallel/de-en.tsv")
+    source = write(tmp_path / "de.txt", "".join(s + "\n" for s in corpus.sources))
+    target = write(tmp_path / "en.txt", "".join(t + "\n" for t in corpus.targets))
+    again = read_line_aligned(source, target)
+    assert again.sources == corpus.sources and again.targets == corpus.targets
+
+
+def test_empty_sides_are_skipped_and_counted_with_their_links(tmp_path):
+    tsv = write(tmp_path / "c.tsv", "a b\tx y\n\tz\n  \t \nc\tw\n")
+    align = write(tmp_path / "c.align", "0-0 1-1\n\n\n0-0\n")
+    corpus = read_parallel_tsv(tsv, align)
+    assert corpus.sources == ["a b", "c"] and corpus.skipped_empty == 2
+    assert corpus.links == [{(0, 0), (1, 1)}, {(0, 0)}]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a\tb\nno tab here\n", r"c\.tsv:2: expected source<TAB>target, found no tab"),
+        ("a\tb\tc\n", r"c\.tsv:1: expected source<TAB>target, found 2 tabs"),
+        (b"a\tb\nbad \xff byte\tc\n", r"c\.tsv:2: not UTF-8 \(byte 0xff at column 5\)"),
+    ],
+)
+def test_bad_tsv_names_file_and_line(tmp_path, content, message):
+    with pytest.raises(DataError, match=message):
+        read_parallel_tsv(write(tmp_path / "c.tsv", content))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.tsv: no such file"):
+        read_parallel_tsv(tmp_path / "nope.tsv")
+
+
+def test_sides_of_different_length(tmp_path):
+    source = write(tmp_path / "de.txt", "a\nb\nc\n")
+    target = write(tmp_path / "en.txt", "x\ny\n")
+    with pytest.raises(DataError, match=r"de\.txt: has 3 lines but its other side .*en\.txt has 2"):
+        read_line_aligned(source, target)
+
+
+@pytest.mark.parametrize(
+    ("alignment", "message"),
+    [
+        ("0-0\n", r"c\.align: has 1 lines but the corpus .* has 2 pairs"),
+        ("0-0\n0-2\n", r"c\.align:2: link 0-2 is outside the sentence pair \(2 source, 2 target"),
+        ("0-0\n0:1\n", r"c\.align:2: not a Pharaoh link: '0:1'"),
+    ],
+)
+def test_bad_alignments_name_file_and_line(tmp_path, alignment, message):
+    tsv = write(tmp_path / "c.tsv", "a b\tx y\nc d\tz w\n")
+    with pytest.raises(DataError, match=message):
+        read_parallel_tsv(tsv, write(tmp_path / "c.align", alignment))
+
+
+def test_resizing_subsamples_or_upsamples_deterministically(world):
+    corpus = read_parallel_tsv(world / "parallel/fr-en.tsv", world / "parallel/fr-en.align")
+    small = corpus.resized(25, seed=0)
+    assert len(small) == 25 and small.sources == corpus.resized(25, seed=0).sources
+    assert set(small.sources) <= set(corpus.sources) and len(set(small.sources)) == 25
+    big = corpus.resized(150, seed=0)
+    assert len(big) == 150 and big.sources[:60] == corpus.sources
+    assert big.links is not None and big.links[60:120] == corpus.links

@@ -1,0 +1,100 @@
+"""XNLI and SQuAD/XQuAD readers: the demo world's real files, and every bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ot_ray.config import WorldSizes
+from ot_ray.data.tasks import NLI_LABELS, read_squad, read_xnli
+from ot_ray.demo.nli import LABELS as DEMO_LABELS
+from ot_ray.demo.world import write_world
+from ot_ray.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    sizes = dict(mono_sentences=20, parallel_pairs=5, parallel_dev_pairs=5, xnli_train=30)
+    sizes |= dict(xnli_dev=12, xnli_test=12, xquad_train_stories=4)
+    sizes |= dict(xquad_dev_stories=3, xquad_test_stories=3)
+    write_world(out, WorldSizes(**sizes), seed=2)
+    return out
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+def test_demo_labels_use_xnli_encoding():
+    assert DEMO_LABELS == NLI_LABELS
+
+
+def test_reads_every_demo_xnli_and_xquad_file(world):
+    assert len(read_xnli(world / "xnli/train-en.tsv")) == 30
+    for lang in ("en", "de", "fr", "bg", "es", "el"):
+        data = read_xnli(world / f"xnli/test-{lang}.tsv")
+        assert len(data) == 12 and sorted(set(data.labels)) == [0, 1, 2]
+        examples = read_squad(world / f"xquad/test-{lang}.json")
+        assert len(examples) >= 6 and all(e.answers for e in examples)
+
+
+def test_jsonl_and_integer_labels(tmp_path):
+    rows = [
+        {"premise": "a", "hypothesis": "b", "label": 2},
+        {"premise": "c", "hypothesis": "", "label": "neutral"},
+        {"premise": "d", "hypothesis": "e", "label": "entailment"},
+    ]
+    path = write(tmp_path / "x.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    data = read_xnli(path)
+    assert data.labels == [2, 0] and data.skipped_empty == 1
+    kept = read_xnli(path, skip_empty=False)
+    assert kept.labels == [2, 1, 0] and kept.hypotheses[1] == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("x.tsv", "premise\thypothesis\tlabel\na\tb\tmaybe\n", r"x\.tsv:2: unknown label 'maybe'"),
+        ("x.tsv", "premise\thypothesis\tlabel\na\tb\t3\n", r"x\.tsv:2: unknown label '3'"),
+        ("x.tsv", "premise\tlabel\na\tneutral\n", r"x\.tsv:1: header .* lacks .*'hypothesis'"),
+        ("x.tsv", "premise\thypothesis\tlabel\na\tneutral\n", r"x\.tsv:2: 2 fields, the header"),
+        ("x.tsv", "", r"x\.tsv: empty file"),
+        ("x.tsv", b"premise\thypothesis\tlabel\n\xc3(\tb\tneutral\n", r"x\.tsv:2: not UTF-8"),
+        ("x.jsonl", '{"premise": "a", "label": 0}\n', r"x\.jsonl:1: missing field.*hypothesis"),
+        ("x.jsonl", '{"premise": "a",\n', r"x\.jsonl:1: invalid JSON"),
+    ],
+)
+def test_bad_xnli_names_file_and_line(tmp_path, name, content, message):
+    with pytest.raises(DataError, match=message):
+        read_xnli(write(tmp_path / name, content))
+
+
+def squad(context: str, answer: str, start: int) -> str:
+    qa = {"id": "q1", "question": "what ?", "answers": [{"text": answer, "answer_start": start}]}
+    return json.dumps(
+        {"version": "1.1", "data": [{"paragraphs": [{"context": context, "qas": [qa]}]}]}
+    )
+
+
+def test_squad_answer_start_must_point_at_the_answer(tmp_path):
+    assert read_squad(write(tmp_path / "ok.json", squad("Anna sees 3 cups .", "3 cups", 10)))
+    bad = write(tmp_path / "bad.json", squad("Anna sees 3 cups .", "3 cups", 9))
+    with pytest.raises(DataError, match=r"bad\.json: question 'q1' .* answer_start 9 points at"):
+        read_squad(bad)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"data": [', r"s\.json:1: invalid JSON"),
+        ('{"version": "1.1"}', r"s\.json: not SQuAD JSON"),
+        ('{"data": [{"paragraphs": [{"qas": []}]}]}', r"data\[0\]\.paragraphs\[0\] has no context"),
+    ],
+)
+def test_bad_squad_files(tmp_path, content, message):
+    with pytest.raises(DataError, match=message):
+        read_squad(write(tmp_path / "s.json", content))

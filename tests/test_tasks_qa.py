@@ -1,0 +1,113 @@
+"""QA preprocessing and decoding on the demo world's SQuAD files with a locally built tokenizer:
+gold token positions recover every answer, and decoding perfect logits scores 100."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from ot_ray.config import WorldSizes
+from ot_ray.data.tasks import read_squad
+from ot_ray.demo.encoder import read_documents, train_tokenizer
+from ot_ray.demo.world import write_world
+from ot_ray.metrics import normalize_answer, squad_scores
+from ot_ray.tasks.qa import best_answers, eval_features, train_features
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    sizes = dict(mono_sentences=600, parallel_pairs=5, parallel_dev_pairs=5, xnli_train=3)
+    sizes |= dict(xnli_dev=3, xnli_test=3, xquad_train_stories=12)
+    sizes |= dict(xquad_dev_stories=6, xquad_test_stories=6)
+    write_world(out, WorldSizes(**sizes), seed=4)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer(world):
+    lines = [
+        line for lang in ("en", "de", "fr", "bg", "es", "el")
+        for document in read_documents(world / f"mono/{lang}.txt") for line in document
+    ]  # fmt: skip
+    return train_tokenizer(lines, vocab_size=300, max_length=128)
+
+
+def columns(path: Path) -> dict[str, list]:
+    examples = read_squad(path)
+    return {
+        "id": [e.id for e in examples],
+        "question": [e.question for e in examples],
+        "context": [e.context for e in examples],
+        "answers": [list(e.answers) for e in examples],
+        "answer_starts": [list(e.answer_starts) for e in examples],
+    }
+
+
+@pytest.mark.parametrize("lang", ["en", "es", "bg"])
+def test_gold_positions_recover_every_answer(world, tokenizer, lang):
+    data = columns(world / f"xquad/test-{lang}.json")
+    # Short windows force contexts to be split, so some windows do not contain the answer.
+    features = train_features(data, tokenizer, max_length=48, doc_stride=16)
+    encoded = eval_features(data, tokenizer, max_length=48, doc_stride=16)
+    assert len(features["input_ids"]) > len(data["id"])  # windows over long contexts
+    found = {}
+    for f, (start, end) in enumerate(
+        zip(features["start_positions"], features["end_positions"], strict=True)
+    ):
+        if start == 0:
+            continue
+        offsets = encoded["offset_mapping"][f]
+        qid = encoded["example_id"][f]
+        context = data["context"][data["id"].index(qid)]
+        found[qid] = context[offsets[start][0] : offsets[end][1]]
+    assert set(found) == set(data["id"])  # every answer is inside at least one window
+    for qid, text in found.items():
+        assert text == data["answers"][data["id"].index(qid)][0]
+
+
+def test_decoding_perfect_logits_scores_100_and_respects_constraints(world, tokenizer):
+    data = columns(world / "xquad/test-de.json")
+    train = train_features(data, tokenizer, max_length=48, doc_stride=16)
+    encoded = eval_features(data, tokenizer, max_length=48, doc_stride=16)
+    n, length = len(encoded["input_ids"]), 48
+    start_logits, end_logits = np.zeros((n, length)), np.zeros((n, length))
+    for f in range(n):
+        start, end = train["start_positions"][f], train["end_positions"][f]
+        start_logits[f, end], end_logits[f, start] = 5.0, 5.0  # one-token spans rank next
+        start_logits[f, start], end_logits[f, end] = 10.0, 10.0
+    contexts = dict(zip(data["id"], data["context"], strict=True))
+    predictions = best_answers(
+        contexts, encoded["example_id"], encoded["offset_mapping"], start_logits, end_logits
+    )
+    answers = dict(zip(data["id"], data["answers"], strict=True))
+    assert squad_scores(predictions, answers) == {"em": 100.0, "f1": 100.0}
+    # One-token answers only: the best valid span is now one token of the gold answer.
+    short = best_answers(
+        contexts, encoded["example_id"], encoded["offset_mapping"], start_logits, end_logits,
+        max_answer_length=1,
+    )  # fmt: skip
+    assert all(short[q] and short[q] in predictions[q] for q in short)
+    assert any(normalize_answer(short[q]) != normalize_answer(predictions[q]) for q in short)
+
+
+def test_features_run_inside_datasets_map(world, tokenizer):
+    data = Dataset.from_dict(columns(world / "xquad/train-en.json"))
+    mapped = data.map(
+        train_features,
+        batched=True,
+        remove_columns=data.column_names,
+        fn_kwargs={"tokenizer": tokenizer, "max_length": 64, "doc_stride": 32},
+    )
+    assert set(mapped.column_names) >= {"input_ids", "start_positions", "end_positions"}
+    assert len(mapped) >= len(data)
+    assert 0 < sum(mapped["question_truncated"]) < len(mapped)  # long questions were cut
+
+
+def test_windows_must_leave_room_for_context(world, tokenizer):
+    data = columns(world / "xquad/test-en.json")
+    with pytest.raises(ValueError, match="leaves no room"):
+        train_features(data, tokenizer, max_length=20, doc_stride=16)
