@@ -104,7 +104,26 @@ def test_features_run_inside_datasets_map(world, tokenizer):
     )
     assert set(mapped.column_names) >= {"input_ids", "start_positions", "end_positions"}
     assert len(mapped) >= len(data)
-    assert 0 < sum(mapped["question_truncated"]) < len(mapped)  # long questions were cut
+
+
+def test_questions_too_long_for_a_window_are_cut_and_flagged(world, tokenizer):
+    data = columns(world / "xquad/train-en.json")
+    max_length, stride = 48, 24
+    budget = max_length - stride - tokenizer.num_special_tokens_to_add(pair=True) - 1
+    too_long = {
+        qid
+        for qid, question in zip(data["id"], data["question"], strict=True)
+        if len(tokenizer(question, add_special_tokens=False)["input_ids"]) > budget
+    }
+    assert 0 < len(too_long) < len(data["id"])
+    encoded = eval_features(data, tokenizer, max_length=max_length, doc_stride=stride)
+    flagged = {
+        qid
+        for qid, cut in zip(encoded["example_id"], encoded["question_truncated"], strict=True)
+        if cut
+    }
+    assert flagged == too_long
+    assert all(len(ids) == max_length for ids in encoded["input_ids"])
 
 
 def test_windows_must_leave_room_for_context(world, tokenizer):
