@@ -24,3 +24,23 @@ def padded_batch(batch: int, max_n: int, max_m: int, dim: int, *, seed: int, dty
 @pytest.fixture
 def batch64():
     return padded_batch(6, 9, 7, 4, seed=0)
+
+
+def write_small_world(out, seed: int, **sizes: int):
+    """The demo world's data files (no encoder) at toy sizes: real formats in a second."""
+    from ot_ray.config import WorldSizes
+    from ot_ray.demo.world import write_world
+
+    defaults = dict(
+        mono_sentences=20,
+        parallel_pairs=5,
+        parallel_dev_pairs=5,
+        xnli_train=3,
+        xnli_dev=3,
+        xnli_test=3,
+        xquad_train_stories=1,
+        xquad_dev_stories=1,
+        xquad_test_stories=1,
+    )
+    write_world(out, WorldSizes(**{**defaults, **sizes}), seed=seed)
+    return out

@@ -5,21 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import write_small_world
 
-from ot_ray.config import WorldSizes
 from ot_ray.data.parallel import read_line_aligned, read_parallel_tsv
-from ot_ray.demo.world import write_world
 from ot_ray.errors import DataError
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    sizes = dict(mono_sentences=20, parallel_pairs=60, parallel_dev_pairs=10, xnli_train=3)
-    sizes |= dict(xnli_dev=3, xnli_test=3, xquad_train_stories=1)
-    sizes |= dict(xquad_dev_stories=1, xquad_test_stories=1)
-    write_world(out, WorldSizes(**sizes), seed=1)
-    return out
+    return write_small_world(
+        tmp_path_factory.mktemp("world"), seed=1, parallel_pairs=60, parallel_dev_pairs=10
+    )
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -6,22 +6,19 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import write_small_world
 
-from ot_ray.config import WorldSizes
 from ot_ray.data.tasks import NLI_LABELS, read_squad, read_xnli
 from ot_ray.demo.nli import LABELS as DEMO_LABELS
-from ot_ray.demo.world import write_world
 from ot_ray.errors import DataError
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    sizes = dict(mono_sentences=20, parallel_pairs=5, parallel_dev_pairs=5, xnli_train=30)
-    sizes |= dict(xnli_dev=12, xnli_test=12, xquad_train_stories=4)
-    sizes |= dict(xquad_dev_stories=3, xquad_test_stories=3)
-    write_world(out, WorldSizes(**sizes), seed=2)
-    return out
+    return write_small_world(
+        tmp_path_factory.mktemp("world"), seed=2, xnli_train=30, xnli_dev=12, xnli_test=12,
+        xquad_train_stories=4, xquad_dev_stories=3, xquad_test_stories=3,
+    )  # fmt: skip
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -7,24 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_small_world
 from datasets import Dataset
 
-from ot_ray.config import WorldSizes
 from ot_ray.data.tasks import read_squad
 from ot_ray.demo.encoder import read_documents, train_tokenizer
-from ot_ray.demo.world import write_world
 from ot_ray.metrics import normalize_answer, squad_scores
-from ot_ray.tasks.qa import best_answers, eval_features, train_features
+from ot_ray.tasks.qa import best_answers, eval_features, squad_columns, train_features
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    sizes = dict(mono_sentences=600, parallel_pairs=5, parallel_dev_pairs=5, xnli_train=3)
-    sizes |= dict(xnli_dev=3, xnli_test=3, xquad_train_stories=12)
-    sizes |= dict(xquad_dev_stories=6, xquad_test_stories=6)
-    write_world(out, WorldSizes(**sizes), seed=4)
-    return out
+    return write_small_world(
+        tmp_path_factory.mktemp("world"), seed=4, mono_sentences=600, xquad_train_stories=12,
+        xquad_dev_stories=6, xquad_test_stories=6,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +34,7 @@ def tokenizer(world):
 
 
 def columns(path: Path) -> dict[str, list]:
-    examples = read_squad(path)
-    return {
-        "id": [e.id for e in examples],
-        "question": [e.question for e in examples],
-        "context": [e.context for e in examples],
-        "answers": [list(e.answers) for e in examples],
-        "answer_starts": [list(e.answer_starts) for e in examples],
-    }
+    return squad_columns(read_squad(path))
 
 
 @pytest.mark.parametrize("lang", ["en", "es", "bg"])

@@ -9,6 +9,7 @@ task stage (with alignment) lives in the training pipeline; this is the bare bas
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -17,6 +18,31 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ot_ray.data.tasks import NLI_LABELS as LABELS
 from ot_ray.data.tasks import read_xnli
+
+
+def _fine_tune(
+    model: torch.nn.Module,
+    loss_of: Callable[[list[int]], torch.Tensor],
+    permutations: Iterable[list[int]],
+    batch_size: int,
+    lr: float,
+    steps: int,
+    description: str,
+) -> None:
+    """AdamW with linear decay over full batches of each epoch's permutation."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
+    model.train()
+    with tqdm(total=steps, desc=description, unit="step") as progress:
+        for index in permutations:
+            for start in range(0, len(index) - batch_size + 1, batch_size):
+                loss = loss_of(index[start : start + batch_size])
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                progress.update()
+                progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
 
 
 def read_nli_tsv(path: Path) -> tuple[list[str], list[str], list[int]]:
@@ -46,31 +72,26 @@ def nli_gap(
     if max_train is not None:
         premises, hypotheses = premises[:max_train], hypotheses[:max_train]
         labels = labels[:max_train]
-    steps = epochs * (len(labels) // batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
-    order = random.Random(seed)
-    model.train()
-    with tqdm(total=steps, desc="pivot NLI fine-tuning", unit="step") as progress:
+    rng = random.Random(seed)
+
+    def permutations():
         for _ in range(epochs):
             index = list(range(len(labels)))
-            order.shuffle(index)
-            for start in range(0, len(index) - batch_size + 1, batch_size):
-                chunk = index[start : start + batch_size]
-                batch = tokenizer(
-                    [premises[i] for i in chunk],
-                    [hypotheses[i] for i in chunk],
-                    padding=True,
-                    truncation=True,
-                    return_tensors="pt",
-                )
-                loss = model(**batch, labels=torch.tensor([labels[i] for i in chunk])).loss
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                progress.update()
-                progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            rng.shuffle(index)
+            yield index
+
+    def loss_of(chunk: list[int]) -> torch.Tensor:
+        batch = tokenizer(
+            [premises[i] for i in chunk],
+            [hypotheses[i] for i in chunk],
+            padding=True,
+            truncation=True,
+            return_tensors="pt",
+        )
+        return model(**batch, labels=torch.tensor([labels[i] for i in chunk])).loss
+
+    steps = epochs * (len(labels) // batch_size)
+    _fine_tune(model, loss_of, permutations(), batch_size, lr, steps, "pivot NLI fine-tuning")
     return {
         lang: accuracy(model, tokenizer, world / "xnli" / f"dev-{lang}.tsv") for lang in languages
     }
@@ -112,17 +133,10 @@ def qa_gap(
 
     from ot_ray.data.tasks import read_squad
     from ot_ray.metrics import squad_scores
-    from ot_ray.tasks.qa import best_answers, eval_features, train_features
+    from ot_ray.tasks.qa import best_answers, eval_features, squad_columns, train_features
 
     def columns(path: Path) -> dict[str, list]:
-        examples = read_squad(path)
-        return {
-            "id": [e.id for e in examples],
-            "question": [e.question for e in examples],
-            "context": [e.context for e in examples],
-            "answers": [list(e.answers) for e in examples],
-            "answer_starts": [list(e.answer_starts) for e in examples],
-        }
+        return squad_columns(read_squad(path))
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(world / "encoder")
@@ -133,23 +147,14 @@ def qa_gap(
     names = ["input_ids", "token_type_ids", "attention_mask", "start_positions", "end_positions"]
     tensors = {name: torch.tensor(features[name]) for name in names}
     count = len(tensors["input_ids"])
-    steps = epochs * (count // batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
     generator = torch.Generator().manual_seed(seed)
-    model.train()
-    with tqdm(total=steps, desc="pivot QA fine-tuning", unit="step") as progress:
-        for _ in range(epochs):
-            order = torch.randperm(count, generator=generator)
-            for start in range(0, count - batch_size + 1, batch_size):
-                chunk = order[start : start + batch_size]
-                loss = model(**{k: v[chunk] for k, v in tensors.items()}).loss
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                progress.update()
-                progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    permutations = (torch.randperm(count, generator=generator).tolist() for _ in range(epochs))
+
+    def loss_of(chunk: list[int]) -> torch.Tensor:
+        return model(**{k: v[chunk] for k, v in tensors.items()}).loss
+
+    steps = epochs * (count // batch_size)
+    _fine_tune(model, loss_of, permutations, batch_size, lr, steps, "pivot QA fine-tuning")
     model.eval()
     scores = {}
     for lang in languages:

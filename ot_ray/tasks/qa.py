@@ -16,6 +16,19 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from ot_ray.data.tasks import QAExample
+
+
+def squad_columns(examples: Sequence[QAExample]) -> dict[str, list]:
+    """Questions as the columns the ``*_features`` functions (and ``Dataset.from_dict``) take."""
+    return {
+        "id": [e.id for e in examples],
+        "question": [e.question for e in examples],
+        "context": [e.context for e in examples],
+        "answers": [list(e.answers) for e in examples],
+        "answer_starts": [list(e.answer_starts) for e in examples],
+    }
+
 
 def _windows(columns: Mapping[str, Sequence[Any]], tokenizer, max_length: int, doc_stride: int):
     """Tokenised windows; questions too long to leave room for a context window are cut."""
