@@ -108,3 +108,43 @@ def describe_world(path: Path, *, reused: bool) -> str:
     seen = ", ".join(manifest["seen_in_alignment"])
     lines.append(f"  pivot {manifest['pivot']}; seen in alignment: {seen}")
     return "\n".join(lines)
+
+
+def train(argv: Sequence[str] | None = None) -> int:
+    """``jobs/train.py``: one complete trial (alignment, tasks, evaluation) on Ray Train."""
+    from ot_ray.launch import fit, resolve_paths
+    from ot_ray.summary import summary_table
+
+    parser = config_parser(
+        "Run one trial: align the encoder on parallel text, fine-tune each task on the pivot, "
+        "evaluate zero-shot on every language. Runs on Ray Train (train.num_workers workers)."
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run in this process without Ray (debugging; same code as one worker)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --in-process: continue from <output_dir>/checkpoint",
+    )
+    args = parser.parse_args(argv)
+    config = resolve_paths(config_from_args(args))
+    if args.in_process:
+        from ot_ray.reporters import LocalReporter
+        from ot_ray.trial import run_trial
+
+        reporter = LocalReporter(Path(config.train.output_dir), resume=args.resume)
+        metrics = run_trial(config, reporter)
+    else:
+        import ray
+
+        ray.init(log_to_driver=True, configure_logging=True, logging_level="WARNING")
+        try:
+            metrics = fit(config)
+        finally:
+            ray.shutdown()
+    print(summary_table(metrics, config.data.all_eval_languages))
+    print(f"outputs: {config.train.output_dir}")
+    return 0

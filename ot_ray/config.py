@@ -81,16 +81,93 @@ class DemoConfig(Section):
     encoder: EncoderPretraining = Field(default_factory=EncoderPretraining)
 
 
+class SourceSpec(Section):
+    """Where one split of one dataset comes from: a local file or an HF Hub dataset.
+
+    Strings may use ``{root}`` (``data.root``; the demo world's directory when it is ``demo``),
+    ``{lang}``, ``{pivot}`` and ``{pair}`` (the two codes sorted and joined by ``-``, as
+    Europarl's Hub configs are named). A Hub dataset is read with ``datasets.load_dataset(hub,
+    hub_config, split=split, data_files=data_files)``, so ``hub: json`` with ``data_files`` reads
+    local files in a Hub dataset's schema.
+    """
+
+    path: str | None = Field(default=None, description="Local file (TSV, JSONL or SQuAD JSON).")
+    second_path: str | None = Field(
+        default=None, description="Parallel text as two line-aligned files: the pivot side."
+    )
+    alignments: str | None = Field(default=None, description="Pharaoh word alignments.")
+    hub: str | None = Field(default=None, description="HF Hub dataset id (or a builder: json).")
+    hub_config: str | None = None
+    data_files: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    languages: list[str] | None = Field(
+        default=None, description="Only these languages have this split (default: all)."
+    )
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> SourceSpec:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of 'path' (a local file) and 'hub' (a dataset id)")
+        return self
+
+    def covers(self, lang: str) -> bool:
+        return self.languages is None or lang in self.languages
+
+
+def _local(path: str, alignments: str | None = None, **extra: Any) -> Any:
+    return Field(default_factory=lambda: SourceSpec(path=path, alignments=alignments, **extra))
+
+
+class ParallelSources(Section):
+    """Parallel text per target language with the pivot: training pairs and held-out pairs."""
+
+    train: SourceSpec = _local(
+        "{root}/parallel/{lang}-{pivot}.tsv", "{root}/parallel/{lang}-{pivot}.align"
+    )
+    dev: SourceSpec = _local(
+        "{root}/parallel/dev/{lang}-{pivot}.tsv", "{root}/parallel/dev/{lang}-{pivot}.align"
+    )
+
+
+class NLISources(Section):
+    """XNLI: training on the pivot (``{lang}`` is the pivot there), dev and test per language."""
+
+    train: SourceSpec = _local("{root}/xnli/train-{lang}.tsv")
+    dev: SourceSpec = _local("{root}/xnli/dev-{lang}.tsv")
+    test: SourceSpec = _local("{root}/xnli/test-{lang}.tsv")
+
+
+class QASources(Section):
+    """XQuAD: SQuAD v1.1 JSON (or the Hub's squad/xquad schema) per split and language."""
+
+    train: SourceSpec = _local("{root}/xquad/train-{lang}.json")
+    dev: SourceSpec = _local("{root}/xquad/dev-{lang}.json")
+    test: SourceSpec = _local("{root}/xquad/test-{lang}.json")
+
+
 class DataConfig(Section):
     """Languages and corpora. The pivot plays the role of English: tasks are trained on it."""
 
+    root: str = Field(
+        default="demo", description="Fills {root} in paths; 'demo' = the demo world directory."
+    )
     pivot: str = "en"
     languages: list[str] = Field(default_factory=list, description="Target languages aligned.")
     eval_languages: list[str] = Field(
-        default_factory=list, description="Languages evaluated zero-shot (default: all)."
+        default_factory=list,
+        description="Languages evaluated zero-shot besides the pivot (default: data.languages).",
     )
-    pairs_per_language: PositiveInt | None = None
-    max_length: PositiveInt = 128
+    pairs_per_language: PositiveInt | None = Field(
+        default=None, description="Sub- or upsample each language pair to this many pairs."
+    )
+    max_length: PositiveInt = Field(128, description="Tokens per sentence in alignment.")
+    cache_dir: str | None = Field(
+        default=None, description="Tokenised datasets (default: <output_dir>/cache)."
+    )
+    parallel: ParallelSources = Field(default_factory=ParallelSources)
+    xnli: NLISources = Field(default_factory=NLISources)
+    xquad: QASources = Field(default_factory=QASources)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
     @model_validator(mode="after")
@@ -98,6 +175,12 @@ class DataConfig(Section):
         if self.pivot in self.languages:
             raise ValueError(f"the pivot language {self.pivot!r} must not be in data.languages")
         return self
+
+    @property
+    def all_eval_languages(self) -> list[str]:
+        """The pivot first, then every other evaluated language once."""
+        others = self.eval_languages or self.languages
+        return [self.pivot] + [lang for lang in dict.fromkeys(others) if lang != self.pivot]
 
 
 class SinkhornConfig(Section):
@@ -123,11 +206,20 @@ class OTConfig(Section):
     solver: SinkhornConfig = Field(default_factory=SinkhornConfig)
 
 
+class LinkNoise(Section):
+    """Degrade gold word alignments the way an automatic aligner would (for the L2 baseline)."""
+
+    drop: Annotated[float, Field(ge=0, le=1)] = 0.0
+    move: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
 class AlignmentConfig(Section):
     """Stage 1: fine-tune the encoder on parallel text so translations get close embeddings."""
 
     method: Literal["wordot", "subot", "l2", "none"] = "wordot"
-    layers: list[int] = Field(default_factory=lambda: [-1])
+    layers: list[int] = Field(
+        default_factory=lambda: [-1], description="Hidden-state indices aligned (-1 = last)."
+    )
     pooling: Literal["last", "first", "mean"] = "last"
     ot: OTConfig = Field(default_factory=OTConfig)
     reg_lambda: NonNegativeFloat = 1.0
@@ -135,9 +227,20 @@ class AlignmentConfig(Section):
     epochs: PositiveFloat = 1.0
     batch_size: PositiveInt = 24
     grad_accum: PositiveInt = 2
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    link_noise: LinkNoise = Field(default_factory=LinkNoise)
     joint_weight: NonNegativeFloat | None = Field(
         default=None, description="Joint variant: weight of the OT loss during task training."
     )
+    eval_pairs: PositiveInt | None = Field(
+        default=None, description="Held-out pairs per language for retrieval/AER (default all)."
+    )
+
+    @model_validator(mode="after")
+    def _layers_given(self) -> AlignmentConfig:
+        if not self.layers:
+            raise ValueError("alignment.layers needs at least one layer index")
+        return self
 
 
 class TaskTrainConfig(Section):
@@ -147,6 +250,12 @@ class TaskTrainConfig(Section):
     epochs: PositiveFloat
     batch_size: PositiveInt = 32
     max_length: PositiveInt = 128
+    grad_accum: PositiveInt = 1
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    weight_decay: NonNegativeFloat = 0.0
+    max_train: PositiveInt | None = Field(
+        default=None, description="Use only the first N training examples (quick runs)."
+    )
 
 
 class QATrainConfig(TaskTrainConfig):
@@ -174,9 +283,22 @@ class TrainConfig(Section):
 
     num_workers: PositiveInt = 1
     use_gpu: bool = False
+    cpus_per_worker: PositiveFloat = 1.0
     seed: int = 0
     output_dir: str = "outputs"
-    storage_path: str | None = None
+    run_name: str | None = Field(
+        default=None, description="Ray Train run name (default: derived from the config)."
+    )
+    storage_path: str | None = Field(
+        default=None, description="Ray Train storage (checkpoints); default <output_dir>/ray."
+    )
+    bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU).")
+    max_grad_norm: PositiveFloat | None = 1.0
+    eval_batch_size: PositiveInt = 128
+    checkpoint_every: PositiveInt | None = Field(
+        default=200, description="Optimizer steps between checkpoints inside a stage."
+    )
+    max_failures: int = Field(0, ge=-1, description="Worker-group restarts (Ray FailureConfig).")
 
 
 class TuneConfig(Section):

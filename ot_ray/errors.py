@@ -12,6 +12,18 @@ from __future__ import annotations
 class UserError(Exception):
     """An error caused by the user's input, reported without a traceback."""
 
+    def __reduce__(self):
+        # Ray ships worker exceptions to the driver by pickling; keep the subclass, its message
+        # and its attributes although the subclasses' __init__ take keyword-only arguments.
+        return (_restore, (type(self), str(self), dict(self.__dict__)))
+
+
+def _restore(cls: type[UserError], message: str, attributes: dict) -> UserError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(attributes)
+    return error
+
 
 class ConfigError(UserError):
     """A configuration file or override that does not validate.

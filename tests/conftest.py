@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -44,3 +46,51 @@ def write_small_world(out, seed: int, **sizes: int):
     )
     write_world(out, WorldSizes(**{**defaults, **sizes}), seed=seed)
     return out
+
+
+#: A demo world small enough to build in seconds (its encoder is barely trained): for tests of
+#: the plumbing, not of the science.
+SMALL_DEMO = {
+    "seed": 3,
+    "sizes": {
+        "mono_sentences": 400,
+        "parallel_pairs": 150,
+        "parallel_dev_pairs": 40,
+        "xnli_train": 90,
+        "xnli_dev": 60,
+        "xnli_test": 90,
+        "xquad_train_stories": 15,
+        "xquad_dev_stories": 8,
+        "xquad_test_stories": 10,
+    },
+    "encoder": {
+        "vocab_size": 400,
+        "hidden_size": 32,
+        "num_layers": 2,
+        "num_heads": 2,
+        "intermediate_size": 64,
+        "steps": 3,
+        "batch_size": 8,
+        "warmup_steps": 1,
+        "heldout_sentences": 40,
+    },
+}
+
+
+def tiny_trial_overrides(cache: str, output: str) -> list[str]:
+    """``--set`` overrides for a trial that runs in seconds on the small demo world."""
+    return [
+        f"data.demo={json.dumps({**SMALL_DEMO, 'cache_dir': cache})}",
+        "data.languages=[de,fr,bg,es]",
+        "data.eval_languages=[de,fr,bg,es,el]",
+        "data.pairs_per_language=40",
+        "data.max_length=48",
+        "alignment.batch_size=8",
+        "alignment.grad_accum=2",
+        "alignment.lr=1e-3",
+        "task.xnli={lr: 1e-3, epochs: 1, batch_size: 16, max_length: 64}",
+        "task.xquad={lr: 1e-3, epochs: 1, batch_size: 8, max_length: 64, doc_stride: 32}",
+        "train.eval_batch_size=16",
+        "train.checkpoint_every=4",
+        f"train.output_dir={output}",
+    ]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SMALL_DEMO as SMALL
 
 from ot_ray.config import DemoConfig
 from ot_ray.demo.build import MANIFEST, check_world, ensure_demo_world, world_dir
@@ -24,32 +25,6 @@ from ot_ray.errors import UserError
 REPO = Path(__file__).resolve().parent.parent
 LANGUAGES = ["en", "de", "fr", "bg", "es", "el"]
 SEEN = ["de", "fr", "bg", "es"]
-
-SMALL = {
-    "seed": 3,
-    "sizes": {
-        "mono_sentences": 400,
-        "parallel_pairs": 150,
-        "parallel_dev_pairs": 40,
-        "xnli_train": 90,
-        "xnli_dev": 60,
-        "xnli_test": 90,
-        "xquad_train_stories": 15,
-        "xquad_dev_stories": 8,
-        "xquad_test_stories": 10,
-    },
-    "encoder": {
-        "vocab_size": 400,
-        "hidden_size": 32,
-        "num_layers": 2,
-        "num_heads": 2,
-        "intermediate_size": 64,
-        "steps": 3,
-        "batch_size": 8,
-        "warmup_steps": 1,
-        "heldout_sentences": 40,
-    },
-}
 
 
 def small_demo(tmp: Path, **changes) -> DemoConfig:

@@ -1,0 +1,116 @@
+"""Does alignment help zero-shot transfer? Methods x seeds on the demo world, one table.
+
+Runs complete trials (alignment, XNLI, XQuAD, evaluation) in-process with the same library code
+a Ray Train worker runs, for each method and seed, and prints per-language test scores as
+mean +- std over seeds, the averages over seen and unseen languages, and alignment quality
+(bitext retrieval accuracy@1, AER of the links read off the transport plan).
+
+    python benchmarks/bench_transfer.py                      # the README table (about 90 min)
+    python benchmarks/bench_transfer.py --seeds 0 --methods none wordot
+
+Finished trials are kept under ``--out`` and reused, so an interrupted run continues.
+Model selection is not involved (every variant uses the config's settings), and only test
+scores are reported: dev scores are in each trial's metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from ot_ray.config import load_config
+from ot_ray.launch import resolve_paths
+from ot_ray.reporters import LocalReporter
+from ot_ray.trial import run_trial
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Each variant is a method plus its overrides of the config.
+VARIANTS: dict[str, list[str]] = {
+    "none": ["alignment.method=none"],
+    "l2": ["alignment.method=l2"],
+    "l2-noisy": ["alignment.method=l2", "alignment.link_noise={drop: 0.3, move: 0.2}"],
+    "wordot": ["alignment.method=wordot"],
+    "subot": ["alignment.method=subot"],
+}
+SCORES = (("XNLI acc", "xnli/test/acc"), ("XQuAD F1", "xquad/test/f1"))
+QUALITY = (("retrieval@1", "align/retrieval_acc"), ("AER", "align/aer"))
+AVERAGES = ("avg_seen_targets", "avg_unseen", "avg_seen", "avg_all")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/transfer"))
+    return parser.parse_args()
+
+
+def run_variant(args: argparse.Namespace, variant: str, seed: int) -> dict[str, float]:
+    out = (args.out / variant / f"seed{seed}").resolve()
+    done = out / "metrics.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    overrides = [*args.overrides, *VARIANTS[variant], f"train.seed={seed}"]
+    overrides += [f"train.output_dir={out}", "train.checkpoint_every=100000"]
+    config = resolve_paths(load_config(args.config, overrides))
+    start = time.perf_counter()
+    metrics = run_trial(config, LocalReporter(out), show_progress=False)
+    print(f"  {variant} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+    return metrics
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def table(runs: dict[str, list[dict]], prefix: str, rows: list[str]) -> list[str]:
+    lines = ["| | " + " | ".join(runs) + " |", "|---|" + "---:|" * len(runs)]
+    for row in rows:
+        cells = [
+            cell([m[f"{prefix}/{row}"] for m in ms if f"{prefix}/{row}" in m])
+            for ms in runs.values()
+        ]
+        if any(cells):
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    args = parse_args()
+    config = load_config(args.config, args.overrides)
+    languages = config.data.all_eval_languages
+    runs: dict[str, list[dict]] = {}
+    for variant in args.methods:
+        runs[variant] = [run_variant(args, variant, seed) for seed in args.seeds]
+    print(f"\n# Zero-shot transfer on the demo world ({len(args.seeds)} seeds: {args.seeds})")
+    print(f"pivot {config.data.pivot}; seen in alignment: {', '.join(config.data.languages)}")
+    for title, prefix in SCORES:
+        print(f"\n## {title} (test, mean ± std over seeds)\n")
+        print("\n".join(table(runs, prefix, languages + list(AVERAGES))))
+    for title, prefix in QUALITY:
+        print(f"\n## {title} on held-out parallel pairs\n")
+        print("\n".join(table(runs, prefix, [*languages[1:], "avg_seen_targets", "avg_unseen"])))
+    if "none" in runs and "wordot" in runs:
+        print("\n## Targets (wordot - none)\n")
+        for title, prefix in SCORES:
+            for row, goal in (("avg_seen_targets", ">= +10"), (config.data.pivot, ">= -1")):
+                key = f"{prefix}/{row}"
+                delta = statistics.fmean(m[key] for m in runs["wordot"]) - statistics.fmean(
+                    m[key] for m in runs["none"]
+                )
+                verdict = "met" if delta >= float(goal.split()[1]) else "NOT met"
+                print(f"- {title} {row}: {delta:+.1f} points (target {goal}: {verdict})")
+
+
+if __name__ == "__main__":
+    main()

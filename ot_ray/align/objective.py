@@ -1,0 +1,103 @@
+"""The stage-1 objective on one batch: alignment loss + lambda * anchor regulariser.
+
+One forward pass of the trained encoder covers both sides of the batch (source rows and pivot
+rows share it); the frozen initial encoder runs on the pivot rows only, without gradient, in
+eval mode, so the regulariser pulls the pivot language back to where pre-training left it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ot_ray.align.batches import ParallelBatch
+from ot_ray.align.losses import anchor_regulariser, l2_alignment_loss, ot_alignment_loss
+from ot_ray.config import AlignmentConfig
+from ot_ray.ot import pool_words
+
+
+def hidden_layers(model: torch.nn.Module, batch: ParallelBatch, layers: list[int]):
+    """The requested hidden states (each (2B, T, D)) of ``model`` on a batch."""
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        token_type_ids=torch.zeros_like(batch.input_ids),
+        output_hidden_states=True,
+    )
+    return [out.hidden_states[layer] for layer in layers]
+
+
+class AlignmentObjective:
+    """Computes the loss of one method (``wordot``, ``subot`` or ``l2``) on parallel batches."""
+
+    def __init__(
+        self,
+        config: AlignmentConfig,
+        reference: torch.nn.Module | None,
+    ) -> None:
+        if config.method == "none":
+            raise ValueError("method 'none' has no alignment objective")
+        self.config = config
+        self.reference = reference
+        if reference is not None:
+            reference.eval()
+            reference.requires_grad_(False)
+
+    def __call__(
+        self, encoder: torch.nn.Module, batch: ParallelBatch, *, regularise: bool = True
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean loss over the batch's pairs and the parts to log (means over pairs)."""
+        config, size = self.config, batch.size
+        hidden = hidden_layers(encoder, batch, config.layers)
+        align = torch.zeros((), device=batch.input_ids.device)
+        empty = 0
+        for states in hidden:
+            per_pair, empty = self._alignment(states, batch)
+            align = align + per_pair / len(hidden)
+        total, parts = align, {"align/loss": float(align.detach())}
+        if regularise and config.reg_lambda > 0 and self.reference is not None:
+            pivot = _pivot_rows(batch)
+            with torch.no_grad():
+                reference = hidden_layers(self.reference, pivot, config.layers)
+            mask = batch.attention_mask[size:]
+            reg = sum(
+                anchor_regulariser(states[size:], ref, mask).mean()
+                for states, ref in zip(hidden, reference, strict=True)
+            ) / len(hidden)
+            total = total + config.reg_lambda * reg
+            parts["align/regulariser"] = float(reg.detach())
+        parts["align/empty_pairs"] = float(empty) / size
+        return total, parts
+
+    def _alignment(self, states: torch.Tensor, batch: ParallelBatch) -> tuple[torch.Tensor, int]:
+        size, config = batch.size, self.config
+        source, target = states[:size], states[size:]
+        source_ids, target_ids = batch.word_ids[:size], batch.word_ids[size:]
+        if config.method in ("wordot", "subot"):
+            granularity = "word" if config.method == "wordot" else "subword"
+            per_pair, empty = ot_alignment_loss(
+                source,
+                target,
+                source_ids,
+                target_ids,
+                config.ot,
+                granularity=granularity,
+                pooling=config.pooling,
+            )
+            return per_pair.mean(), empty
+        if batch.links is None:
+            raise ValueError("the l2 method needs word alignments (data.parallel.train.alignments)")
+        x, x_mask = pool_words(source, source_ids, config.pooling)
+        y, y_mask = pool_words(target, target_ids, config.pooling)
+        loss, _ = l2_alignment_loss(x, y, x_mask, y_mask, batch.links)
+        return loss, 0
+
+
+def _pivot_rows(batch: ParallelBatch) -> ParallelBatch:
+    size = batch.size
+    return ParallelBatch(
+        batch.input_ids[size:],
+        batch.attention_mask[size:],
+        batch.word_ids[size:],
+        None,
+        size,
+    )

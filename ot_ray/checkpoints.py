@@ -1,0 +1,97 @@
+"""Trial checkpoints: safetensors weights, optimizer and schedule, RNG, stage and step.
+
+A checkpoint is a directory (what ``ray.train.Checkpoint.from_directory`` takes):
+
+* ``state.json``: the stage in progress, its optimizer step and the metrics measured so far;
+* ``aligned_encoder/``: the stage-1 result as ``save_pretrained`` (safetensors), once it exists;
+* ``stage_model.safetensors``, ``optimizer.pt``, ``rng.pt``: the model, optimizer and schedule of
+  the stage in progress and the torch RNG state (read back with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+
+STATE = "state.json"
+ALIGNED = "aligned_encoder"
+STAGE_MODEL = "stage_model.safetensors"
+OPTIMIZER = "optimizer.pt"
+RNG = "rng.pt"
+
+
+@dataclass
+class TrialState:
+    """Where a trial stands. Stages run in order: align, quality, then each task."""
+
+    stage: str = "align"
+    step: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)
+
+
+def save_checkpoint(
+    directory: Path,
+    state: TrialState,
+    *,
+    aligned: Any | None = None,
+    tokenizer: Any | None = None,
+    stage_model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    rng: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Write a checkpoint directory (created if needed) and return it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if aligned is not None:
+        aligned.save_pretrained(directory / ALIGNED, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory / ALIGNED)
+    if stage_model is not None:
+        save_model(stage_model, str(directory / STAGE_MODEL))
+    if optimizer is not None and scheduler is not None:
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+            directory / OPTIMIZER,
+        )
+    torch.save({"per_rank": rng if rng is not None else [rng_state()]}, directory / RNG)
+    (directory / STATE).write_text(json.dumps(asdict(state), indent=1), encoding="utf-8")
+    return directory
+
+
+def read_state(directory: Path) -> TrialState:
+    return TrialState(**json.loads((directory / STATE).read_text(encoding="utf-8")))
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch RNG states (CPU, and CUDA when in use): dropout depends on them."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def load_stage(
+    directory: Path, model: torch.nn.Module | None, rank: int = 0
+) -> tuple[dict[str, Any] | None, bool]:
+    """Restore the in-progress stage's weights into ``model`` and this rank's RNG; return the
+    optimizer state (or None) and whether weights were restored."""
+    restored = False
+    if model is not None and (directory / STAGE_MODEL).exists():
+        load_model(model, str(directory / STAGE_MODEL))
+        restored = True
+    if (directory / RNG).exists():
+        per_rank = torch.load(directory / RNG, weights_only=True)["per_rank"]
+        mine = per_rank[rank] if rank < len(per_rank) else per_rank[0]
+        torch.set_rng_state(mine["cpu"])
+        if "cuda" in mine and torch.cuda.is_available():
+            torch.cuda.set_rng_state(mine["cuda"])
+    optimizer_state = None
+    if (directory / OPTIMIZER).exists():
+        optimizer_state = torch.load(directory / OPTIMIZER, weights_only=True)
+    return optimizer_state, restored

@@ -1,0 +1,105 @@
+"""Converters from the HF Hub datasets' schemas to ot-ray's in-memory types.
+
+* ``Helsinki-NLP/europarl`` (config ``de-en`` etc.): one column ``translation``, a mapping from
+  language code to sentence.
+* ``facebook/xnli`` (config per language) and ``nyu-mll/multi_nli``: ``premise``, ``hypothesis``,
+  ``label`` as integers 0 entailment, 1 neutral, 2 contradiction; MultiNLI marks unlabelled
+  rows with -1, which training skips.
+* ``rajpurkar/squad`` and ``google/xquad`` (config ``xquad.de`` etc., split ``validation``):
+  ``id``, ``context``, ``question``, ``answers`` = {``text``: [...], ``answer_start``: [...]}.
+
+Bad rows are reported with the dataset and row number, like local files are with their line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ot_ray.data.parallel import ParallelCorpus
+from ot_ray.data.tasks import NLI_LABELS, NLIData, QAExample
+from ot_ray.errors import DataError
+
+UNLABELLED = -1
+
+
+def _require(dataset: Any, columns: Iterable[str], described: str) -> None:
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise DataError(
+            f"missing column(s) {missing}; found {dataset.column_names}", path=described
+        )
+
+
+def parallel_from_hub(dataset: Any, lang: str, pivot: str, *, described: str) -> ParallelCorpus:
+    """Europarl-style ``translation`` rows; pairs with an empty side are skipped and counted."""
+    _require(dataset, ["translation"], described)
+    corpus = ParallelCorpus()
+    for row_number, row in enumerate(dataset["translation"], start=1):
+        if not isinstance(row, Mapping) or lang not in row or pivot not in row:
+            raise DataError(
+                f"row {row_number}: translation has no {lang!r} and {pivot!r} sides",
+                path=described,
+            )
+        source, target = (row[lang] or "").strip(), (row[pivot] or "").strip()
+        if not source or not target:
+            corpus.skipped_empty += 1
+            continue
+        corpus.sources.append(source)
+        corpus.targets.append(target)
+    return corpus
+
+
+def nli_from_hub(dataset: Any, *, described: str, skip_empty: bool) -> NLIData:
+    """XNLI/MultiNLI rows; unlabelled (-1) rows are dropped in training, an error otherwise."""
+    _require(dataset, ["premise", "hypothesis", "label"], described)
+    data = NLIData()
+    columns = zip(dataset["premise"], dataset["hypothesis"], dataset["label"], strict=True)
+    for row_number, (premise, hypothesis, label) in enumerate(columns, start=1):
+        if label == UNLABELLED and skip_empty:
+            data.skipped_empty += 1
+            continue
+        if not isinstance(label, int) or not 0 <= label < len(NLI_LABELS):
+            raise DataError(
+                f"row {row_number}: label {label!r} is not one of 0..{len(NLI_LABELS) - 1} "
+                f"({', '.join(NLI_LABELS)})",
+                path=described,
+            )
+        if skip_empty and not ((premise or "").strip() and (hypothesis or "").strip()):
+            data.skipped_empty += 1
+            continue
+        data.premises.append(premise or "")
+        data.hypotheses.append(hypothesis or "")
+        data.labels.append(label)
+    return data
+
+
+def squad_from_hub(dataset: Any, *, described: str) -> list[QAExample]:
+    """SQuAD/XQuAD rows; every answer_start must point at its answer text."""
+    _require(dataset, ["id", "context", "question", "answers"], described)
+    examples = []
+    for row_number, row in enumerate(dataset, start=1):
+        answers = row["answers"] or {}
+        texts, starts = list(answers.get("text", [])), list(answers.get("answer_start", []))
+        if not texts or len(texts) != len(starts):
+            raise DataError(
+                f"row {row_number} (id {row['id']}): needs answers with as many texts as starts",
+                path=described,
+            )
+        for text, start in zip(texts, starts, strict=True):
+            if row["context"][start : start + len(text)] != text:
+                raise DataError(
+                    f"row {row_number} (id {row['id']}): answer_start {start} does not point at "
+                    f"the answer {text!r}",
+                    path=described,
+                )
+        examples.append(
+            QAExample(
+                id=str(row["id"]),
+                context=row["context"],
+                question=row["question"],
+                answers=tuple(texts),
+                answer_starts=tuple(int(s) for s in starts),
+            )
+        )
+    return examples

@@ -1,0 +1,111 @@
+"""Read every dataset a trial needs from where the config says: local files or the HF Hub.
+
+A :class:`~ot_ray.config.SourceSpec` names one split of one dataset. Local files go through the
+readers in :mod:`ot_ray.data.parallel` and :mod:`ot_ray.data.tasks` (errors with file and line);
+Hub datasets are loaded with ``datasets.load_dataset`` and converted from the Hub schema by
+:mod:`ot_ray.data.hub`. Both give the same in-memory types, so everything downstream is shared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ot_ray.config import Config, SourceSpec
+from ot_ray.data import hub
+from ot_ray.data.parallel import ParallelCorpus, read_line_aligned, read_parallel_tsv
+from ot_ray.data.tasks import NLIData, QAExample, read_squad, read_xnli
+from ot_ray.errors import DataError
+
+
+def data_root(config: Config) -> str:
+    """``data.root``, with ``demo`` resolved to the (built or cached) demo world directory."""
+    if config.data.root != "demo":
+        return str(Path(config.data.root).expanduser())
+    from ot_ray.demo.build import ensure_demo_world
+
+    return str(ensure_demo_world(config.data.demo))
+
+
+def model_path(config: Config) -> str:
+    """``model.name_or_path``, with ``demo`` resolved to the demo world's tiny encoder."""
+    if config.model.name_or_path != "demo":
+        return config.model.name_or_path
+    from ot_ray.demo.build import ensure_demo_world
+
+    return str(ensure_demo_world(config.data.demo) / "encoder")
+
+
+def fill(template: str | None, *, root: str, lang: str, pivot: str) -> str | None:
+    """Expand ``{root}``, ``{lang}``, ``{pivot}`` and ``{pair}`` in one template string."""
+    if template is None:
+        return None
+    pair = "-".join(sorted((lang, pivot)))
+    try:
+        return template.format(root=root, lang=lang, pivot=pivot, pair=pair)
+    except (KeyError, IndexError, ValueError) as err:
+        raise DataError(
+            f"bad placeholder in {template!r} ({err}); use {{root}} {{lang}} {{pivot}} {{pair}}",
+            path="config",
+        ) from None
+
+
+def read_parallel(spec: SourceSpec, *, root: str, lang: str, pivot: str) -> ParallelCorpus:
+    """Pairs ``(lang sentence, pivot sentence)`` with optional gold/aligner links."""
+    values = _filled(spec, root=root, lang=lang, pivot=pivot)
+    if spec.hub is not None:
+        dataset = _load_hub(spec, values)
+        return hub.parallel_from_hub(dataset, lang, pivot, described=_describe(spec, values))
+    path = Path(values["path"])
+    alignments = Path(values["alignments"]) if values["alignments"] else None
+    if values["second_path"]:
+        return read_line_aligned(path, Path(values["second_path"]), alignments)
+    return read_parallel_tsv(path, alignments)
+
+
+def read_nli(spec: SourceSpec, *, root: str, lang: str, pivot: str, training: bool) -> NLIData:
+    """Premise/hypothesis/label triples; evaluation keeps empty rows (one prediction per line)."""
+    values = _filled(spec, root=root, lang=lang, pivot=pivot)
+    if spec.hub is not None:
+        dataset = _load_hub(spec, values)
+        return hub.nli_from_hub(dataset, described=_describe(spec, values), skip_empty=training)
+    return read_xnli(Path(values["path"]), skip_empty=training)
+
+
+def read_qa(spec: SourceSpec, *, root: str, lang: str, pivot: str) -> list[QAExample]:
+    """SQuAD v1.1 questions with their contexts and gold answers."""
+    values = _filled(spec, root=root, lang=lang, pivot=pivot)
+    if spec.hub is not None:
+        dataset = _load_hub(spec, values)
+        return hub.squad_from_hub(dataset, described=_describe(spec, values))
+    return read_squad(Path(values["path"]))
+
+
+def _filled(spec: SourceSpec, **where: str) -> dict[str, str | None]:
+    names = ("path", "second_path", "alignments", "hub", "hub_config", "data_files")
+    return {name: fill(getattr(spec, name), **where) for name in names}
+
+
+def _describe(spec: SourceSpec, values: dict[str, str | None]) -> str:
+    parts = [values["hub"] or "", values["hub_config"] or "", spec.split]
+    if values["data_files"]:
+        parts.append(values["data_files"])
+    return ":".join(part for part in parts if part)
+
+
+def _load_hub(spec: SourceSpec, values: dict[str, str | None]):
+    """``datasets.load_dataset`` with a one-line error instead of a traceback on failure."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(
+            values["hub"],
+            values["hub_config"],
+            split=spec.split,
+            data_files=values["data_files"],
+            revision=spec.revision,
+        )
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as err:
+        message = " ".join(str(err).split())[:300]
+        raise DataError(
+            f"cannot load the dataset: {message}", path=_describe(spec, values)
+        ) from None

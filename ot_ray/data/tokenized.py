@@ -1,0 +1,129 @@
+"""Tokenisation through ``datasets.map(batched=True)``, cached on disk and shared by workers.
+
+The cache key covers the texts, the tokenizer (its full serialisation) and the settings, so a
+changed corpus or tokenizer never reuses a stale file; a file lock lets the first Ray worker
+tokenise while the others wait and then read the cached Arrow file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+from filelock import FileLock
+from transformers import PreTrainedTokenizerBase
+
+from ot_ray.data.parallel import ParallelCorpus
+from ot_ray.data.tasks import NLIData
+
+datasets.disable_progress_bars()
+PAD_WORD = -1
+
+
+def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A short hash of everything that decides how the tokenizer splits text."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_map(
+    columns: Mapping[str, Sequence[Any]],
+    function: Callable[[dict[str, list]], dict[str, list]],
+    *,
+    cache_dir: Path | None,
+    name: str,
+    settings: Mapping[str, Any],
+    remove_columns: bool = True,
+) -> datasets.Dataset:
+    """``Dataset.from_dict(columns).map(function, batched=True)``, cached under ``cache_dir``."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for key in sorted(columns):
+        digest.update(key.encode())
+        digest.update(json.dumps(list(columns[key]), ensure_ascii=False).encode())
+    fingerprint = digest.hexdigest()[:24]
+    dataset = datasets.Dataset.from_dict(dict(columns))
+    removed = dataset.column_names if remove_columns else None
+    if cache_dir is None:
+        return dataset.map(function, batched=True, remove_columns=removed, keep_in_memory=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_file = cache_dir / f"{name}-{fingerprint}.arrow"
+    with FileLock(str(cache_file) + ".lock"):
+        return dataset.map(
+            function,
+            batched=True,
+            remove_columns=removed,
+            cache_file_name=str(cache_file),
+            new_fingerprint=fingerprint,
+            load_from_cache_file=True,
+        )
+
+
+def tokenize_parallel(
+    corpus: ParallelCorpus,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    *,
+    cache_dir: Path | None,
+) -> datasets.Dataset:
+    """Both sides as whitespace words (``is_split_into_words``), so token word ids index the
+    same words as Pharaoh links. Columns: ``{src,tgt}_input_ids``, ``{src,tgt}_word_ids`` (-1 for
+    special tokens) and ``{src,tgt}_truncated`` (some words cut by ``max_length``)."""
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for side, texts in (("src", batch["source"]), ("tgt", batch["target"])):
+            words = [text.split() for text in texts]
+            encoded = tokenizer(
+                words, is_split_into_words=True, truncation=True, max_length=max_length
+            )
+            word_ids = [
+                [PAD_WORD if w is None else w for w in encoded.word_ids(i)]
+                for i in range(len(words))
+            ]
+            out[f"{side}_input_ids"] = encoded["input_ids"]
+            out[f"{side}_word_ids"] = word_ids
+            out[f"{side}_truncated"] = [
+                max(ids, default=-1) + 1 < len(w) for ids, w in zip(word_ids, words, strict=True)
+            ]
+        return out
+
+    return cached_map(
+        {"source": corpus.sources, "target": corpus.targets},
+        encode,
+        cache_dir=cache_dir,
+        name="parallel",
+        settings={"tokenizer": tokenizer_digest(tokenizer), "max_length": max_length, "v": 1},
+    )
+
+
+def tokenize_nli(
+    data: NLIData,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    *,
+    cache_dir: Path | None,
+) -> datasets.Dataset:
+    """Premise/hypothesis pairs as one sequence pair, labels kept; ``truncated`` flags rows cut
+    by ``max_length``."""
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        full = tokenizer(batch["premise"], batch["hypothesis"])
+        encoded = tokenizer(
+            batch["premise"], batch["hypothesis"], truncation=True, max_length=max_length
+        )
+        encoded["labels"] = batch["label"]
+        encoded["truncated"] = [len(ids) > max_length for ids in full["input_ids"]]
+        return dict(encoded)
+
+    return cached_map(
+        {"premise": data.premises, "hypothesis": data.hypotheses, "label": data.labels},
+        encode,
+        cache_dir=cache_dir,
+        name="nli",
+        settings={"tokenizer": tokenizer_digest(tokenizer), "max_length": max_length, "v": 1},
+    )

@@ -1,0 +1,126 @@
+"""Run a trial on Ray Train: a ``TorchTrainer`` whose workers each call :func:`run_trial`.
+
+The driver resolves every path to an absolute one (workers do not share its working
+directory), builds the demo world once if the config uses it, and turns a user error raised in
+a worker (bad data, NaN loss) back into that error so the CLI can print it in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ot_ray.config import Config
+from ot_ray.errors import UserError
+
+
+def resolve_paths(config: Config) -> Config:
+    """A copy of ``config`` with local paths made absolute and the demo world built."""
+    config = config.model_copy(deep=True)
+    from ot_ray.demo.build import default_cache_root, ensure_demo_world
+
+    demo = config.data.demo
+    demo.cache_dir = str(
+        Path(demo.cache_dir).expanduser().resolve()
+        if demo.cache_dir
+        else default_cache_root().resolve()
+    )
+    if config.data.root == "demo" or config.model.name_or_path == "demo":
+        ensure_demo_world(demo)
+    if config.data.root != "demo":
+        config.data.root = str(Path(config.data.root).expanduser().resolve())
+    train = config.train
+    train.output_dir = str(Path(train.output_dir).expanduser().resolve())
+    train.storage_path = str(
+        Path(train.storage_path or Path(train.output_dir) / "ray").expanduser().resolve()
+    )
+    if config.data.cache_dir:
+        config.data.cache_dir = str(Path(config.data.cache_dir).expanduser().resolve())
+    local_model = Path(config.model.name_or_path).expanduser()
+    if config.model.name_or_path != "demo" and local_model.exists():
+        config.model.name_or_path = str(local_model.resolve())
+    return config
+
+
+def run_name(config: Config) -> str:
+    """A stable name for the Ray Train run, so a resubmitted trial resumes from its checkpoint."""
+    if config.train.run_name:
+        return config.train.run_name
+    digest = hashlib.sha256(
+        json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+    ).hexdigest()[:10]
+    return f"trial-{config.alignment.method}-{digest}"
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """What each Ray Train worker runs: the plain library trial with a Ray reporter."""
+    import torch
+
+    from ot_ray.reporters import RayReporter
+    from ot_ray.trial import run_trial
+
+    config = Config.model_validate(loop_config["config"])
+    if not config.train.use_gpu:
+        torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
+    run_trial(config, RayReporter(), show_progress=loop_config.get("show_progress", True))
+
+
+def build_trainer(config: Config, *, show_progress: bool = True):
+    """The ``TorchTrainer`` for one trial of an already resolved config."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    train = config.train
+    resources = {"CPU": train.cpus_per_worker}
+    if train.use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": config.model_dump(mode="json"),
+            "show_progress": show_progress,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=run_name(config),
+            storage_path=train.storage_path,
+            failure_config=FailureConfig(max_failures=train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+
+
+def fit(config: Config, *, show_progress: bool = True) -> dict[str, float]:
+    """Run one trial on the connected Ray cluster; its final metrics (also in metrics.json)."""
+    from ray.train import TrainingFailedError
+
+    trainer = build_trainer(config, show_progress=show_progress)
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as err:
+        user_error = find_user_error(err)
+        if user_error is not None:
+            raise user_error from None
+        raise
+    # Rank 0's last report carries every metric (metrics.json may be on another node).
+    return {k: v for k, v in result.metrics.items() if k not in ("stage", "step")}
+
+
+def find_user_error(error: BaseException, depth: int = 0) -> UserError | None:
+    """The :class:`UserError` a worker raised, wherever Ray wrapped it."""
+    if isinstance(error, UserError):
+        return error
+    if depth > 8 or error is None:
+        return None
+    candidates: list[Any] = [error.__cause__, error.__context__, getattr(error, "cause", None)]
+    candidates += list(getattr(error, "worker_failures", {}).values())
+    for candidate in candidates:
+        if isinstance(candidate, BaseException):
+            found = find_user_error(candidate, depth + 1)
+            if found is not None:
+                return found
+    return None

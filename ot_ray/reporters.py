@@ -1,0 +1,64 @@
+"""Where a trial sends its metrics and checkpoints: Ray Train, or plain files when run in-process.
+
+The trial code only sees :class:`Reporter`, so the same per-worker function runs inside a Ray
+Train worker (``ray.train.report`` / ``ray.train.get_checkpoint``) and in a test or notebook.
+Every worker calls :meth:`Reporter.report`; only rank 0 passes a checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+
+class Reporter(Protocol):
+    def report(self, metrics: dict[str, float], checkpoint: Path | None) -> None: ...
+
+    def latest_checkpoint(self) -> Path | None: ...
+
+
+class LocalReporter:
+    """Appends metrics to ``progress.jsonl`` and keeps the latest checkpoint in ``checkpoint/``."""
+
+    def __init__(self, directory: Path, *, resume: bool = False) -> None:
+        self.directory = directory
+        self.resume = resume
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def report(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        with (self.directory / "progress.jsonl").open("a", encoding="utf-8") as log:
+            log.write(json.dumps(metrics) + "\n")
+        if checkpoint is not None:
+            target = self.directory / "checkpoint"
+            staging = self.directory / ".checkpoint.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(checkpoint, staging)
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+
+    def latest_checkpoint(self) -> Path | None:
+        target = self.directory / "checkpoint"
+        return target if self.resume and (target / "state.json").exists() else None
+
+
+class RayReporter:
+    """Reports through Ray Train (V2): metrics to the controller, checkpoints to storage."""
+
+    def report(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        import ray.train
+
+        saved = ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
+        ray.train.report(metrics, checkpoint=saved)
+
+    def latest_checkpoint(self) -> Path | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        local = Path(tempfile.mkdtemp(prefix="ot-ray-restore-"))
+        checkpoint.to_directory(str(local))
+        return local

@@ -1,0 +1,34 @@
+"""A per-language table of a trial's test scores and alignment quality, for the console."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+COLUMNS = (
+    ("XNLI acc", "xnli/test/acc/{}"),
+    ("XQuAD F1", "xquad/test/f1/{}"),
+    ("XQuAD EM", "xquad/test/em/{}"),
+    ("retrieval", "align/retrieval_acc/{}"),
+    ("AER", "align/aer/{}"),
+)
+ROWS_AFTER_LANGUAGES = ("avg_seen", "avg_seen_targets", "avg_unseen", "avg_all")
+
+
+def summary_table(metrics: Mapping[str, float], languages: list[str]) -> str:
+    """Markdown table: one row per language and per average, one column per score."""
+    columns = [
+        (title, key)
+        for title, key in COLUMNS
+        if any(key.format(x) in metrics for x in languages + list(ROWS_AFTER_LANGUAGES))
+    ]
+    lines = [
+        "| language | " + " | ".join(title for title, _ in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for row in languages + list(ROWS_AFTER_LANGUAGES):
+        cells = [metrics.get(key.format(row)) for _, key in columns]
+        if all(cell is None for cell in cells):
+            continue
+        text = ["" if cell is None else f"{cell:.1f}" for cell in cells]
+        lines.append(f"| {row} | " + " | ".join(text) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,457 @@
+"""One trial, run by every worker: align the encoder, measure the alignment, train and evaluate
+each task zero-shot, write the outputs.
+
+:func:`run_trial` is plain library code: Ray Train calls it in each worker (through
+:mod:`ot_ray.launch`) and tests call it in-process. Stages run in order, each ending in a
+checkpoint, and long stages checkpoint every ``train.checkpoint_every`` steps, so a restarted
+worker group resumes where it stopped instead of starting over.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModel, AutoTokenizer
+
+from ot_ray import distributed
+from ot_ray.align.batches import ParallelData
+from ot_ray.align.links import degrade_links
+from ot_ray.align.objective import AlignmentObjective
+from ot_ray.align.quality import alignment_quality
+from ot_ray.align.stage import align_encoder
+from ot_ray.checkpoints import (
+    ALIGNED,
+    TrialState,
+    load_stage,
+    read_state,
+    rng_state,
+    save_checkpoint,
+)
+from ot_ray.config import Config
+from ot_ray.data.sources import data_root, model_path, read_nli, read_parallel, read_qa
+from ot_ray.data.tokenized import tokenize_parallel
+from ot_ray.reporters import Reporter
+from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predictions
+from ot_ray.tasks.stage import fine_tune
+from ot_ray.tasks.xnli import evaluate_nli, nli_collate, nli_dataset
+from ot_ray.tasks.xquad import evaluate_qa, qa_collate, qa_eval_dataset, qa_train_dataset
+from ot_ray.training import StageState
+
+EVAL_SPLITS = ("dev", "test")
+
+
+def run_trial(config: Config, reporter: Reporter, *, show_progress: bool = True) -> dict:
+    """Run (or resume) the whole trial on this worker; returns the final metrics."""
+    return Trial(config, reporter, show_progress=show_progress).run()
+
+
+def language_averages(scores: dict[str, float], *, pivot: str, seen: list[str]) -> dict[str, float]:
+    """Averages named as in the paper: ``avg_seen`` = pivot + languages seen in alignment,
+    ``avg_seen_targets`` = those without the pivot, ``avg_unseen``, ``avg_all``."""
+    groups = {
+        "avg_seen": [lang for lang in scores if lang == pivot or lang in seen],
+        "avg_seen_targets": [lang for lang in scores if lang in seen],
+        "avg_unseen": [lang for lang in scores if lang != pivot and lang not in seen],
+        "avg_all": list(scores),
+    }
+    return {
+        name: statistics.fmean(scores[lang] for lang in langs)
+        for name, langs in groups.items()
+        if langs
+    }
+
+
+class Trial:
+    """The stages of one trial and the state they share."""
+
+    def __init__(self, config: Config, reporter: Reporter, *, show_progress: bool = True):
+        self.config = config
+        self.reporter = reporter
+        self.show_progress = show_progress
+        transformers.logging.set_verbosity_error()  # load reports list every unused MLM weight
+        transformers.logging.disable_progress_bar()
+        self.is_main = distributed.rank() == 0
+        use_cuda = config.train.use_gpu and torch.cuda.is_available()
+        index = torch.cuda.current_device() if use_cuda else None
+        self.device = torch.device("cuda", index) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True
+        self.out = Path(config.train.output_dir).expanduser()
+        self.cache = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else None
+        self.cache = self.cache or self.out / "cache"
+        self.root = data_root(config)
+        self.base = model_path(config)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            self.base,
+            revision=config.model.revision,
+            trust_remote_code=config.model.trust_remote_code,
+        )
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.work = Path(tempfile.mkdtemp(prefix="ot-ray-trial-"))
+        self.predictions = self.work / "predictions"
+        self.predictions.mkdir()
+        self.restored: Path | None = None
+        self._dev: ParallelData | None = None
+        self.counts: dict[str, float] = {}  # skipped and truncated inputs, logged as metrics
+
+    # ---------------------------------------------------------------- orchestration
+
+    def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)
+            if self.restored is not None and self.restored.name.startswith("ot-ray-restore-"):
+                shutil.rmtree(self.restored, ignore_errors=True)
+
+    def _run(self) -> dict:
+        # Each worker its own dropout stream; task heads are seeded alike and broadcast anyway.
+        transformers.set_seed(self.config.train.seed + 1000 * distributed.rank())
+        self.restored = self.reporter.latest_checkpoint()
+        state = read_state(self.restored) if self.restored else TrialState()
+        if self.restored and (self.restored / "predictions").exists():
+            shutil.copytree(self.restored / "predictions", self.predictions, dirs_exist_ok=True)
+        encoder = self._encoder(state)
+        if state.stage == "align":
+            self._align(encoder, state)
+        if state.stage == "quality":
+            self._quality(encoder, state)
+        for task in self.config.task.tasks:
+            if state.stage == task:
+                self._task(task, encoder, state)
+        state.stage = "done"
+        if self.is_main:
+            self._write_outputs(encoder, state)
+        distributed.barrier()
+        return state.metrics
+
+    def _next_stage(self, state: TrialState) -> str:
+        order = ["align", "quality", *self.config.task.tasks, "done"]
+        return order[order.index(state.stage) + 1]
+
+    def _finish_stage(self, state: TrialState, encoder: torch.nn.Module) -> None:
+        state.done.append(state.stage)
+        state.stage, state.step = self._next_stage(state), 0
+        self._checkpoint(state, encoder)
+
+    def _checkpoint(self, state: TrialState, encoder: torch.nn.Module, **stage) -> None:
+        """Report the metrics so far; rank 0 attaches a checkpoint of the trial state."""
+        state.metrics.update(self.counts)
+        rng = distributed.gather_objects(rng_state())  # every worker's, for an exact resume
+        directory = None
+        if self.is_main:
+            directory = Path(tempfile.mkdtemp(prefix="ot-ray-ckpt-"))
+            aligned = encoder if state.stage != "align" else None
+            save_checkpoint(
+                directory, state, aligned=aligned, tokenizer=self.tokenizer, rng=rng, **stage
+            )
+            shutil.copytree(self.predictions, directory / "predictions")
+        metrics = {**state.metrics, "stage": state.stage, "step": state.step}
+        self.reporter.report(metrics, directory)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _encoder(self, state: TrialState) -> torch.nn.Module:
+        """The base encoder, or the aligned one from the checkpoint once stage 1 is done."""
+        source = self.base
+        if state.stage != "align" and self.restored is not None:
+            source = str(self.restored / ALIGNED)
+        encoder = AutoModel.from_pretrained(
+            source,
+            revision=None if source != self.base else self.config.model.revision,
+            trust_remote_code=self.config.model.trust_remote_code,
+        )
+        return encoder.to(self.device)
+
+    # ---------------------------------------------------------------- stage 1
+
+    def _parallel(self, split: str, languages: list[str]) -> ParallelData:
+        """Tokenised parallel data of ``split`` (train or dev) for the languages that have it."""
+        config = self.config
+        spec = getattr(config.data.parallel, split)
+        datasets, links = {}, {}
+        kept = [lang for lang in languages if spec.covers(lang)]
+        for k, lang in enumerate(kept):
+            corpus = read_parallel(spec, root=self.root, lang=lang, pivot=config.data.pivot)
+            if split == "train" and config.data.pairs_per_language:
+                corpus = corpus.resized(config.data.pairs_per_language, config.train.seed + k)
+            if split == "dev" and config.alignment.eval_pairs:
+                corpus.sources = corpus.sources[: config.alignment.eval_pairs]
+                corpus.targets = corpus.targets[: config.alignment.eval_pairs]
+                if corpus.links is not None:
+                    corpus.links = corpus.links[: config.alignment.eval_pairs]
+            noise = config.alignment.link_noise
+            if split == "train" and corpus.links is not None and (noise.drop or noise.move):
+                corpus.links = degrade_links(
+                    corpus.links,
+                    [len(t.split()) for t in corpus.targets],
+                    drop=noise.drop,
+                    move=noise.move,
+                    seed=config.train.seed + k,
+                )
+            datasets[lang] = tokenize_parallel(
+                corpus, self.tokenizer, config.data.max_length, cache_dir=self.cache
+            )
+            links[lang] = corpus.links
+            prefix = f"data/parallel_{split}"
+            self._count(f"{prefix}/skipped_empty/{lang}", corpus.skipped_empty)
+            truncated = sum(datasets[lang]["src_truncated"]) + sum(datasets[lang]["tgt_truncated"])
+            self._count(f"{prefix}/truncated/{lang}", truncated)
+        return ParallelData(kept, datasets, links)
+
+    def _count(self, name: str, value: float) -> None:
+        self.counts[name] = float(value)
+
+    def _align(self, encoder: torch.nn.Module, state: TrialState) -> None:
+        config = self.config
+        if config.alignment.method != "none":
+            data = self._parallel("train", config.data.languages)
+            reference = AutoModel.from_pretrained(
+                self.base,
+                revision=config.model.revision,
+                trust_remote_code=config.model.trust_remote_code,
+            ).to(self.device)
+            objective = AlignmentObjective(config.alignment, reference)
+            optimizer_state = None
+            if self.restored is not None and state.step > 0:
+                optimizer_state, _ = load_stage(self.restored, encoder, distributed.rank())
+            stage_state = StageState(step=state.step)
+            window: list[float] = []
+
+            def after_step(progress: StageState, means: dict[str, float]) -> None:
+                window.append(means.get("align/loss", 0.0))
+                every = config.train.checkpoint_every
+                if every and progress.step % every == 0:
+                    state.step = progress.step
+                    state.metrics["align/loss"] = statistics.fmean(window)
+                    window.clear()
+                    self._measure_alignment(encoder, state, write_links=False)
+                    encoder.train()
+                    self._checkpoint(
+                        state,
+                        encoder,
+                        stage_model=encoder,
+                        optimizer=progress.optimizer,
+                        scheduler=progress.scheduler,
+                    )
+
+            optimizer, scheduler = align_encoder(
+                encoder,
+                objective,
+                data,
+                config.alignment,
+                config.train,
+                pad_id=self.pad_id,
+                device=self.device,
+                state=stage_state,
+                optimizer_state=optimizer_state,
+                after_step=after_step,
+                show_progress=self.show_progress,
+            )
+            if window:
+                state.metrics["align/loss"] = statistics.fmean(window)
+            state.metrics["align/steps"] = float(stage_state.step)
+            del reference, objective, optimizer, scheduler
+        self._finish_stage(state, encoder)
+
+    def _quality(self, encoder: torch.nn.Module, state: TrialState) -> None:
+        self._measure_alignment(encoder, state, write_links=True)
+        self._finish_stage(state, encoder)
+
+    def _measure_alignment(
+        self, encoder: torch.nn.Module, state: TrialState, *, write_links: bool
+    ) -> None:
+        """Retrieval accuracy and AER on the held-out pairs of every evaluated language."""
+        config = self.config
+        if self._dev is None:
+            languages = [x for x in config.data.all_eval_languages if x != config.data.pivot]
+            self._dev = self._parallel("dev", languages)
+        retrieval, aer = {}, {}
+        for lang in self._dev.languages:
+            quality = alignment_quality(
+                encoder,
+                self._dev.datasets[lang],
+                self._dev.links[lang],
+                config.alignment,
+                pad_id=self.pad_id,
+                batch_size=config.train.eval_batch_size,
+                device=self.device,
+            )
+            retrieval[lang] = quality.retrieval
+            if quality.aer is not None:
+                aer[lang] = quality.aer
+            if write_links and self.is_main:
+                path = self.predictions / "alignments" / f"dev-{lang}.pharaoh"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(quality.pharaoh(), encoding="utf-8")
+        self._record("align/retrieval_acc", retrieval, state)
+        self._record("align/aer", aer, state)
+
+    def _record(self, prefix: str, scores: dict[str, float], state: TrialState) -> None:
+        for lang, value in scores.items():
+            state.metrics[f"{prefix}/{lang}"] = value
+        averages = language_averages(
+            scores, pivot=self.config.data.pivot, seen=self.config.data.languages
+        )
+        for name, value in averages.items():
+            state.metrics[f"{prefix}/{name}"] = value
+
+    # ---------------------------------------------------------------- stage 2
+
+    def _task(self, task: str, encoder: torch.nn.Module, state: TrialState) -> None:
+        config = self.config
+        settings = getattr(config.task, task)
+        spec = getattr(config.data, task)
+        pivot = config.data.pivot
+        if task == "xnli":
+            data = read_nli(spec.train, root=self.root, lang=pivot, pivot=pivot, training=True)
+            self._count("data/xnli_train/skipped_empty", data.skipped_empty)
+            if settings.max_train:
+                data.premises, data.hypotheses = (
+                    data.premises[: settings.max_train],
+                    data.hypotheses[: settings.max_train],
+                )
+                data.labels = data.labels[: settings.max_train]
+            train = nli_dataset(data, self.tokenizer, settings.max_length, self.cache)
+            self._count("data/xnli_train/truncated", sum(train["truncated"]))
+            collate = nli_collate(self.tokenizer)
+            model_class = transformers.AutoModelForSequenceClassification
+            extra = {"num_labels": 3}
+        else:
+            examples = read_qa(spec.train, root=self.root, lang=pivot, pivot=pivot)
+            if settings.max_train:
+                examples = examples[: settings.max_train]
+            train = qa_train_dataset(examples, self.tokenizer, settings, self.cache)
+            self._count("data/xquad_train/question_truncated", sum(train["question_truncated"]))
+            collate = qa_collate
+            model_class = transformers.AutoModelForQuestionAnswering
+            extra = {}
+        torch.manual_seed(config.train.seed)
+        model = model_class.from_pretrained(
+            self.base,
+            revision=config.model.revision,
+            trust_remote_code=config.model.trust_remote_code,
+            **extra,
+        )
+        _load_encoder_weights(model, encoder)
+        model.to(self.device)
+        distributed.broadcast_parameters(model)
+        optimizer_state = None
+        if self.restored is not None and state.stage == task and state.step > 0:
+            optimizer_state, _ = load_stage(self.restored, model, distributed.rank())
+
+        def after_step(progress: StageState, means: dict[str, float]) -> None:
+            every = config.train.checkpoint_every
+            if every and progress.step % every == 0:
+                state.step = progress.step
+                state.metrics[f"{task}/train_loss"] = means[f"{task}/loss"]
+                self._checkpoint(
+                    state,
+                    encoder,
+                    stage_model=model,
+                    optimizer=progress.optimizer,
+                    scheduler=progress.scheduler,
+                )
+
+        fine_tune(
+            model,
+            train,
+            collate,
+            settings,
+            name=task,
+            seed=config.train.seed,
+            device=self.device,
+            bf16=config.train.bf16,
+            max_grad_norm=config.train.max_grad_norm,
+            state=StageState(step=state.step),
+            optimizer_state=optimizer_state,
+            after_step=after_step,
+            extra_loss=self._joint_loss(),
+            show_progress=self.show_progress,
+        )
+        self._evaluate_task(task, model, state)
+        self._finish_stage(state, encoder)
+
+    def _joint_loss(self):
+        """The joint variant: weight x alignment loss on the next parallel batch (no anchor)."""
+        weight = self.config.alignment.joint_weight
+        if not weight or self.config.alignment.method == "none":
+            return None
+        data = self._parallel("train", self.config.data.languages)
+        objective = AlignmentObjective(self.config.alignment, reference=None)
+        # One epoch of parallel batches, cycled; the task's micro-batch index picks the batch, so
+        # every worker draws the same one and a resumed stage continues the same sequence.
+        plan = data.plan(self.config.alignment.batch_size, 1.0, self.config.train.seed)
+
+        def extra(model: torch.nn.Module, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
+            rows = distributed.shard(plan[micro % len(plan)])
+            if not rows:
+                return torch.zeros((), device=self.device), {}
+            batch = data.batch(rows, self.pad_id).to(self.device)
+            loss, parts = objective(model.base_model, batch, regularise=False)
+            return weight * loss, {"joint/" + k: v for k, v in parts.items()}
+
+        return extra
+
+    def _evaluate_task(self, task: str, model: torch.nn.Module, state: TrialState) -> None:
+        config = self.config
+        spec = getattr(config.data, task)
+        settings = getattr(config.task, task)
+        options = {
+            "batch_size": config.train.eval_batch_size,
+            "device": self.device,
+            "bf16": config.train.bf16,
+        }
+        for split in EVAL_SPLITS:
+            source = getattr(spec, split)
+            scores: dict[str, dict[str, float]] = {}
+            for lang in config.data.all_eval_languages:
+                if not source.covers(lang):
+                    continue
+                where = {"root": self.root, "lang": lang, "pivot": config.data.pivot}
+                if task == "xnli":
+                    data = read_nli(source, training=False, **where)
+                    encoded = nli_dataset(data, self.tokenizer, settings.max_length, self.cache)
+                    accuracy, labels = evaluate_nli(model, encoded, self.tokenizer, **options)
+                    scores.setdefault("acc", {})[lang] = accuracy
+                    if split == "test" and self.is_main:
+                        write_xnli_predictions(
+                            self.predictions / "xnli" / f"test-{lang}.tsv", labels
+                        )
+                else:
+                    examples = read_qa(source, **where)
+                    windows = qa_eval_dataset(examples, self.tokenizer, settings, self.cache)
+                    result, answers = evaluate_qa(model, examples, windows, settings, **options)
+                    scores.setdefault("f1", {})[lang] = result["f1"]
+                    scores.setdefault("em", {})[lang] = result["em"]
+                    if split == "test" and self.is_main:
+                        write_xquad_predictions(
+                            self.predictions / "xquad" / f"test-{lang}.json", answers
+                        )
+            for metric, values in scores.items():
+                self._record(f"{task}/{split}/{metric}", values, state)
+
+    # ---------------------------------------------------------------- outputs
+
+    def _write_outputs(self, encoder: torch.nn.Module, state: TrialState) -> None:
+        """``metrics.json``, XTREME predictions, the aligned encoder and its tokenizer."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        encoder.save_pretrained(self.out / ALIGNED, safe_serialization=True)
+        self.tokenizer.save_pretrained(self.out / ALIGNED)
+        shutil.copytree(self.predictions, self.out / "predictions", dirs_exist_ok=True)
+        (self.out / "metrics.json").write_text(
+            json.dumps(dict(sorted(state.metrics.items())), indent=1), encoding="utf-8"
+        )
+
+
+def _load_encoder_weights(model: torch.nn.Module, encoder: torch.nn.Module) -> None:
+    """Put the aligned encoder into a task model (whose base may lack the pooler)."""
+    result = model.base_model.load_state_dict(encoder.state_dict(), strict=False)
+    if result.missing_keys:
+        raise RuntimeError(f"the aligned encoder lacks weights the task model needs: {result}")

@@ -1,0 +1,137 @@
+"""Data sources: Hub schemas read through ``datasets.load_dataset`` from local files, templates,
+clear errors, and the on-disk tokenisation cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+from ot_ray.config import SourceSpec
+from ot_ray.data.parallel import ParallelCorpus
+from ot_ray.data.sources import fill, read_nli, read_parallel, read_qa
+from ot_ray.data.tokenized import tokenize_parallel
+from ot_ray.errors import DataError
+
+WHERE = {"root": "/r", "pivot": "en"}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def hub_json(path: Path, **extra) -> SourceSpec:
+    """A Hub-style source read by the ``json`` builder: the real ``load_dataset`` code path."""
+    return SourceSpec(hub="json", data_files=str(path), split="train", **extra)
+
+
+def test_templates_expand_pair_in_europarl_order():
+    assert fill("{root}/{lang}-{pivot}", lang="de", **WHERE) == "/r/de-en"
+    assert fill("{pair}", lang="fr", **WHERE) == "en-fr"  # Europarl's config names are sorted
+    assert fill("{pair}", lang="bg", **WHERE) == "bg-en"
+    with pytest.raises(DataError, match="bad placeholder"):
+        fill("{language}", lang="de", **WHERE)
+
+
+def test_europarl_schema(tmp_path):
+    rows = [
+        {"translation": {"de": "guten Tag", "en": "good day"}},
+        {"translation": {"de": "", "en": "empty side"}},
+        {"translation": {"de": "danke", "en": "thanks"}},
+    ]
+    spec = hub_json(write_jsonl(tmp_path / "de-en.jsonl", rows))
+    corpus = read_parallel(spec, lang="de", **WHERE)
+    assert corpus.sources == ["guten Tag", "danke"]
+    assert corpus.targets == ["good day", "thanks"]
+    assert corpus.skipped_empty == 1
+    with pytest.raises(DataError, match="row 1: translation has no 'fr' and 'en' sides"):
+        read_parallel(spec, lang="fr", **WHERE)
+
+
+def test_xnli_and_multinli_schema(tmp_path):
+    rows = [
+        {"premise": "a", "hypothesis": "b", "label": 0},
+        {"premise": "c", "hypothesis": "d", "label": -1},  # MultiNLI: no gold label
+        {"premise": "e", "hypothesis": "f", "label": 2},
+    ]
+    spec = hub_json(write_jsonl(tmp_path / "nli.jsonl", rows))
+    data = read_nli(spec, lang="en", training=True, **WHERE)
+    assert data.labels == [0, 2] and data.skipped_empty == 1
+    with pytest.raises(DataError, match=r"row 2: label -1 is not one of 0..2"):
+        read_nli(spec, lang="en", training=False, **WHERE)
+    rows[1]["label"] = 7
+    bad = hub_json(write_jsonl(tmp_path / "bad.jsonl", rows))
+    with pytest.raises(DataError, match=r"nli.*row 2: label 7|row 2: label 7"):
+        read_nli(bad, lang="en", training=True, **WHERE)
+
+
+def test_squad_and_xquad_schema(tmp_path):
+    context = "The cat sat on the mat."
+    good = {"text": ["the mat"], "answer_start": [15]}
+    rows = [{"id": "q1", "context": context, "question": "Where?", "answers": good}]
+    spec = hub_json(write_jsonl(tmp_path / "squad.jsonl", rows))
+    (example,) = read_qa(spec, lang="en", **WHERE)
+    assert (example.id, example.answers, example.answer_starts) == ("q1", ("the mat",), (15,))
+    rows[0]["answers"] = {"text": ["the mat"], "answer_start": [3]}
+    bad = hub_json(write_jsonl(tmp_path / "bad.jsonl", rows))
+    with pytest.raises(DataError, match=r"row 1 \(id q1\): answer_start 3 does not point at"):
+        read_qa(bad, lang="en", **WHERE)
+
+
+def test_missing_columns_and_missing_files_are_named(tmp_path):
+    spec = hub_json(write_jsonl(tmp_path / "odd.jsonl", [{"sentence": "x"}]))
+    with pytest.raises(DataError, match=r"missing column\(s\) \['translation'\]"):
+        read_parallel(spec, lang="de", **WHERE)
+    with pytest.raises(DataError, match="cannot load the dataset"):
+        read_parallel(hub_json(tmp_path / "absent.jsonl"), lang="de", **WHERE)
+    local = SourceSpec(path=str(tmp_path / "{lang}-{pivot}.tsv"))
+    with pytest.raises(DataError, match=r"de-en.tsv: no such file"):
+        read_parallel(local, lang="de", **WHERE)
+
+
+def test_a_source_is_a_file_or_a_hub_dataset_not_both():
+    with pytest.raises(ValueError, match="exactly one of 'path'"):
+        SourceSpec(path="a.tsv", hub="Helsinki-NLP/europarl")
+    with pytest.raises(ValueError, match="exactly one of 'path'"):
+        SourceSpec()
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    """A WordPiece tokenizer that splits every word into characters (many subwords per word)."""
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3}
+    for char in "abcdefghijklmnopqrstuvwxyz":
+        vocab[char] = len(vocab)
+        vocab[f"##{char}"] = len(vocab)
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+    )
+
+
+def test_parallel_tokenisation_indexes_whitespace_words_and_counts_truncation(tmp_path):
+    corpus = ParallelCorpus(sources=["ab c", "abcdefgh ij"], targets=["x yz", "k"])
+    data = tokenize_parallel(corpus, word_tokenizer(), 6, cache_dir=tmp_path)
+    assert data[0]["src_word_ids"] == [-1, 0, 0, 1, -1]
+    assert data[0]["tgt_word_ids"] == [-1, 0, 1, 1, -1]
+    assert data["src_truncated"] == [False, True]  # 10 characters do not fit in 6 tokens
+    assert data["tgt_truncated"] == [False, False]
+    cached = sorted(tmp_path.glob("parallel-*.arrow"))
+    assert len(cached) == 1
+    again = tokenize_parallel(corpus, word_tokenizer(), 6, cache_dir=tmp_path)
+    assert again["src_input_ids"] == data["src_input_ids"]
+    assert sorted(tmp_path.glob("parallel-*.arrow")) == cached  # read back, not recomputed
+    changed = ParallelCorpus(sources=["ab c", "abc"], targets=["x yz", "k"])
+    tokenize_parallel(changed, word_tokenizer(), 6, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("parallel-*.arrow"))) == 2

@@ -1,0 +1,194 @@
+"""One trial in-process on the small demo world: every output, every method, resume, NaN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_trial_overrides
+from transformers import AutoModel, AutoTokenizer
+
+from ot_ray.config import load_config
+from ot_ray.data.sources import data_root
+from ot_ray.data.tasks import read_squad, read_xnli
+from ot_ray.launch import resolve_paths
+from ot_ray.reporters import LocalReporter
+from ot_ray.training import StageState, TrainingError, run_steps
+from ot_ray.trial import language_averages, run_trial
+
+EVAL = ["en", "de", "fr", "bg", "es", "el"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("world-cache")
+
+
+def tiny_config(cache: Path, out: Path, *extra: str):
+    return resolve_paths(
+        load_config(None, tiny_trial_overrides(str(cache), str(out)) + list(extra))
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(cache, tmp_path_factory):
+    """A complete wordot trial with both tasks: its config, output directory and metrics."""
+    out = tmp_path_factory.mktemp("trial")
+    config = tiny_config(cache, out)
+    metrics = run_trial(config, LocalReporter(out), show_progress=False)
+    return config, out, metrics
+
+
+def test_metrics_use_the_documented_names(finished):
+    _, out, metrics = finished
+    stored = json.loads((out / "metrics.json").read_text())
+    assert stored == pytest.approx(metrics)
+    for lang in EVAL:
+        for split in ("dev", "test"):
+            assert 0 <= stored[f"xnli/{split}/acc/{lang}"] <= 100
+            assert 0 <= stored[f"xquad/{split}/f1/{lang}"] <= 100
+            assert stored[f"xquad/{split}/em/{lang}"] <= stored[f"xquad/{split}/f1/{lang}"]
+    for lang in EVAL[1:]:
+        assert 0 <= stored[f"align/retrieval_acc/{lang}"] <= 100
+        assert 0 <= stored[f"align/aer/{lang}"] <= 100
+    for name in ("avg_seen", "avg_seen_targets", "avg_unseen", "avg_all"):
+        assert f"xnli/test/acc/{name}" in stored
+    assert stored["align/steps"] > 0 and stored["align/loss"] > 0
+    seen = [stored[f"xnli/test/acc/{x}"] for x in ["de", "fr", "bg", "es"]]
+    assert stored["xnli/test/acc/avg_seen_targets"] == pytest.approx(sum(seen) / 4)
+    assert stored["xnli/test/acc/avg_unseen"] == pytest.approx(stored["xnli/test/acc/el"])
+
+
+def test_predictions_are_in_xtreme_format_and_match_the_metrics(finished):
+    config, out, metrics = finished
+    root = Path(data_root(config))
+    for lang in EVAL:
+        gold = read_xnli(root / "xnli" / f"test-{lang}.tsv", skip_empty=False)
+        lines = (out / "predictions" / "xnli" / f"test-{lang}.tsv").read_text().splitlines()
+        assert len(lines) == len(gold)
+        labels = ["entailment", "neutral", "contradiction"]
+        correct = sum(labels[g] == p for g, p in zip(gold.labels, lines, strict=True))
+        assert 100 * correct / len(gold) == pytest.approx(metrics[f"xnli/test/acc/{lang}"])
+        questions = read_squad(root / "xquad" / f"test-{lang}.json")
+        answers = json.loads((out / "predictions" / "xquad" / f"test-{lang}.json").read_text())
+        assert set(answers) == {q.id for q in questions}
+        assert all(isinstance(text, str) for text in answers.values())
+
+
+def test_aligned_encoder_loads_offline_and_differs_from_the_start(finished):
+    config, out, _ = finished
+    aligned = AutoModel.from_pretrained(out / "aligned_encoder", local_files_only=True)
+    AutoTokenizer.from_pretrained(out / "aligned_encoder", local_files_only=True)
+    assert (out / "aligned_encoder" / "model.safetensors").exists()
+    initial = AutoModel.from_pretrained(Path(data_root(config)) / "encoder")
+    changed = [
+        name
+        for name, tensor in aligned.state_dict().items()
+        if not torch.equal(tensor, initial.state_dict()[name])
+    ]
+    assert any("encoder.layer" in name for name in changed)
+
+
+def test_word_alignments_are_written_in_pharaoh_format(finished):
+    _, out, _ = finished
+    for lang in EVAL[1:]:
+        lines = (out / "predictions" / "alignments" / f"dev-{lang}.pharaoh").read_text()
+        lines = lines.splitlines()
+        assert len(lines) == 40
+        assert any(lines) and all(
+            all(link.count("-") == 1 for link in line.split()) for line in lines
+        )
+
+
+def test_progress_log_has_intermediate_checkpoints(finished):
+    _, out, _ = finished
+    rows = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    stages = [row["stage"] for row in rows]
+    assert stages.count("align") >= 1  # checkpoints inside stage 1
+    assert stages[-1] == "done" or "xquad" in stages
+    assert (out / "checkpoint" / "state.json").exists()
+
+
+@pytest.mark.parametrize("method", ["none", "subot", "l2"])
+def test_each_method_runs_and_measures_alignment(cache, tmp_path, method):
+    extra = ["task.tasks=[]", f"alignment.method={method}"]
+    if method == "l2":
+        extra += ["alignment.link_noise={drop: 0.3, move: 0.2}"]
+    config = tiny_config(cache, tmp_path, *extra)
+    metrics = run_trial(config, LocalReporter(tmp_path), show_progress=False)
+    assert "align/retrieval_acc/de" in metrics and "align/aer/el" in metrics
+    assert ("align/steps" in metrics) == (method != "none")
+
+
+def test_joint_variant_adds_the_alignment_loss_to_task_training(cache, tmp_path):
+    config = tiny_config(cache, tmp_path, "task.tasks=[xnli]", "alignment.joint_weight=0.5")
+    metrics = run_trial(config, LocalReporter(tmp_path), show_progress=False)
+    assert "xnli/test/acc/de" in metrics
+
+
+class CrashAfter(LocalReporter):
+    """Reports like LocalReporter, then dies at the n-th report (a killed worker)."""
+
+    def __init__(self, directory: Path, reports: int) -> None:
+        super().__init__(directory)
+        self.left = reports
+
+    def report(self, metrics, checkpoint):
+        super().report(metrics, checkpoint)
+        self.left -= 1
+        if self.left == 0:
+            raise KeyboardInterrupt("simulated crash")
+
+
+@pytest.mark.parametrize("crash_at", [1, 4])
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(cache, tmp_path, crash_at):
+    """Crash inside stage 1 (report 1) or in a task stage (report 4); resume; same metrics."""
+    extra = ["task.tasks=[xnli]", "task.xnli.epochs=2"]
+    straight = run_trial(
+        tiny_config(cache, tmp_path / "a", *extra),
+        LocalReporter(tmp_path / "a"),
+        show_progress=False,
+    )
+    config = tiny_config(cache, tmp_path / "b", *extra)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(config, CrashAfter(tmp_path / "b", crash_at), show_progress=False)
+    resumed = run_trial(config, LocalReporter(tmp_path / "b", resume=True), show_progress=False)
+    scores = {k: v for k, v in straight.items() if k.startswith(("xnli/", "align/"))}
+    assert {k: resumed[k] for k in scores} == pytest.approx(scores, abs=1e-9)
+
+
+def test_a_nan_loss_stops_with_stage_and_step():
+    param = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+    def loss_of(rows):
+        value = (param * float("nan") if len(rows) == 3 else param).sum()
+        return value, {}
+
+    with pytest.raises(TrainingError, match=r"alignment: the loss is nan at step 2"):
+        run_steps(
+            name="alignment",
+            parameters=[param],
+            optimizer=optimizer,
+            scheduler=scheduler,
+            micro_batches=[[0, 1], [0, 1, 2]],
+            grad_accum=1,
+            loss_of=loss_of,
+            state=StageState(),
+            max_grad_norm=None,
+            show_progress=False,
+        )
+
+
+def test_language_averages_follow_the_paper_definition():
+    scores = {"en": 80.0, "de": 60.0, "fr": 50.0, "el": 40.0}
+    averages = language_averages(scores, pivot="en", seen=["de", "fr"])
+    assert averages == {
+        "avg_seen": pytest.approx(190 / 3),
+        "avg_seen_targets": 55.0,
+        "avg_unseen": 40.0,
+        "avg_all": 57.5,
+    }
