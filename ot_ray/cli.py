@@ -131,6 +131,9 @@ def train(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     config = resolve_paths(config_from_args(args))
+    from ot_ray.trial import check_data
+
+    check_data(config)
     if args.in_process:
         from ot_ray.reporters import LocalReporter
         from ot_ray.trial import run_trial

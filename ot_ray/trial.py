@@ -51,6 +51,34 @@ def run_trial(config: Config, reporter: Reporter, *, show_progress: bool = True)
     return Trial(config, reporter, show_progress=show_progress).run()
 
 
+def check_data(config: Config) -> None:
+    """Read every input the trial will read, so bad data fails in the driver with its file and
+    line before any worker starts (and before a Ray worker's traceback can bury the message)."""
+    root, data = data_root(config), config.data
+    pivot = data.pivot
+    evaluated = data.all_eval_languages
+    if config.alignment.method != "none" or config.alignment.joint_weight:
+        for lang in data.languages:
+            if data.parallel.train.covers(lang):
+                read_parallel(data.parallel.train, root=root, lang=lang, pivot=pivot)
+    for lang in evaluated[1:]:
+        if data.parallel.dev.covers(lang):
+            read_parallel(data.parallel.dev, root=root, lang=lang, pivot=pivot)
+    for task in config.task.tasks:
+        sources = getattr(data, task)
+        if task == "xnli":
+            read_nli(sources.train, root=root, lang=pivot, pivot=pivot, training=True)
+        else:
+            read_qa(sources.train, root=root, lang=pivot, pivot=pivot)
+        for split in EVAL_SPLITS:
+            spec = getattr(sources, split)
+            for lang in (x for x in evaluated if spec.covers(x)):
+                if task == "xnli":
+                    read_nli(spec, root=root, lang=lang, pivot=pivot, training=False)
+                else:
+                    read_qa(spec, root=root, lang=lang, pivot=pivot)
+
+
 def language_averages(scores: dict[str, float], *, pivot: str, seen: list[str]) -> dict[str, float]:
     """Averages named as in the paper: ``avg_seen`` = pivot + languages seen in alignment,
     ``avg_seen_targets`` = those without the pivot, ``avg_unseen``, ``avg_all``."""

@@ -88,6 +88,7 @@ def tiny_trial_overrides(cache: str, output: str) -> list[str]:
         "alignment.batch_size=8",
         "alignment.grad_accum=2",
         "alignment.lr=1e-3",
+        "alignment.ot.solver.max_iters=50",  # the barely trained encoder converges slowly
         "task.xnli={lr: 1e-3, epochs: 1, batch_size: 16, max_length: 64}",
         "task.xquad={lr: 1e-3, epochs: 1, batch_size: 8, max_length: 64, doc_stride: 32}",
         "train.eval_batch_size=16",

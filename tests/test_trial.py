@@ -142,16 +142,22 @@ class CrashAfter(LocalReporter):
             raise KeyboardInterrupt("simulated crash")
 
 
+RESUME = ["task.tasks=[xnli]", "task.xnli.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cache, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("straight")
+    return run_trial(tiny_config(cache, out, *RESUME), LocalReporter(out), show_progress=False)
+
+
 @pytest.mark.parametrize("crash_at", [1, 4])
-def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(cache, tmp_path, crash_at):
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(
+    cache, tmp_path, uninterrupted, crash_at
+):
     """Crash inside stage 1 (report 1) or in a task stage (report 4); resume; same metrics."""
-    extra = ["task.tasks=[xnli]", "task.xnli.epochs=2"]
-    straight = run_trial(
-        tiny_config(cache, tmp_path / "a", *extra),
-        LocalReporter(tmp_path / "a"),
-        show_progress=False,
-    )
-    config = tiny_config(cache, tmp_path / "b", *extra)
+    straight = uninterrupted
+    config = tiny_config(cache, tmp_path / "b", *RESUME)
     with pytest.raises(KeyboardInterrupt):
         run_trial(config, CrashAfter(tmp_path / "b", crash_at), show_progress=False)
     resumed = run_trial(config, LocalReporter(tmp_path / "b", resume=True), show_progress=False)
