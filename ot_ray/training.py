@@ -65,6 +65,17 @@ def epoch_batches(
     return batches[: max(1, round(per_epoch * epochs))]
 
 
+def whole_steps(batches: list[list[int]], grad_accum: int, what: str) -> list[list[int]]:
+    """The micro-batches that make whole optimizer steps; an error if not even one fits."""
+    usable = len(batches) - len(batches) % grad_accum
+    if usable == 0:
+        raise ValueError(
+            f"{what} make fewer than one optimizer step ({grad_accum} micro-batches); "
+            "use more data or a smaller batch"
+        )
+    return batches[:usable]
+
+
 def autocast(device: torch.device, bf16: bool):
     """bf16 autocast on CUDA when asked; nothing on CPU (bf16 matmuls are slow there)."""
     if bf16 and device.type == "cuda":

@@ -12,19 +12,14 @@ import torch
 from ot_ray.align.batches import ParallelData
 from ot_ray.align.objective import AlignmentObjective
 from ot_ray.config import AlignmentConfig, TrainConfig
-from ot_ray.training import StageState, autocast, linear_schedule, run_steps
+from ot_ray.training import StageState, autocast, linear_schedule, run_steps, whole_steps
 
 
 def alignment_plan(data: ParallelData, config: AlignmentConfig, seed: int) -> list[list[int]]:
     """Micro-batches of the whole stage, a whole number of optimizer steps."""
     batches = data.plan(config.batch_size, config.epochs, seed)
-    usable = len(batches) - len(batches) % config.grad_accum
-    if usable == 0:
-        raise ValueError(
-            f"{len(batches)} batches of {config.batch_size} pairs are fewer than one optimizer "
-            f"step ({config.grad_accum} micro-batches); use more pairs or a smaller batch"
-        )
-    return batches[:usable]
+    what = f"{len(batches)} batches of {config.batch_size} pairs"
+    return whole_steps(batches, config.grad_accum, what)
 
 
 def align_encoder(

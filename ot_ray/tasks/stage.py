@@ -22,6 +22,7 @@ from ot_ray.training import (
     epoch_batches,
     linear_schedule,
     run_steps,
+    whole_steps,
 )
 
 Collate = Callable[[datasets.Dataset, list[int]], dict[str, torch.Tensor]]
@@ -48,13 +49,8 @@ def make_optimizer(
 def task_plan(count: int, config: TaskTrainConfig, seed: int) -> list[list[int]]:
     """The seeded micro-batches of a task stage (a whole number of optimizer steps)."""
     batches = epoch_batches(count, config.batch_size, config.epochs, seed)
-    usable = len(batches) - len(batches) % config.grad_accum
-    if usable == 0:
-        raise ValueError(
-            f"{count} training examples in batches of {config.batch_size} make fewer than one "
-            f"optimizer step ({config.grad_accum} micro-batches); use more data or a smaller batch"
-        )
-    return batches[:usable]
+    what = f"{count} training examples in batches of {config.batch_size}"
+    return whole_steps(batches, config.grad_accum, what)
 
 
 def fine_tune(
