@@ -151,3 +151,54 @@ def train(argv: Sequence[str] | None = None) -> int:
     print(summary_table(metrics, config.data.all_eval_languages))
     print(f"outputs: {config.train.output_dir}")
     return 0
+
+
+def tune(argv: Sequence[str] | None = None) -> int:
+    """``jobs/tune.py``: the search service (Tune + Optuna + ASHA over Ray Train, MLflow)."""
+    import os
+
+    from ot_ray.launch import resolve_paths
+    from ot_ray.search.report import finish_sweep, register_best
+    from ot_ray.search.sweep import run_sweep
+    from ot_ray.search.tracking import redacted
+    from ot_ray.trial import check_data
+
+    parser = config_parser(
+        "Search OT alignment and training settings: Ray Tune + Optuna (+ ASHA pruning) over "
+        "Ray Train trials, every trial tracked in MLflow. Runs on the Ray cluster of "
+        "RAY_ADDRESS (ray job submit) or on a local one."
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the interrupted sweep tune.name"
+    )
+    args = parser.parse_args(argv)
+    user_config = config_from_args(args)
+    config = resolve_paths(user_config)
+    check_data(config)
+
+    def connect() -> None:
+        import ray
+
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's table with our columns
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        ray.init(log_to_driver=True, configure_logging=True, logging_level="WARNING")
+
+    try:
+        outcome = run_sweep(config, resume=args.resume, repo=REPO_ROOT, connect=connect)
+        text = finish_sweep(outcome, config, user_config)
+        version = None
+        if config.tracking.registered_model_name:
+            version = register_best(outcome, config.tracking.registered_model_name)
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    print(text)
+    if version:
+        print(f"registered model {config.tracking.registered_model_name} version {version}")
+    uri = redacted(outcome.tracking_uri)
+    print(f"MLflow: mlflow ui --backend-store-uri {uri} (then http://127.0.0.1:5000)")
+    return 0 if outcome.best is not None else 1

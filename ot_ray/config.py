@@ -7,6 +7,7 @@ override), the dotted key, what was expected and what was found.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -229,6 +230,11 @@ class AlignmentConfig(Section):
     grad_accum: PositiveInt = 2
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.0
     link_noise: LinkNoise = Field(default_factory=LinkNoise)
+    pack_sentences: PositiveInt = Field(
+        default=1,
+        description="Join this many consecutive training pairs into one, so short-sentence "
+        "corpora also align the positions that long task inputs use (1 = as given).",
+    )
     joint_weight: NonNegativeFloat | None = Field(
         default=None, description="Joint variant: weight of the OT loss during task training."
     )
@@ -299,19 +305,117 @@ class TrainConfig(Section):
         default=200, description="Optimizer steps between checkpoints inside a stage."
     )
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts (Ray FailureConfig).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Ray Train's own console logs (INFO prints every report)."
+    )
+
+
+class ParamSpec(Section):
+    """One searched parameter: ``choices``, or a ``low``..``high`` range (``log``, ``step``,
+    ``int``); ``when`` samples it only if earlier parameters have the given value(s)."""
+
+    choices: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: PositiveFloat | None = None
+    is_int: bool = Field(False, alias="int")
+    when: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ParamSpec:
+        ranged = self.low is not None or self.high is not None
+        if (self.choices is None) == (not ranged):
+            raise ValueError("give either choices: [...] or low: and high:")
+        if self.choices is not None and not self.choices:
+            raise ValueError("choices is empty")
+        if ranged:
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(f"need low < high, found low={self.low} high={self.high}")
+            if self.log and self.low <= 0:
+                raise ValueError("a log range needs low > 0")
+        return self
+
+    def contains(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        return isinstance(value, int | float) and self.low <= value <= self.high
+
+
+def sampling_order(space: dict[str, ParamSpec]) -> list[str]:
+    """Parameters in the order written, except that one sampled ``when`` another has a value
+    comes after it (YAML tools may reorder keys; the meaning must not change)."""
+    order: list[str] = []
+    pending = list(space)
+    while pending:
+        ready = [name for name in pending if all(k in order for k in space[name].when)]
+        if not ready:
+            raise ValueError(f"search_space: the 'when' conditions of {pending} form a cycle")
+        order.append(ready[0])
+        pending.remove(ready[0])
+    return order
+
+
+class SchedulerConfig(Section):
+    """Early stopping of weak trials on the dev objective reported at each milestone (the end
+    of each task stage). ``asha``: asynchronous successive halving; ``fifo``: none."""
+
+    name: Literal["asha", "fifo"] = "asha"
+    grace_period: PositiveInt = 1
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
 
 
 class TuneConfig(Section):
-    """Ray Tune + Optuna search; the space itself is declared in YAML (see ``jobs/tune.py``)."""
+    """Ray Tune + Optuna search over the rest of this config."""
 
     num_samples: PositiveInt = 8
-    metric: str = "objective"
+    objective: list[str] = Field(
+        default_factory=lambda: ["xnli/dev/acc/avg_targets", "xquad/dev/f1/avg_targets"],
+        description="Dev metrics averaged into the reported 'objective' (never test metrics).",
+    )
+    metric: str = Field("objective", description="The reported metric the search optimises.")
     mode: Literal["max", "min"] = "max"
     seed: int = 0
-    max_concurrent_trials: PositiveInt | None = None
-    scheduler: Literal["asha", "fifo"] = "asha"
-    search_space: dict[str, Any] = Field(default_factory=dict)
-    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+    max_concurrent_trials: PositiveInt | None = Field(
+        default=None, description="Default: as many trials as the cluster's CPUs/GPUs hold."
+    )
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    points_to_evaluate: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Named points run first and never pruned, e.g. baseline: {alignment.method: "
+        "none}; the summary compares the best trial with them.",
+    )
+    name: str = Field("ot-ray-sweep", description="Tune experiment name (resume uses it).")
+    storage_path: str = Field("outputs/sweeps", description="Tune + Train storage (shared).")
+    best_config: str = Field("best.yaml", description="Written after the sweep, under the run.")
+
+    @model_validator(mode="after")
+    def _space_consistent(self) -> TuneConfig:
+        for metric in self.objective:
+            if "/test/" in metric:
+                raise ValueError(f"the objective must not use test metrics ({metric})")
+        for name, spec in self.search_space.items():
+            if "." in name and not is_config_key(name):
+                raise ValueError(f"search_space.{name}: not a config key")
+            for key in spec.when:
+                if key not in self.search_space:
+                    raise ValueError(
+                        f"search_space.{name}: 'when' refers to {key!r}, which is not a "
+                        "parameter of the search space"
+                    )
+        sampling_order(self.search_space)  # raises on a cycle of conditions
+        for label, point in self.points_to_evaluate.items():
+            for key, value in point.items():
+                if key not in self.search_space:
+                    raise ValueError(f"points_to_evaluate.{label}.{key}: not in search_space")
+                if not self.search_space[key].contains(value):
+                    raise ValueError(
+                        f"points_to_evaluate.{label}.{key}: {value!r} is outside its search space"
+                    )
+        return self
 
 
 class TrackingConfig(Section):
@@ -344,12 +448,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     Raises :class:`ConfigError` naming file, line and dotted key for any problem.
     """
     data: dict[str, Any] = {}
-    lines: dict[str, int] = {}
+    origins: dict[str, str] = {}
     source = "<defaults>"
     if path is not None:
         source = str(path)
-        data, lines = _read_yaml(Path(path))
-    origins: dict[str, str] = {key: f"{source}:{line}" for key, line in lines.items()}
+        data, origins = _read_tree(Path(path), [])
     for override in overrides or []:
         key, value = parse_override(override)
         _assign(data, key, value, origin=f"--set {override}")
@@ -358,6 +461,35 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return Config.model_validate(data)
     except ValidationError as err:
         raise _rewrite(err, origins, source) from None
+
+
+def load_config_data(data: dict[str, Any], overrides: dict[str, Any], *, origin: str) -> Config:
+    """A config from an already-loaded mapping plus dotted overrides (a Tune trial's values)."""
+    data = copy.deepcopy(data)
+    origins: dict[str, str] = {}
+    for key, value in overrides.items():
+        _assign(data, key, value, origin=f"{origin} {key}={value!r}")
+        origins[key] = f"{origin} {key}={value!r}"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise _rewrite(err, origins, origin) from None
+
+
+def is_config_key(dotted: str) -> bool:
+    """Whether ``dotted`` names a setting (a leaf or a whole section) of :class:`Config`."""
+    model: type[BaseModel] = Config
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif depth < len(parts) - 1:
+            return False
+    return True
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -378,6 +510,41 @@ def parse_override(text: str) -> tuple[str, Any]:
             f"the value {raw!r} is not valid YAML ({_one_line(err)})", source=f"--set {text}"
         ) from None
     return key, value
+
+
+def _read_tree(path: Path, chain: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A YAML file merged over the file its ``extends:`` names (relative to it), recursively;
+    every key keeps the ``file:line`` it came from."""
+    data, lines = _read_yaml(path)
+    origins = {key: f"{path}:{line}" for key, line in lines.items()}
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data, origins
+    where = f"{path}:{lines.get('extends', 1)}"
+    if not isinstance(base_name, str):
+        raise ConfigError("expected a file name", source=where, key="extends")
+    base_path = (path.parent / base_name).resolve()
+    if base_path in chain or base_path == path.resolve():
+        raise ConfigError(f"{base_name} extends itself (through {len(chain)} files)", source=where)
+    if not base_path.is_file():
+        raise ConfigError(f"no such config file {base_path}", source=where, key="extends")
+    base, base_origins = _read_tree(base_path, [*chain, path.resolve()])
+    return _merged(base, data), {**base_origins, **origins}
+
+
+#: Sections an ``extends``-ing file replaces whole instead of merging into.
+REPLACED = ("search_space", "points_to_evaluate")
+
+
+def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``: mappings merge key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in REPLACED:
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:

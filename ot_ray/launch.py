@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +63,38 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from ot_ray.trial import run_trial
 
     config = Config.model_validate(loop_config["config"])
+    quiet_report_log(config.train.log_level)
     if not config.train.use_gpu:
         torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
     run_trial(config, RayReporter(), show_progress=loop_config.get("show_progress", True))
 
 
-def build_trainer(config: Config, *, show_progress: bool = True):
-    """The ``TorchTrainer`` for one trial of an already resolved config."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+def quiet_report_log(level: str) -> None:
+    """Apply ``train.log_level`` to the worker logger that prints every report's metrics.
+
+    Ray names that logger after its file path, so Ray Train's own ``log_level`` filter (which
+    matches ``ray.train.*`` names) does not reach it and every report's ~150 metrics would be
+    printed at INFO.
+    """
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # a Ray without this module has no such logger
+        return
+    logging.getLogger(context.__file__).setLevel(level)
+
+
+def build_trainer(config: Config, *, show_progress: bool = True, callbacks: Sequence[Any] = ()):
+    """The ``TorchTrainer`` for one trial of an already resolved config; ``callbacks`` are Ray
+    Train user callbacks (Tune reporting, MLflow metrics)."""
+    from ray.train import (
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     train = config.train
@@ -90,6 +115,8 @@ def build_trainer(config: Config, *, show_progress: bool = True):
             storage_path=train.storage_path,
             failure_config=FailureConfig(max_failures=train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=list(callbacks),
+            logging_config=LoggingConfig(log_level=train.log_level),
         ),
     )
 
@@ -107,7 +134,11 @@ def fit(config: Config, *, show_progress: bool = True) -> dict[str, float]:
             raise user_error from None
         raise
     # Rank 0's last report carries every metric (metrics.json may be on another node).
-    return {k: v for k, v in result.metrics.items() if k not in ("stage", "step")}
+    return {k: v for k, v in result.metrics.items() if k not in PROGRESS_KEYS}
+
+
+#: Reported with every checkpoint to say where the trial is; not results.
+PROGRESS_KEYS = ("stage", "step", "global_step", "milestone", "objective")
 
 
 def find_user_error(error: BaseException, depth: int = 0) -> UserError | None:

@@ -11,7 +11,7 @@ COLUMNS = (
     ("retrieval", "align/retrieval_acc/{}"),
     ("AER", "align/aer/{}"),
 )
-ROWS_AFTER_LANGUAGES = ("avg_seen", "avg_seen_targets", "avg_unseen", "avg_all")
+ROWS_AFTER_LANGUAGES = ("avg_seen", "avg_seen_targets", "avg_unseen", "avg_targets", "avg_all")
 
 
 def summary_table(metrics: Mapping[str, float], languages: list[str]) -> str:

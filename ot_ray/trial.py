@@ -10,6 +10,7 @@ worker group resumes where it stopped instead of starting over.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import statistics
 import tempfile
@@ -34,6 +35,7 @@ from ot_ray.checkpoints import (
     save_checkpoint,
 )
 from ot_ray.config import Config
+from ot_ray.data.parallel import packed
 from ot_ray.data.sources import data_root, model_path, read_nli, read_parallel, read_qa
 from ot_ray.data.tokenized import tokenize_parallel
 from ot_ray.reporters import Reporter
@@ -44,6 +46,10 @@ from ot_ray.tasks.xquad import evaluate_qa, qa_collate, qa_eval_dataset, qa_trai
 from ot_ray.training import StageState
 
 EVAL_SPLITS = ("dev", "test")
+
+
+#: Held-out pairs per language whose transport plan is drawn after alignment.
+PLANS_PICTURED = 2
 
 
 def run_trial(config: Config, reporter: Reporter, *, show_progress: bool = True) -> dict:
@@ -81,11 +87,13 @@ def check_data(config: Config) -> None:
 
 def language_averages(scores: dict[str, float], *, pivot: str, seen: list[str]) -> dict[str, float]:
     """Averages named as in the paper: ``avg_seen`` = pivot + languages seen in alignment,
-    ``avg_seen_targets`` = those without the pivot, ``avg_unseen``, ``avg_all``."""
+    ``avg_seen_targets`` = those without the pivot, ``avg_unseen``, ``avg_targets`` = every
+    language but the pivot (the search objective's default), ``avg_all``."""
     groups = {
         "avg_seen": [lang for lang in scores if lang == pivot or lang in seen],
         "avg_seen_targets": [lang for lang in scores if lang in seen],
         "avg_unseen": [lang for lang in scores if lang != pivot and lang not in seen],
+        "avg_targets": [lang for lang in scores if lang != pivot],
         "avg_all": list(scores),
     }
     return {
@@ -126,6 +134,7 @@ class Trial:
         self.predictions.mkdir()
         self.restored: Path | None = None
         self._dev: ParallelData | None = None
+        self._dev_texts: dict[str, tuple[list[str], list[str]]] = {}
         self.counts: dict[str, float] = {}  # skipped and truncated inputs, logged as metrics
 
     # ---------------------------------------------------------------- orchestration
@@ -180,10 +189,29 @@ class Trial:
                 directory, state, aligned=aligned, tokenizer=self.tokenizer, rng=rng, **stage
             )
             shutil.copytree(self.predictions, directory / "predictions")
-        metrics = {**state.metrics, "stage": state.stage, "step": state.step}
+        metrics = {**state.metrics, **self._progress(state)}
         self.reporter.report(metrics, directory)
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
+
+    def _progress(self, state: TrialState) -> dict[str, float | str]:
+        """Where the trial is, in the terms Tune schedules on.
+
+        ``milestone`` counts finished task stages, and ``objective`` is the mean of the
+        configured dev metrics measured so far (NaN before the first task is evaluated), so
+        every trial reports comparable values at the same milestones whatever its method.
+        """
+        tasks = self.config.task.tasks
+        finished = [stage for stage in state.done if stage in tasks]
+        measured = [state.metrics[m] for m in self.config.tune.objective if m in state.metrics]
+        steps = sum(state.metrics.get(f"{stage}/steps", 0.0) for stage in state.done)
+        return {
+            "stage": state.stage,
+            "step": state.step,
+            "global_step": int(steps) + (state.step if state.stage not in state.done else 0),
+            "milestone": len(finished),
+            "objective": statistics.fmean(measured) if measured else math.nan,
+        }
 
     def _encoder(self, state: TrialState) -> torch.nn.Module:
         """The base encoder, or the aligned one from the checkpoint once stage 1 is done."""
@@ -223,10 +251,14 @@ class Trial:
                     move=noise.move,
                     seed=config.train.seed + k,
                 )
+            if split == "train":
+                corpus = packed(corpus, config.alignment.pack_sentences)
             datasets[lang] = tokenize_parallel(
                 corpus, self.tokenizer, config.data.max_length, cache_dir=self.cache
             )
             links[lang] = corpus.links
+            if split == "dev":
+                self._dev_texts[lang] = (corpus.sources, corpus.targets)
             prefix = f"data/parallel_{split}"
             self._count(f"{prefix}/skipped_empty/{lang}", corpus.skipped_empty)
             truncated = sum(datasets[lang]["src_truncated"]) + sum(datasets[lang]["tgt_truncated"])
@@ -310,6 +342,7 @@ class Trial:
                 pad_id=self.pad_id,
                 batch_size=config.train.eval_batch_size,
                 device=self.device,
+                keep_plans=PLANS_PICTURED if write_links else 0,
             )
             retrieval[lang] = quality.retrieval
             if quality.aer is not None:
@@ -318,8 +351,24 @@ class Trial:
                 path = self.predictions / "alignments" / f"dev-{lang}.pharaoh"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(quality.pharaoh(), encoding="utf-8")
+                self._picture_plans(lang, quality.plans)
         self._record("align/retrieval_acc", retrieval, state)
         self._record("align/aer", aer, state)
+
+    def _picture_plans(self, lang: str, plans: dict[int, torch.Tensor]) -> None:
+        """Heat maps of the transport plans of a few held-out pairs (logged to MLflow)."""
+        from ot_ray.plots import transport_heatmap
+
+        sources, targets = self._dev_texts[lang]
+        for row, plan in sorted(plans.items()):
+            rows, columns = plan.shape
+            transport_heatmap(
+                plan.numpy(),
+                sources[row].split()[:rows],
+                targets[row].split()[:columns],
+                self.predictions / "plots" / f"transport-dev-{lang}-{row}.png",
+                f"{lang}-{self.config.data.pivot} dev pair {row} ({self.config.alignment.method})",
+            )
 
     def _record(self, prefix: str, scores: dict[str, float], state: TrialState) -> None:
         for lang, value in scores.items():
@@ -374,6 +423,8 @@ class Trial:
         if self.restored is not None and state.stage == task and state.step > 0:
             optimizer_state, _ = load_stage(self.restored, model, distributed.rank())
 
+        progress = StageState(step=state.step)
+
         def after_step(progress: StageState, means: dict[str, float]) -> None:
             every = config.train.checkpoint_every
             if every and progress.step % every == 0:
@@ -397,12 +448,13 @@ class Trial:
             device=self.device,
             bf16=config.train.bf16,
             max_grad_norm=config.train.max_grad_norm,
-            state=StageState(step=state.step),
+            state=progress,
             optimizer_state=optimizer_state,
             after_step=after_step,
             extra_loss=self._joint_loss(),
             show_progress=self.show_progress,
         )
+        state.metrics[f"{task}/steps"] = float(progress.step)
         self._evaluate_task(task, model, state)
         self._finish_stage(state, encoder)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import write_small_world
 
-from ot_ray.data.parallel import read_line_aligned, read_parallel_tsv
+from ot_ray.data.parallel import packed, read_line_aligned, read_parallel_tsv
 from ot_ray.errors import DataError
 
 
@@ -94,3 +94,21 @@ def test_resizing_subsamples_or_upsamples_deterministically(world):
     big = corpus.resized(150, seed=0)
     assert len(big) == 150 and big.sources[:60] == corpus.sources
     assert big.links is not None and big.links[60:120] == corpus.links
+
+
+def test_packing_joins_neighbours_and_shifts_their_links(world):
+    corpus = read_parallel_tsv(world / "parallel/fr-en.tsv", world / "parallel/fr-en.align")
+    joined = packed(corpus, 3)
+    assert len(joined) == -(-len(corpus) // 3)
+    assert joined.sources[0] == " ".join(corpus.sources[:3])
+    assert joined.targets[-1] == " ".join(corpus.targets[(len(joined) - 1) * 3 :])
+    shift_s = len(corpus.sources[0].split())
+    shift_t = len(corpus.targets[0].split())
+    second = {(s + shift_s, t + shift_t) for s, t in corpus.links[1]}
+    assert joined.links[0] == corpus.links[0] | second | {
+        (s + shift_s + len(corpus.sources[1].split()), t + shift_t + len(corpus.targets[1].split()))
+        for s, t in corpus.links[2]
+    }
+    for source, target, links in zip(joined.sources, joined.targets, joined.links, strict=True):
+        assert all(s < len(source.split()) and t < len(target.split()) for s, t in links)
+    assert packed(corpus, 1) is corpus

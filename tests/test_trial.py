@@ -53,7 +53,7 @@ def test_metrics_use_the_documented_names(finished):
     for lang in EVAL[1:]:
         assert 0 <= stored[f"align/retrieval_acc/{lang}"] <= 100
         assert 0 <= stored[f"align/aer/{lang}"] <= 100
-    for name in ("avg_seen", "avg_seen_targets", "avg_unseen", "avg_all"):
+    for name in ("avg_seen", "avg_seen_targets", "avg_unseen", "avg_targets", "avg_all"):
         assert f"xnli/test/acc/{name}" in stored
     assert stored["align/steps"] > 0 and stored["align/loss"] > 0
     seen = [stored[f"xnli/test/acc/{x}"] for x in ["de", "fr", "bg", "es"]]
@@ -100,6 +100,28 @@ def test_word_alignments_are_written_in_pharaoh_format(finished):
         assert any(lines) and all(
             all(link.count("-") == 1 for link in line.split()) for line in lines
         )
+
+
+def test_transport_plans_of_a_few_dev_pairs_are_drawn(finished):
+    _, out, _ = finished
+    for lang in EVAL[1:]:
+        pictures = sorted((out / "predictions" / "plots").glob(f"transport-dev-{lang}-*.png"))
+        assert [p.name for p in pictures] == [f"transport-dev-{lang}-{k}.png" for k in (0, 1)]
+        assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
+
+
+def test_progress_reports_milestones_and_the_dev_objective(finished):
+    _, out, metrics = finished
+    rows = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert [r["milestone"] for r in rows] == sorted(r["milestone"] for r in rows)
+    assert rows[-1]["milestone"] == 2
+    assert [r["global_step"] for r in rows] == sorted(r["global_step"] for r in rows)
+    before_tasks = [r for r in rows if r["milestone"] == 0]
+    assert before_tasks and all(r["objective"] != r["objective"] for r in before_tasks)  # NaN
+    after_xnli = next(r for r in rows if r["milestone"] == 1)
+    assert after_xnli["objective"] == pytest.approx(metrics["xnli/dev/acc/avg_targets"])
+    final = (metrics["xnli/dev/acc/avg_targets"] + metrics["xquad/dev/f1/avg_targets"]) / 2
+    assert rows[-1]["objective"] == pytest.approx(final)
 
 
 def test_progress_log_has_intermediate_checkpoints(finished):
@@ -196,5 +218,6 @@ def test_language_averages_follow_the_paper_definition():
         "avg_seen": pytest.approx(190 / 3),
         "avg_seen_targets": 55.0,
         "avg_unseen": 40.0,
+        "avg_targets": 50.0,
         "avg_all": 57.5,
     }

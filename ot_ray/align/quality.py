@@ -12,7 +12,7 @@ number of workers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -30,6 +30,7 @@ class AlignmentQuality:
     retrieval: float  # percent, mean of both directions
     aer: float | None  # percent; None without gold links
     links: list[set[Link]]  # predicted, one set per pair (source word -> pivot word)
+    plans: dict[int, torch.Tensor] = field(default_factory=dict)  # row -> (words, words) plan
 
     def pharaoh(self) -> str:
         return "".join(format_pharaoh(links) + "\n" for links in self.links)
@@ -45,8 +46,10 @@ def alignment_quality(
     pad_id: int,
     batch_size: int,
     device: torch.device,
+    keep_plans: int = 0,
 ) -> AlignmentQuality:
-    """Retrieval accuracy and (with ``gold``) AER of ``encoder`` on tokenised held-out pairs."""
+    """Retrieval accuracy and (with ``gold``) AER of ``encoder`` on tokenised held-out pairs;
+    the word-level transport plans of the first ``keep_plans`` pairs are kept for pictures."""
     was_training = encoder.training
     encoder.eval()
     rows = list(range(len(dataset)))
@@ -70,7 +73,10 @@ def alignment_quality(
         ).plan
         links = mutual_argmax_links(plan, x_mask, y_mask)
         for k, row in enumerate(chunk):
-            results.append((row, sentence[k].cpu(), sentence[size + k].cpu(), links[k]))
+            kept = None
+            if row < keep_plans:
+                kept = plan[k, : int(x_mask[k].sum()), : int(y_mask[k].sum())].float().cpu()
+            results.append((row, sentence[k].cpu(), sentence[size + k].cpu(), links[k], kept))
     encoder.train(was_training)
     merged = sorted(
         (item for part in distributed.gather_objects(results) for item in part),
@@ -81,4 +87,5 @@ def alignment_quality(
     predicted = [item[3] for item in merged]
     forward, backward = retrieval_accuracy(source, target)
     aer = alignment_error_rate(predicted, gold) if gold is not None else None
-    return AlignmentQuality(retrieval=(forward + backward) / 2, aer=aer, links=predicted)
+    plans = {item[0]: item[4] for item in merged if item[4] is not None}
+    return AlignmentQuality((forward + backward) / 2, aer, predicted, plans)

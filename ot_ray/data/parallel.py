@@ -47,6 +47,32 @@ class ParallelCorpus:
         )
 
 
+def packed(corpus: ParallelCorpus, k: int) -> ParallelCorpus:
+    """Every ``k`` consecutive pairs joined into one pair (the last group may be shorter), with
+    link indices shifted to the joined word positions.
+
+    Why: a corpus of short sentences only ever shows the encoder's first positions to the
+    alignment loss and the anchor; tasks with long inputs (QA contexts) then meet positions the
+    alignment stage never constrained. Joining neighbours keeps every word pair and its links.
+    """
+    if k == 1:
+        return corpus
+    sources, targets, links = [], [], [] if corpus.links is not None else None
+    for start in range(0, len(corpus), k):
+        group = range(start, min(start + k, len(corpus)))
+        sources.append(" ".join(corpus.sources[i] for i in group))
+        targets.append(" ".join(corpus.targets[i] for i in group))
+        if links is not None and corpus.links is not None:
+            joined: set[Link] = set()
+            shift_source = shift_target = 0
+            for i in group:
+                joined |= {(s + shift_source, t + shift_target) for s, t in corpus.links[i]}
+                shift_source += len(corpus.sources[i].split())
+                shift_target += len(corpus.targets[i].split())
+            links.append(joined)
+    return ParallelCorpus(sources, targets, links, corpus.skipped_empty)
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, text without the newline); non-UTF-8 bytes name their line."""
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from datasets.table import InMemoryTable
 from filelock import FileLock
 from transformers import PreTrainedTokenizerBase
 
@@ -46,10 +47,19 @@ def cached_map(
         digest.update(key.encode())
         digest.update(json.dumps(list(columns[key]), ensure_ascii=False).encode())
     fingerprint = digest.hexdigest()[:24]
-    dataset = datasets.Dataset.from_dict(dict(columns))
+    # Given our own fingerprint, datasets does not hash the table and the function itself
+    # (slow on big corpora, and its dill-based hashing prints disassembly inside Ray workers).
+    table = InMemoryTable.from_pydict(dict(columns))
+    dataset = datasets.Dataset(table, fingerprint=f"{fingerprint}-input")
     removed = dataset.column_names if remove_columns else None
     if cache_dir is None:
-        return dataset.map(function, batched=True, remove_columns=removed, keep_in_memory=True)
+        return dataset.map(
+            function,
+            batched=True,
+            remove_columns=removed,
+            keep_in_memory=True,
+            new_fingerprint=fingerprint,
+        )
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache_file = cache_dir / f"{name}-{fingerprint}.arrow"
     with FileLock(str(cache_file) + ".lock"):

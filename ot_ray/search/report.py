@@ -1,0 +1,216 @@
+"""After the sweep: close the MLflow runs, write the summary and the best config, log figures,
+register the best aligned encoder.
+
+Selection is on the dev objective only; test scores appear once, for the best trial next to the
+baseline of the same sweep (per-trial charts show dev scores).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ot_ray.config import Config
+from ot_ray.plots import optuna_figures, scores_against_baseline
+from ot_ray.search.space import apply_params, rebuilt_study
+from ot_ray.search.sweep import SweepOutcome, TrialOutcome
+from ot_ray.search.tracking import SWEEP_TAG, TRIAL_TAG, _client, find_run, log_metrics
+
+DEV_PANELS = (("XNLI dev acc", "xnli/dev/acc"), ("XQuAD dev F1", "xquad/dev/f1"))
+TEST_COLUMNS = (("XNLI acc", "xnli/test/acc"), ("XQuAD F1", "xquad/test/f1"))
+AVERAGES = ("avg_seen_targets", "avg_unseen", "avg_targets")
+
+
+def baseline_trial(outcome: SweepOutcome, base_method: str) -> TrialOutcome | None:
+    """The finished ``none`` trial of the sweep, a named reference point first."""
+    finished = [t for t in outcome.trials if t.status == "finished"]
+    nones = [t for t in finished if t.params.get("alignment.method", base_method) == "none"]
+    nones.sort(key=lambda t: t.reference is None)
+    return nones[0] if nones else None
+
+
+def finish_sweep(outcome: SweepOutcome, config: Config, user_config: Config) -> str:
+    """Everything after ``Tuner.fit``; returns the console summary (also logged on the parent).
+
+    ``user_config`` is the config as the user wrote it (relative paths kept), so the best
+    config file can be run by ``jobs/train.py`` as it is.
+    """
+    client = _client(outcome.tracking_uri)
+    languages = config.data.all_eval_languages
+    baseline = baseline_trial(outcome, config.alignment.method)
+    with tempfile.TemporaryDirectory(prefix="ot-ray-report-") as scratch:
+        work = Path(scratch)
+        for trial in outcome.trials:
+            run_id = find_run(
+                client, outcome.experiment_id, {SWEEP_TAG: outcome.name, TRIAL_TAG: trial.trial_id}
+            )
+            if run_id is None:
+                continue
+            _close_run(client, run_id, trial)
+            if trial.status == "finished":
+                chart = scores_against_baseline(
+                    _panels(trial.metrics, languages, DEV_PANELS),
+                    _panels(baseline.metrics, languages, DEV_PANELS) if baseline else None,
+                    work / trial.trial_id / "dev_scores_vs_baseline.png",
+                    f"trial {trial.trial_id} ({_method(trial, config)}) vs baseline, dev",
+                )
+                client.log_artifact(run_id, str(chart), "plots")
+        text = summary(outcome, config, baseline)
+        parent = outcome.parent_run_id
+        client.log_text(parent, text, "summary.md")
+        study = rebuilt_study(
+            config.tune.search_space,
+            [
+                (t.params, t.metrics.get(config.tune.metric), _optuna_state(t))
+                for t in outcome.trials
+            ],
+            mode=config.tune.mode,
+        )
+        if study.trials:
+            for figure in optuna_figures(study, work / "optuna"):
+                client.log_artifact(parent, str(figure), "optuna")
+        if outcome.best is not None:
+            best_config = apply_params(user_config, outcome.best.params, origin="best trial")
+            path = outcome.sweep_dir / config.tune.best_config
+            path.write_text(
+                yaml.safe_dump(best_config.model_dump(mode="json"), sort_keys=False),
+                encoding="utf-8",
+            )
+            client.log_artifact(parent, str(path))
+            client.set_tag(parent, "best_trial", outcome.best.trial_id)
+            best_metrics = {
+                f"best/{k}": v
+                for k, v in outcome.best.metrics.items()
+                if k.startswith(("xnli/", "xquad/", "align/")) or k == config.tune.metric
+            }
+            log_metrics(client, parent, best_metrics, 0)
+            text += f"\nbest config: {path}"
+    counts = {s: sum(t.status == s for t in outcome.trials) for s in ("finished", "pruned")}
+    failed = len(outcome.trials) - sum(counts.values())
+    log_metrics(client, outcome.parent_run_id, {**counts, "failed": failed}, 0)
+    client.set_terminated(outcome.parent_run_id, "FINISHED")
+    return text
+
+
+def register_best(outcome: SweepOutcome, name: str) -> str | None:
+    """Log the best trial's aligned encoder as an MLflow model and register it; the version."""
+    if outcome.best is None:
+        return None
+    import mlflow
+
+    client = _client(outcome.tracking_uri)
+    run_id = find_run(
+        client, outcome.experiment_id, {SWEEP_TAG: outcome.name, TRIAL_TAG: outcome.best.trial_id}
+    )
+    encoder = outcome.sweep_dir / "trials" / outcome.best.trial_id / "aligned_encoder"
+    if run_id is None or not encoder.is_dir():
+        return None
+    from ot_ray.serving import log_encoder_model
+
+    mlflow.set_tracking_uri(outcome.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = log_encoder_model(str(encoder), registered_name=name)
+    return str(info.registered_model_version)
+
+
+def summary(outcome: SweepOutcome, config: Config, baseline: TrialOutcome | None) -> str:
+    """All trials (dev objective, status), then the best trial's test scores next to the
+    baseline's: the one place test scores are shown."""
+    metric = config.tune.metric
+    objective = metric
+    if metric == "objective":
+        objective = "objective = mean of " + ", ".join(config.tune.objective)
+    searched = list(config.tune.search_space)
+    lines = [
+        f"## Sweep {outcome.name}: {len(outcome.trials)} trials, chosen on {objective}",
+        "",
+        "| trial | reference | status | " + " | ".join(searched) + f" | {metric} |",
+        "|---|---|---|" + "---|" * len(searched) + "---:|",
+    ]
+    ranked = sorted(outcome.trials, key=lambda t: _sort_key(t, metric, config.tune.mode))
+    for trial in ranked:
+        values = [_cell(trial.params.get(name)) for name in searched]
+        score = trial.metrics.get(metric)
+        status = trial.status + (f" ({trial.error})" if trial.error else "")
+        row = [trial.trial_id, trial.reference or "", status, *values, _number(score)]
+        lines.append("| " + " | ".join(row) + " |")
+    best = outcome.best
+    lines.append("")
+    if best is None:
+        lines.append("No trial finished: no best trial.")
+        return "\n".join(lines)
+    lines.append(
+        f"## Best trial {best.trial_id} ({_method(best, config)}), test scores "
+        + (f"next to the baseline {baseline.trial_id}" if baseline else "(no finished baseline)")
+    )
+    lines.append("")
+    header = "| language |"
+    rule = "|---|"
+    for title, _ in TEST_COLUMNS:
+        header += f" {title} best |" + (f" {title} baseline | delta |" if baseline else "")
+        rule += "---:|" + ("---:|---:|" if baseline else "")
+    lines += [header, rule]
+    for row in [*config.data.all_eval_languages, *AVERAGES]:
+        cells = []
+        for _, prefix in TEST_COLUMNS:
+            mine = best.metrics.get(f"{prefix}/{row}")
+            cells.append(_number(mine))
+            if baseline:
+                theirs = baseline.metrics.get(f"{prefix}/{row}")
+                cells.append(_number(theirs))
+                both = mine is not None and theirs is not None
+                cells.append(f"{mine - theirs:+.1f}" if both else "")
+        if any(cells):
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _close_run(client, run_id: str, trial: TrialOutcome) -> None:
+    """Pruned trials were stopped by the scheduler, so their run is still open: close it."""
+    run = client.get_run(run_id)
+    client.set_tag(run_id, "status", trial.status)
+    if trial.status == "pruned":
+        client.set_tag(run_id, "pruned_at_milestone", str(trial.metrics.get("milestone", 0)))
+    if run.info.status == "RUNNING":
+        client.set_terminated(run_id, {"failed": "FAILED", "pruned": "KILLED"}.get(trial.status))
+
+
+def _panels(metrics: dict[str, Any], languages: list[str], panels) -> dict[str, dict[str, float]]:
+    return {
+        title: {lang: metrics[f"{prefix}/{lang}"] for lang in languages}
+        for title, prefix in panels
+        if all(f"{prefix}/{lang}" in metrics for lang in languages)
+    }
+
+
+def _optuna_state(trial: TrialOutcome) -> str:
+    return {"finished": "COMPLETE", "pruned": "PRUNED"}.get(trial.status, "FAIL")
+
+
+def _method(trial: TrialOutcome, config: Config) -> str:
+    return str(trial.params.get("alignment.method", config.alignment.method))
+
+
+def _sort_key(trial: TrialOutcome, metric: str, mode: str) -> tuple[int, float]:
+    value = trial.metrics.get(metric)
+    ok = isinstance(value, int | float) and math.isfinite(value)
+    order = {"finished": 0, "pruned": 1}.get(trial.status, 2)
+    return (order, -value if ok and mode == "max" else (value if ok else math.inf))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{value:.1f}"
+    return ""

@@ -1,0 +1,234 @@
+"""A whole sweep: Tune + Optuna (+ ASHA) over Ray Train trials, with one MLflow parent run.
+
+The sweep's state lives under ``tune.storage_path/tune.name``: Tune's experiment state
+(searcher included), each trial's Ray Train run (checkpoints), each trial's outputs, and
+``sweep.json`` with the MLflow parent run id. ``--resume`` restores all of it with
+``Tuner.restore``: finished trials are not rerun and no MLflow run is created twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ot_ray.config import Config
+from ot_ray.errors import UserError
+from ot_ray.search.scheduler import make_scheduler
+from ot_ray.search.space import REFERENCE_KEY, DefineByRun, optuna_points
+from ot_ray.search.tracking import (
+    SWEEP_TAG,
+    _client,
+    check_tracking,
+    flatten,
+    get_or_create_run,
+    git_commit,
+    log_params,
+    tracking_uri,
+)
+from ot_ray.search.trial_fn import SweepContext, search_trial
+
+#: The Tune trial only drives a Train run: it reserves memory for itself but no CPU, so the
+#: cluster's CPUs go to Train workers.
+TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 256 * 2**20}
+STATE_FILE = "sweep.json"
+
+
+class SweepError(UserError):
+    """A sweep that cannot start as asked (exists already, nothing to resume, no resources)."""
+
+
+@dataclass
+class TrialOutcome:
+    """What the summary needs of one finished, pruned or failed trial."""
+
+    trial_id: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    status: str  # finished | pruned | failed
+    error: str | None = None
+
+    @property
+    def reference(self) -> str | None:
+        return self.params.get(REFERENCE_KEY)
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    sweep_dir: Path
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    trials: list[TrialOutcome] = field(default_factory=list)
+    best: TrialOutcome | None = None
+
+
+def concurrent_trials(config: Config, resources: dict[str, float]) -> int:
+    """How many trials' worker groups fit the cluster at once (at least one)."""
+    if config.tune.max_concurrent_trials:
+        return config.tune.max_concurrent_trials
+    train = config.train
+    fits = math.floor(resources.get("CPU", 1) / (train.num_workers * train.cpus_per_worker))
+    if train.use_gpu:
+        fits = min(fits, math.floor(resources.get("GPU", 0) / train.num_workers))
+    return max(1, fits)
+
+
+def progress_table(config: Config):
+    """Tune's progress table with the columns that matter here (the default result printout
+    lists every one of a trial's ~150 metrics). Used when ``RAY_AIR_NEW_OUTPUT=0``, which the
+    CLI sets."""
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        metric_columns={
+            "stage": "stage",
+            "milestone": "milestone",
+            config.tune.metric: config.tune.metric,
+        },
+        # Conditional parameters are missing from some trials, which the table cannot show.
+        parameter_columns={
+            name: name.split(".")[-1]
+            for name, spec in config.tune.search_space.items()
+            if not spec.when
+        },
+        max_report_frequency=30,
+        sort_by_metric=True,
+    )
+
+
+def trial_name(trial) -> str:
+    """Short trial names and folders (Tune's default spells out every sampled value)."""
+    return f"trial_{trial.trial_id}"
+
+
+def sweep_dir(config: Config) -> Path:
+    return Path(config.tune.storage_path).expanduser().resolve() / config.tune.name
+
+
+def run_sweep(
+    config: Config, *, resume: bool, repo: Path, connect: Callable[[], None]
+) -> SweepOutcome:
+    """Run (or resume) the sweep of an already resolved ``config``.
+
+    Everything that can be wrong with the request (an existing or missing sweep, the tracking
+    store) is checked before ``connect`` starts or joins the Ray cluster.
+    """
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    if not config.tune.search_space:
+        raise SweepError("tune.search_space is empty: nothing to search")
+    directory = sweep_dir(config)
+    restorable = tune.Tuner.can_restore(str(directory))
+    if resume and not restorable:
+        raise SweepError(f"nothing to resume at {directory} (no Tune experiment state there)")
+    if not resume and restorable:
+        raise SweepError(
+            f"a sweep named {config.tune.name!r} exists at {directory}; pass --resume to "
+            "continue it or set tune.name to start another"
+        )
+    uri = tracking_uri(config)
+    experiment_id = check_tracking(uri, config.tracking.experiment)
+    parent = _parent_run(config, directory, uri, experiment_id, repo)
+    connect()
+    context = SweepContext(
+        base=config.model_dump(mode="json"),
+        name=config.tune.name,
+        sweep_dir=str(directory),
+        tracking_uri=uri,
+        experiment_id=experiment_id,
+        parent_run_id=parent,
+        commit=git_commit(repo),
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(search_trial, context=context), TRIAL_DRIVER_RESOURCES
+    )
+    if resume:
+        tuner = tune.Tuner.restore(str(directory), trainable=trainable)
+    else:
+        space, points = config.tune.search_space, config.tune.points_to_evaluate
+        search = OptunaSearch(
+            space=DefineByRun(space, points),
+            metric=config.tune.metric,
+            mode=config.tune.mode,
+            points_to_evaluate=optuna_points(space, points) or None,
+            sampler=optuna.samplers.TPESampler(seed=config.tune.seed),
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=search,
+                scheduler=make_scheduler(config),
+                num_samples=config.tune.num_samples,
+                max_concurrent_trials=concurrent_trials(config, ray.cluster_resources()),
+                metric=config.tune.metric,
+                mode=config.tune.mode,
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=config.tune.name,
+                storage_path=str(directory.parent),
+                progress_reporter=progress_table(config),
+                verbose=1,
+            ),
+        )
+    grid = tuner.fit()
+    outcome = SweepOutcome(config.tune.name, directory, parent, experiment_id, uri)
+    for result in grid:
+        outcome.trials.append(_outcome(result, len(config.task.tasks)))
+    outcome.best = best_trial(outcome.trials, config.tune.metric, config.tune.mode)
+    return outcome
+
+
+def _parent_run(config: Config, directory: Path, uri: str, experiment_id: str, repo: Path) -> str:
+    """The sweep's MLflow run: created once, its id kept in ``sweep.json`` for ``--resume``."""
+    state = directory / STATE_FILE
+    if state.exists():
+        return json.loads(state.read_text(encoding="utf-8"))["parent_run_id"]
+    client = _client(uri)
+    run_id = get_or_create_run(
+        client,
+        experiment_id,
+        key_tags={SWEEP_TAG: config.tune.name, "ot_ray.role": "sweep"},
+        name=config.tune.name,
+        tags={"mlflow.source.git.commit": git_commit(repo), "role": "sweep"},
+    )
+    log_params(client, run_id, flatten(config.model_dump(mode="json", exclude={"tune"})))
+    client.log_dict(run_id, config.model_dump(mode="json", include={"tune"}), "search.yaml")
+    directory.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"parent_run_id": run_id}), encoding="utf-8")
+    return run_id
+
+
+def _outcome(result, milestones: int) -> TrialOutcome:
+    metrics = dict(result.metrics or {})
+    params = dict(result.config or {})
+    trial_id = metrics.get("trial_id") or Path(result.path).name
+    if result.error is not None:
+        error = " ".join(str(result.error).split())[:300]
+        return TrialOutcome(trial_id, params, metrics, "failed", error)
+    finished = metrics.get("milestone", 0) >= milestones
+    return TrialOutcome(trial_id, params, metrics, "finished" if finished else "pruned")
+
+
+def best_trial(trials: list[TrialOutcome], metric: str, mode: str) -> TrialOutcome | None:
+    """The best trial that ran to the end (a pruned trial's objective covers fewer tasks)."""
+    candidates = [
+        t
+        for t in trials
+        if t.status == "finished"
+        and isinstance(t.metrics.get(metric), int | float)
+        and math.isfinite(t.metrics[metric])
+    ]
+    if not candidates:
+        return None
+    pick = max if mode == "max" else min
+    return pick(candidates, key=lambda t: t.metrics[metric])

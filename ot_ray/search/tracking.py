@@ -1,0 +1,200 @@
+"""MLflow tracking of a sweep: one parent run, one nested child run per Tune trial.
+
+Runs are found again by tags (sweep name, Tune trial id), never created twice, so a resumed
+sweep (``Tuner.restore``) or a restarted trial logs into the runs it already has. Metrics are
+logged from the Ray Train controller as workers report them, with the trial's global optimizer
+step as MLflow step; params, tags and artifacts from the Tune trial process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ray.train import UserCallback
+
+from ot_ray.config import Config
+from ot_ray.errors import UserError
+
+SWEEP_TAG = "ot_ray.sweep"
+TRIAL_TAG = "ot_ray.trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+
+class TrackingError(UserError):
+    """The tracking store cannot be used: said at start-up, before any training."""
+
+
+def tracking_uri(config: Config, *, base: Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri``; a relative SQLite path is made
+    absolute (Tune trials do not run in the driver's working directory)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = (base or Path.cwd()) / uri[len(prefix) :]
+        uri = prefix + str(path.resolve())
+    return uri
+
+
+def redacted(uri: str) -> str:
+    """``uri`` without a password, for messages and logs."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0) -> str:
+    """Make sure runs can be written to ``uri``; return the experiment id (created if new).
+
+    Raises :class:`TrackingError` with one line for an unreachable server or an unwritable
+    store, so a sweep never trains for hours and then fails to record anything.
+    """
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as answer:
+                answer.read()
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingError(
+                f"MLflow tracking server {redacted(uri)} is not reachable ({reason}); start it "
+                "or set tracking.uri / MLFLOW_TRACKING_URI"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///") :])
+        folder = path.parent
+        if not folder.is_dir():
+            raise TrackingError(f"cannot create the MLflow store {path}: no folder {folder}")
+        if not os.access(folder, os.W_OK):
+            raise TrackingError(f"cannot write the MLflow store {path}: {folder} is not writable")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise TrackingError(f"cannot write the MLflow store {path}: the file is read-only")
+    client = _client(uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        return client.create_experiment(experiment)
+    except Exception as err:  # any backend failure is the user's store, not our bug
+        message = " ".join(str(err).split())[:300]
+        raise TrackingError(f"cannot use the MLflow store {redacted(uri)}: {message}") from None
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def git_commit(repo: Path) -> str:
+    """The commit being run (``OT_RAY_GIT_COMMIT`` wins: a Ray job's working dir has no .git)."""
+    if os.environ.get("OT_RAY_GIT_COMMIT"):
+        return os.environ["OT_RAY_GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config as dotted keys (``alignment.ot.epsilon``), the way MLflow shows params."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def find_run(client, experiment_id: str, tags: Mapping[str, str]) -> str | None:
+    """The id of the run with exactly these tag values, if one exists."""
+    query = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=2)
+    return runs[0].info.run_id if runs else None
+
+
+def get_or_create_run(
+    client, experiment_id: str, *, key_tags: Mapping[str, str], name: str, tags: Mapping[str, str]
+) -> str:
+    """The run identified by ``key_tags``, created with ``tags`` the first time."""
+    found = find_run(client, experiment_id, key_tags)
+    if found is not None:
+        return found
+    run = client.create_run(experiment_id, run_name=name, tags={**tags, **key_tags})
+    return run.info.run_id
+
+
+def log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
+    """Params in batches (MLflow takes 100 per call); re-logging the same values is a no-op."""
+    from mlflow.entities import Param
+
+    existing = client.get_run(run_id).data.params
+    items = [
+        Param(key, str(value)[:MAX_PARAM_LENGTH])
+        for key, value in sorted(params.items())
+        if key not in existing
+    ]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
+def log_metrics(client, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
+    """The numeric entries of one report at ``step`` (NaN kept: "not measured yet")."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [
+        Metric(key, float(value), now, step)
+        for key, value in sorted(metrics.items())
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        if not math.isinf(value)
+    ]
+    for start in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[start : start + 1000])
+
+
+def log_files(client, run_id: str, files: Iterable[tuple[Path, str]]) -> None:
+    """Each existing ``(path, artifact folder)``; folders are uploaded whole."""
+    for path, folder in files:
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), folder)
+        elif path.is_file():
+            client.log_artifact(run_id, str(path), folder or None)
+
+
+class MLflowMetricsCallback(UserCallback):
+    """A Ray Train user callback: each report of rank 0 becomes MLflow metrics of the trial's
+    child run, stepped by the trial's global optimizer step."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        super().__init__()
+        self.uri = uri
+        self.run_id = run_id
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        if not metrics:
+            return
+        report = metrics[0]
+        log_metrics(_client(self.uri), self.run_id, report, int(report.get("global_step", 0)))
+
+    def after_exception(self, run_context, worker_exceptions) -> None:
+        """Nothing: the trial process marks the run failed with the reason."""

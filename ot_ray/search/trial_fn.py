@@ -1,0 +1,101 @@
+"""One Tune trial: apply the sampled values, then run the trial as its own Ray Train job.
+
+Ray Train V2 composition: the Tune trial is only a driver. It builds a ``TorchTrainer`` whose
+run name is derived from the Tune trial id (so a restored sweep resumes the same Train run from
+its checkpoints), forwards worker reports to Tune (``TuneReportCallback``) and to MLflow, and
+logs the trial's files into its MLflow child run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ot_ray.config import Config
+from ot_ray.search.space import REFERENCE_KEY, apply_params
+from ot_ray.search.tracking import (
+    PARENT_TAG,
+    SWEEP_TAG,
+    TRIAL_TAG,
+    MLflowMetricsCallback,
+    _client,
+    flatten,
+    get_or_create_run,
+    log_files,
+    log_params,
+)
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial of a sweep shares (pickled once into Ray's object store)."""
+
+    base: dict[str, Any]  # the resolved config (absolute paths)
+    name: str
+    sweep_dir: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    commit: str
+
+    def trial_config(self, params: dict[str, Any], trial_id: str) -> Config:
+        """The full config of one trial: sampled values, per-trial output and run name."""
+        config = apply_params(Config.model_validate(self.base), params, origin=f"trial {trial_id}")
+        config.train.output_dir = str(Path(self.sweep_dir) / "trials" / trial_id)
+        config.train.storage_path = str(Path(self.sweep_dir) / "train")
+        config.train.run_name = f"{self.name}-{trial_id}"
+        return config
+
+    def child_run(self, config: Config, params: dict[str, Any], trial_id: str) -> str:
+        """The trial's MLflow run (found again on resume), with its params and tags."""
+        client = _client(self.tracking_uri)
+        reference = params.get(REFERENCE_KEY)
+        run_id = get_or_create_run(
+            client,
+            self.experiment_id,
+            key_tags={SWEEP_TAG: self.name, TRIAL_TAG: trial_id},
+            name=f"{trial_id}" + (f" ({reference})" if reference else ""),
+            tags={
+                PARENT_TAG: self.parent_run_id,
+                "method": config.alignment.method,
+                "languages": ",".join(config.data.languages),
+                "eval_languages": ",".join(config.data.all_eval_languages),
+                "seed": str(config.train.seed),
+                "mlflow.source.git.commit": self.commit,
+                "reference": str(reference or ""),
+            },
+        )
+        searched = {f"search.{k}": v for k, v in params.items() if k != REFERENCE_KEY}
+        log_params(client, run_id, {**flatten(config.model_dump(mode="json")), **searched})
+        return run_id
+
+
+def search_trial(params: dict[str, Any], *, context: SweepContext) -> None:
+    """The Tune trainable (a function): run one trial on Ray Train and record it."""
+    from ray import tune
+    from ray.train import TrainingFailedError
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ot_ray.launch import build_trainer, find_user_error
+
+    trial_id = tune.get_context().get_trial_id()
+    config = context.trial_config(params, trial_id)
+    run_id = context.child_run(config, params, trial_id)
+    client = _client(context.tracking_uri)
+    trainer = build_trainer(
+        config,
+        show_progress=False,
+        callbacks=[TuneReportCallback(), MLflowMetricsCallback(context.tracking_uri, run_id)],
+    )
+    try:
+        trainer.fit()
+    except TrainingFailedError as err:
+        cause = find_user_error(err) or err
+        reason = " ".join(str(cause).split())[:500]
+        client.set_tag(run_id, "failure_reason", reason)
+        client.set_terminated(run_id, "FAILED")
+        raise RuntimeError(f"trial {trial_id} failed: {reason}") from None
+    out = Path(config.train.output_dir)
+    log_files(client, run_id, [(out / "metrics.json", ""), (out / "predictions", "predictions")])
+    client.set_terminated(run_id, "FINISHED")

@@ -1,0 +1,31 @@
+"""Log the aligned encoder as a registered MLflow model (see :mod:`ot_ray.serving_model`).
+
+Registered after a sweep so the best encoder can be loaded by name (``models:/<name>/<version>``)
+or served (``mlflow models serve``) without this repository's training code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+
+def log_encoder_model(encoder_dir: str, *, registered_name: str | None) -> Any:
+    """Log ``encoder_dir`` (``save_pretrained`` output) as a pyfunc model in the active run."""
+    import torch
+    import transformers
+
+    return mlflow.pyfunc.log_model(
+        name="aligned_encoder",
+        python_model=str(Path(__file__).with_name("serving_model.py")),
+        artifacts={"encoder": encoder_dir},
+        input_example=["a sentence to embed", "ein Satz"],
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"transformers=={transformers.__version__}",
+            f"mlflow=={mlflow.__version__}",
+        ],
+        registered_model_name=registered_name,
+    )

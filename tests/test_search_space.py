@@ -1,0 +1,255 @@
+"""The YAML search space: validation, define-by-run sampling with Optuna, reference points,
+turning a trial's values into a config, and config files that extend others."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from ot_ray.config import load_config
+from ot_ray.errors import ConfigError
+from ot_ray.search.scheduler import ReferenceKeepingASHA
+from ot_ray.search.space import (
+    REFERENCE_KEY,
+    DefineByRun,
+    apply_params,
+    condition_holds,
+    optuna_points,
+    rebuilt_study,
+    trial_overrides,
+)
+
+SPACE_YAML = """
+tune:
+  search_space:
+    alignment.method: {choices: [wordot, subot, none]}
+    alignment.ot.epsilon:
+      {low: 1.0e-3, high: 1.0e-1, log: true, when: {alignment.method: [wordot, subot]}}
+    alignment.layers: {choices: [[-1], [-2, -1]], when: {alignment.method: [wordot, subot]}}
+    unbalanced: {choices: [false, true], when: {alignment.method: [wordot, subot]}}
+    alignment.ot.tau: {low: 0.1, high: 10.0, log: true, when: {unbalanced: true}}
+    alignment.batch_size: {low: 8, high: 32, int: true, step: 8}
+  points_to_evaluate:
+    baseline: {alignment.method: none, alignment.batch_size: 16}
+    paper: {alignment.method: wordot, alignment.ot.epsilon: 0.0025, alignment.layers: [-1],
+            unbalanced: false, alignment.batch_size: 24}
+"""
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE_YAML)
+    return load_config(path)
+
+
+def sample(config, n: int, seed: int = 0, enqueue: bool = True) -> list[dict]:
+    """Run the define-by-run function through a real Optuna study, as OptunaSearch does."""
+    space, points = config.tune.search_space, config.tune.points_to_evaluate
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    if enqueue:
+        for point in optuna_points(space, points):
+            study.enqueue_trial(point)
+    function = DefineByRun(space, points)
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        constants = function(trial)
+        out.append({**trial.params, **constants})
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_conditional_parameters_are_sampled_only_where_they_mean_something(config):
+    for params in sample(config, 40):
+        aligned = params["alignment.method"] != "none"
+        assert ("alignment.ot.epsilon" in params) == aligned
+        assert ("unbalanced" in params) == aligned
+        assert ("alignment.ot.tau" in params) == bool(params.get("unbalanced"))
+        if "alignment.ot.tau" in params:
+            assert 0.1 <= params["alignment.ot.tau"] <= 10.0
+        assert params["alignment.batch_size"] in (8, 16, 24, 32)
+
+
+def test_enqueued_points_come_first_with_their_labels_and_list_choices_decoded(config):
+    first, second, *rest = sample(config, 6)
+    assert first[REFERENCE_KEY] == "baseline" and first["alignment.method"] == "none"
+    assert second[REFERENCE_KEY] == "paper"
+    assert second["alignment.layers"] == [-1]  # a list again, not Optuna's label "[-1]"
+    assert second["alignment.ot.epsilon"] == 0.0025
+    assert all(REFERENCE_KEY not in p or p[REFERENCE_KEY] in ("baseline", "paper") for p in rest)
+
+
+def test_a_condition_on_a_parameter_written_below_still_holds(tmp_path):
+    path = tmp_path / "reordered.yaml"
+    path.write_text(
+        "tune:\n  search_space:\n"
+        "    alignment.ot.tau: {low: 0.1, high: 10.0, when: {unbalanced: true}}\n"
+        "    unbalanced: {choices: [false, true]}\n"
+    )
+    for params in sample(load_config(path), 12):
+        assert ("alignment.ot.tau" in params) == params["unbalanced"]
+
+
+def test_sampling_is_reproducible_with_a_seed(config):
+    assert sample(config, 8, seed=5) == sample(config, 8, seed=5)
+    assert sample(config, 8, seed=5, enqueue=False) != sample(config, 8, seed=6, enqueue=False)
+
+
+def test_a_trials_values_become_a_valid_config_without_search_only_switches(config):
+    params = {
+        "alignment.method": "subot",
+        "alignment.layers": [-2, -1],
+        "unbalanced": True,
+        "alignment.ot.tau": 2.0,
+        REFERENCE_KEY: "x",
+    }
+    assert set(trial_overrides(params)) == {
+        "alignment.method",
+        "alignment.layers",
+        "alignment.ot.tau",
+    }
+    trial = apply_params(config, params)
+    assert trial.alignment.method == "subot" and trial.alignment.layers == [-2, -1]
+    assert trial.alignment.ot.tau == 2.0
+    assert config.alignment.ot.tau is None  # the base config is not modified
+
+
+def test_a_value_the_config_rejects_names_the_trial_and_key(config):
+    with pytest.raises(ConfigError, match=r"trial 7 alignment.ot.epsilon=-1.*alignment.ot.epsilon"):
+        apply_params(config, {"alignment.ot.epsilon": -1.0}, origin="trial 7")
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("alignment.ot.epsilonn: {low: 0.1, high: 1}", "not a config key"),
+        ("alignment.lr: {low: 1, high: 0.1}", "need low < high"),
+        ("alignment.lr: {low: 0, high: 1, log: true}", "log range needs low > 0"),
+        ("alignment.lr: {choices: [1], low: 0.1, high: 1}", "either choices"),
+        ("alignment.lr: {lo: 0.1, high: 1}", "unknown key"),
+        ("alignment.lr: {low: 0.1, high: 1, when: {nothing: true}}", "not a parameter of the"),
+        ("a: {choices: [1], when: {b: 1}}\n    b: {choices: [1], when: {a: 1}}", "form a cycle"),
+    ],
+)
+def test_bad_search_space_entries_say_what_and_where(tmp_path, entry, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"tune:\n  search_space:\n    {entry}\n")
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value)
+
+
+def test_points_must_lie_in_the_space_and_objective_must_not_use_test(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "tune:\n  search_space:\n    alignment.method: {choices: [wordot]}\n"
+        "  points_to_evaluate:\n    base: {alignment.method: none}\n"
+    )
+    with pytest.raises(ConfigError, match="outside its search space"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="must not use test metrics"):
+        load_config(None, ["tune.objective=[xnli/test/acc/avg_targets]"])
+
+
+def test_condition_with_one_value_or_a_list():
+    assert condition_holds({"a": 1}, {"a": 1})
+    assert condition_holds({"a": [1, 2]}, {"a": 2})
+    assert not condition_holds({"a": [1, 2]}, {"a": 3})
+    assert not condition_holds({"a": 1}, {})
+
+
+def test_rebuilt_study_holds_finished_and_pruned_trials_for_the_plots(config):
+    rows = [
+        ({"alignment.method": "none", "alignment.batch_size": 16}, 40.0, "COMPLETE"),
+        (
+            {
+                "alignment.method": "wordot",
+                "alignment.ot.epsilon": 0.01,
+                "alignment.layers": [-2, -1],
+                "unbalanced": False,
+                "alignment.batch_size": 8,
+            },
+            55.0,
+            "COMPLETE",
+        ),
+        ({"alignment.method": "subot", "alignment.batch_size": 32}, 30.0, "PRUNED"),
+    ]
+    study = rebuilt_study(config.tune.search_space, rows, mode="max")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert study.best_value == 55.0
+    assert study.best_params["alignment.layers"] == "[-2, -1]"
+
+
+class FakeTrial:
+    """What ASHA reads of a Tune trial: its id and config."""
+
+    def __init__(self, trial_id: str, config: dict):
+        self.trial_id = trial_id
+        self.config = config
+
+
+def test_asha_cuts_weak_trials_but_never_a_reference_point():
+    scheduler = ReferenceKeepingASHA(
+        time_attr="milestone",
+        metric="objective",
+        mode="max",
+        max_t=2,
+        grace_period=1,
+        reduction_factor=2,
+        stop_last_trials=False,
+    )
+    strong = [FakeTrial(f"s{k}", {}) for k in range(4)]
+    weak = FakeTrial("weak", {})
+    baseline = FakeTrial("base", {REFERENCE_KEY: "baseline"})
+    for trial in [*strong, weak, baseline]:
+        scheduler.on_trial_add(None, trial)
+    for k, trial in enumerate(strong):
+        scheduler.on_trial_result(None, trial, {"milestone": 1, "objective": 60.0 + k})
+    assert scheduler.on_trial_result(None, weak, {"milestone": 1, "objective": 10.0}) == "STOP"
+    assert (
+        scheduler.on_trial_result(None, baseline, {"milestone": 1, "objective": 10.0}) == "CONTINUE"
+    )
+
+
+def test_a_config_extends_another_and_keeps_where_each_key_came_from(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "alignment:\n  lr: 1.0e-4\n  batch_size: 16\n"
+        "tune:\n  search_space:\n    alignment.lr: {low: 1.0e-5, high: 1.0e-3}\n"
+    )
+    (tmp_path / "child.yaml").write_text(
+        "extends: base.yaml\nalignment:\n  lr: 2.0e-4\n"
+        "tune:\n  search_space:\n    alignment.batch_size: {choices: [8, 16]}\n"
+    )
+    config = load_config(tmp_path / "child.yaml")
+    assert config.alignment.lr == 2e-4 and config.alignment.batch_size == 16
+    assert list(config.tune.search_space) == ["alignment.batch_size"]  # replaced, not merged
+    (tmp_path / "bad.yaml").write_text("extends: base.yaml\nalignment:\n  batch_size: -1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:3.*alignment.batch_size"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_asha_never_stops_a_trial_at_its_last_milestone():
+    scheduler = ReferenceKeepingASHA(
+        time_attr="milestone",
+        metric="objective",
+        mode="max",
+        max_t=2,
+        grace_period=1,
+        reduction_factor=2,
+        stop_last_trials=False,
+    )
+    trials = [FakeTrial(f"t{k}", {}) for k in range(5)]
+    for trial in trials:
+        scheduler.on_trial_add(None, trial)
+    for k, trial in enumerate(trials[:4]):
+        scheduler.on_trial_result(None, trial, {"milestone": 2, "objective": 60.0 + k})
+    assert (
+        scheduler.on_trial_result(None, trials[4], {"milestone": 2, "objective": 1.0}) == "CONTINUE"
+    )

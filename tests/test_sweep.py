@@ -1,0 +1,248 @@
+"""The search service end to end with real components: a Ray cluster from ``ray start``, jobs
+submitted with ``ray job submit``, a real ``mlflow server`` queried over REST, a killed driver
+resumed with ``--resume``, a killed worker recovered by Ray Train, and a two-node cluster.
+
+The trials are tiny (the small demo world); these tests check the plumbing, not the science.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from clusters import BIN, mlflow_server, ray_cluster, rest, run
+from conftest import SMALL_DEMO, tiny_trial_overrides
+from mlflow import MlflowClient
+
+from ot_ray.config import DemoConfig, load_config
+from ot_ray.demo.build import ensure_demo_world
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    """The small demo world, built once (the jobs find it in this cache)."""
+    root = tmp_path_factory.mktemp("world")
+    ensure_demo_world(DemoConfig(**SMALL_DEMO, cache_dir=str(root)))
+    return str(root)
+
+
+def sweep_args(cache: str, root: Path, *, samples: int, tracking: str, **extra: str) -> list[str]:
+    sets = [
+        *tiny_trial_overrides(cache, str(root / "unused")),
+        f"tune.storage_path={root / 'sweeps'}",
+        "tune.name=e2e",
+        f"tune.num_samples={samples}",
+        "train.cpus_per_worker=1",
+        f"tracking.uri={tracking}",
+        "tracking.experiment=e2e",
+        *(f"{key}={value}" for key, value in extra.items()),
+    ]
+    return [
+        "jobs/tune.py",
+        "--config",
+        "configs/demo.yaml",
+        *(a for s in sets for a in ("--set", s)),
+    ]
+
+
+def children_and_parent(runs: list[dict]) -> tuple[list[dict], dict]:
+    def tags(run):
+        return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+    parents = [r for r in runs if tags(r).get("ot_ray.role") == "sweep"]
+    assert len(parents) == 1
+    children = [r for r in runs if r not in parents]
+    return children, parents[0]
+
+
+def test_ray_job_submit_runs_the_sweep_tracked_in_an_mlflow_server(cache, tmp_path):
+    with mlflow_server(tmp_path / "mlflow") as uri, ray_cluster(tmp_path, head_cpus=2) as cluster:
+        args = sweep_args(
+            cache,
+            tmp_path,
+            samples=3,
+            tracking=uri,
+            **{"tracking.registered_model_name": "e2e-enc"},
+        )
+        command = [
+            str(BIN / "ray"), "job", "submit", f"--address={cluster.dashboard}",
+            f"--working-dir={REPO}", "--", "python", *args,
+        ]  # fmt: skip
+        done = run(command, timeout=1200, cwd=REPO, env=cluster.env())
+        log = done.stdout + done.stderr
+        assert done.returncode == 0, log[-4000:]
+        assert "succeeded" in log and "## Best trial" in log and "| baseline |" in log
+        assert "registered model e2e-enc version 1" in log
+
+        experiment = rest(uri, "experiments/get-by-name?experiment_name=e2e")["experiment"]
+        found = rest(
+            uri,
+            "runs/search",
+            {
+                "experiment_ids": [experiment["experiment_id"]],
+                "filter": "tags.`ot_ray.sweep` = 'e2e'",
+            },
+        )
+        children, parent = children_and_parent(found["runs"])
+        parent_id = parent["info"]["run_id"]
+        assert len(children) == 3
+        for child in children:
+            run_id = child["info"]["run_id"]
+            tags = {t["key"]: t["value"] for t in child["data"]["tags"]}
+            assert tags["mlflow.parentRunId"] == parent_id
+            assert tags["method"] in ("wordot", "subot", "none") and tags["seed"] == "0"
+            params = {p["key"]: p["value"] for p in child["data"]["params"]}
+            assert params["alignment.method"] == tags["method"]
+            assert "search.task.xnli.lr" in params
+            assert child["info"]["status"] in ("FINISHED", "KILLED")
+            history = rest(uri, f"metrics/get-history?run_id={run_id}&metric_key=xnli/train_loss")
+            steps = [m["step"] for m in history["metrics"]]
+            assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] > steps[0]
+            if child["info"]["status"] != "FINISHED":
+                continue
+            files = {f["path"] for f in rest(uri, f"artifacts/list?run_id={run_id}")["files"]}
+            assert {"metrics.json", "predictions", "plots"} <= files
+            listed = rest(uri, f"artifacts/list?run_id={run_id}&path=predictions/xnli")
+            assert {Path(f["path"]).name for f in listed["files"]} >= {"test-en.tsv", "test-el.tsv"}
+        files = {f["path"] for f in rest(uri, f"artifacts/list?run_id={parent_id}")["files"]}
+        assert {"summary.md", "best.yaml", "optuna", "search.yaml"} <= files
+        model = rest(uri, "registered-models/get?name=e2e-enc")["registered_model"]
+        assert model["latest_versions"][0]["version"] == "1"
+
+    best = load_config(tmp_path / "sweeps" / "e2e" / "best.yaml")  # what jobs/train.py reads
+    assert best.alignment.method in ("wordot", "subot", "none")
+    assert best.data.demo.cache_dir == cache and best.tune.name == "e2e"
+
+
+def terminated_trials(sweep: Path) -> list[str]:
+    """Trials Tune has recorded as finished in its saved experiment state."""
+    states = sorted(glob.glob(str(sweep / "experiment_state-*.json")))
+    if not states:
+        return []
+    try:
+        data = json.loads(Path(states[-1]).read_text())
+    except (OSError, ValueError):
+        return []
+    trials = [json.loads(entry[0]) for entry in data["trial_data"]]
+    return [t["trial_id"] for t in trials if t.get("status") == "TERMINATED"]
+
+
+def test_a_killed_driver_resumes_without_rerunning_or_duplicating(cache, tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    args = sweep_args(
+        cache, tmp_path, samples=3, tracking=store, **{"tune.max_concurrent_trials": 1}
+    )
+    sweep = tmp_path / "sweeps" / "e2e"
+    with ray_cluster(tmp_path, head_cpus=2) as cluster:
+        env = cluster.env()
+        log = (tmp_path / "first.log").open("w")
+        driver = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 600
+        while not terminated_trials(sweep):
+            assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(2)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=60)
+        log.close()
+        first = terminated_trials(sweep)
+        stamps = {t: (sweep / "trials" / t / "metrics.json").stat().st_mtime_ns for t in first}
+
+        again = subprocess.run(
+            [sys.executable, *args, "--resume"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    for trial, stamp in stamps.items():  # not rerun
+        assert (sweep / "trials" / trial / "metrics.json").stat().st_mtime_ns == stamp
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("e2e").experiment_id
+    runs = client.search_runs([experiment], "tags.`ot_ray.sweep` = 'e2e'")
+    trial_ids = [
+        r.data.tags.get("ot_ray.trial_id") for r in runs if "ot_ray.trial_id" in r.data.tags
+    ]
+    assert len(trial_ids) == len(set(trial_ids)) == 3  # one MLflow run per trial, none twice
+    assert sum(r.data.tags.get("ot_ray.role") == "sweep" for r in runs) == 1
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+    with pytest.raises(subprocess.CalledProcessError) as refused:  # a new sweep would clash
+        subprocess.run(
+            [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        )
+    assert "pass --resume" in refused.value.stderr
+
+
+def ray_worker_pids() -> list[int]:
+    done = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
+    return [
+        int(line.split()[0]) for line in done.stdout.splitlines() if "ray::RayTrainWorker" in line
+    ]
+
+
+def test_a_killed_worker_is_restarted_and_the_trial_finishes_from_its_checkpoint(cache, tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    args = sweep_args(cache, tmp_path, samples=1, tracking=store, **{"train.max_failures": 1})
+    with ray_cluster(tmp_path, head_cpus=2) as cluster:
+        env = cluster.env()
+        log = (tmp_path / "sweep.log").open("w")
+        driver = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 600
+        checkpoints = str(tmp_path / "sweeps" / "e2e" / "train" / "*" / "checkpoint_*")
+        while not glob.glob(checkpoints):  # the first checkpoint, inside stage 1
+            assert driver.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        victims = ray_worker_pids()
+        assert len(victims) == 1
+        os.kill(victims[0], signal.SIGKILL)
+        assert driver.wait(timeout=900) == 0, (tmp_path / "sweep.log").read_text()[-4000:]
+        log.close()
+    metrics = json.loads(
+        next((tmp_path / "sweeps" / "e2e" / "trials").glob("*/metrics.json")).read_text()
+    )
+    for lang in ("en", "de", "fr", "bg", "es", "el"):
+        assert f"xnli/test/acc/{lang}" in metrics and f"xquad/test/f1/{lang}" in metrics
+    text = (tmp_path / "sweep.log").read_text()
+    assert "finished" in text and "failed" not in text.split("## Sweep")[-1]
+
+
+def test_two_node_cluster_runs_a_two_worker_trial_with_shared_storage(cache, tmp_path):
+    """One CPU per node and one CPU per worker: the worker group can only be placed across
+    both nodes, so success means Ray Train ran the trial on two nodes."""
+    with ray_cluster(tmp_path, head_cpus=1, extra_nodes=1) as cluster:
+        assert cluster.alive_nodes(expect=2) == 2
+        sets = [
+            *tiny_trial_overrides(cache, str(tmp_path / "out")),
+            "train.num_workers=2",
+            "train.cpus_per_worker=1",
+            f"train.storage_path={tmp_path / 'shared'}",
+        ]
+        done = subprocess.run(
+            [sys.executable, "jobs/train.py", *(a for s in sets for a in ("--set", s))],
+            cwd=REPO,
+            env=cluster.env(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert "xquad/test/f1/el" in metrics
+    assert glob.glob(str(tmp_path / "shared" / "*" / "checkpoint_*"))

@@ -1,0 +1,88 @@
+"""MLflow tracking against a real SQLite store: start-up checks, runs found again instead of
+duplicated, params and stepped metrics."""
+
+from __future__ import annotations
+
+import math
+import socket
+
+import pytest
+from mlflow import MlflowClient
+
+from ot_ray.config import load_config
+from ot_ray.search.tracking import (
+    PARENT_TAG,
+    TrackingError,
+    check_tracking,
+    flatten,
+    get_or_create_run,
+    log_metrics,
+    log_params,
+    redacted,
+    tracking_uri,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_server_fails_fast_in_one_line():
+    uri = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(TrackingError, match="not reachable") as caught:
+        check_tracking(uri, "x", timeout=2)
+    assert "\n" not in str(caught.value) and uri in str(caught.value)
+
+
+def test_store_in_a_missing_or_blocked_folder_fails_fast(tmp_path):
+    with pytest.raises(TrackingError, match="no folder"):
+        check_tracking(f"sqlite:///{tmp_path}/missing/mlflow.db", "x")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(TrackingError, match="no folder"):
+        check_tracking(f"sqlite:///{blocker}/mlflow.db", "x")
+
+
+def test_relative_sqlite_path_is_made_absolute_and_env_overrides(tmp_path, monkeypatch):
+    config = load_config(None, ["tracking.uri=sqlite:///runs/mlflow.db"])
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(config, base=tmp_path) == f"sqlite:///{tmp_path}/runs/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5005")
+    assert tracking_uri(config, base=tmp_path) == "http://127.0.0.1:5005"
+
+
+def test_passwords_never_appear_in_messages():
+    assert redacted("postgresql://me:secret@db:5432/mlflow") == "postgresql://me:***@db:5432/mlflow"
+    assert redacted("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_runs_are_found_again_not_duplicated(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = check_tracking(uri, "sweeps")
+    assert check_tracking(uri, "sweeps") == experiment
+    client = MlflowClient(uri)
+    key = {"ot_ray.sweep": "s", "ot_ray.trial_id": "t1"}
+    parent = get_or_create_run(
+        client, experiment, key_tags={"ot_ray.sweep": "s"}, name="s", tags={}
+    )
+    child = get_or_create_run(
+        client, experiment, key_tags=key, name="t1", tags={PARENT_TAG: parent}
+    )
+    again = get_or_create_run(
+        client, experiment, key_tags=key, name="t1", tags={PARENT_TAG: parent}
+    )
+    assert again == child != parent
+    assert client.get_run(child).data.tags[PARENT_TAG] == parent
+    params = flatten({"alignment": {"ot": {"epsilon": 0.01}, "layers": [-1]}, "seed": 0})
+    assert params == {"alignment.ot.epsilon": 0.01, "alignment.layers": [-1], "seed": 0}
+    log_params(client, child, params)
+    log_params(client, child, params)  # a restarted trial logs the same params again
+    assert client.get_run(child).data.params["alignment.ot.epsilon"] == "0.01"
+    log_metrics(client, child, {"objective": math.nan, "stage": "align", "global_step": 3}, 3)
+    log_metrics(client, child, {"objective": 51.5, "milestone": 1}, 40)
+    history = client.get_metric_history(child, "objective")
+    assert [(m.step, m.value) for m in history][1] == (40, 51.5)
+    assert math.isnan(history[0].value)
+    assert "stage" not in client.get_run(child).data.metrics
