@@ -17,17 +17,18 @@ from ot_ray.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+DEMO_SWEEP_CONFIG = REPO_ROOT / "configs" / "demo_sweep.yaml"  # sized for a laptop
 USAGE_ERROR = 2
 
 
-def config_parser(description: str) -> argparse.ArgumentParser:
+def config_parser(description: str, default: Path = DEFAULT_CONFIG) -> argparse.ArgumentParser:
     """An argument parser with the ``--config`` / ``--set`` options every job shares."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--config",
         type=Path,
-        default=DEFAULT_CONFIG,
-        help=f"YAML config file (default: {DEFAULT_CONFIG.relative_to(REPO_ROOT)})",
+        default=default,
+        help=f"YAML config file (default: {default.relative_to(REPO_ROOT)})",
     )
     parser.add_argument(
         "--set",
@@ -160,19 +161,22 @@ def tune(argv: Sequence[str] | None = None) -> int:
     from ot_ray.launch import resolve_paths
     from ot_ray.search.report import finish_sweep, register_best
     from ot_ray.search.sweep import run_sweep
-    from ot_ray.search.tracking import redacted
+    from ot_ray.search.tracking import check_tracking, redacted, tracking_uri
     from ot_ray.trial import check_data
 
     parser = config_parser(
         "Search OT alignment and training settings: Ray Tune + Optuna (+ ASHA pruning) over "
         "Ray Train trials, every trial tracked in MLflow. Runs on the Ray cluster of "
-        "RAY_ADDRESS (ray job submit) or on a local one."
+        "RAY_ADDRESS (ray job submit) or on a local one.",
+        default=DEMO_SWEEP_CONFIG,
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the interrupted sweep tune.name"
     )
     args = parser.parse_args(argv)
     user_config = config_from_args(args)
+    # Fail fast: the tracking store before the demo world is built and the data read.
+    check_tracking(tracking_uri(user_config), user_config.tracking.experiment)
     config = resolve_paths(user_config)
     check_data(config)
 

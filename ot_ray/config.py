@@ -262,6 +262,11 @@ class TaskTrainConfig(Section):
     max_train: PositiveInt | None = Field(
         default=None, description="Use only the first N training examples (quick runs)."
     )
+    max_eval: PositiveInt | None = Field(
+        default=None,
+        description="Evaluate only the first N dev/test examples per language (quick runs; "
+        "the prediction files then cover those N).",
+    )
 
 
 class QATrainConfig(TaskTrainConfig):

@@ -389,12 +389,7 @@ class Trial:
         if task == "xnli":
             data = read_nli(spec.train, root=self.root, lang=pivot, pivot=pivot, training=True)
             self._count("data/xnli_train/skipped_empty", data.skipped_empty)
-            if settings.max_train:
-                data.premises, data.hypotheses = (
-                    data.premises[: settings.max_train],
-                    data.hypotheses[: settings.max_train],
-                )
-                data.labels = data.labels[: settings.max_train]
+            data = data.head(settings.max_train)
             train = nli_dataset(data, self.tokenizer, settings.max_length, self.cache)
             self._count("data/xnli_train/truncated", sum(train["truncated"]))
             collate = nli_collate(self.tokenizer)
@@ -402,8 +397,7 @@ class Trial:
             extra = {"num_labels": 3}
         else:
             examples = read_qa(spec.train, root=self.root, lang=pivot, pivot=pivot)
-            if settings.max_train:
-                examples = examples[: settings.max_train]
+            examples = examples[: settings.max_train]
             train = qa_train_dataset(examples, self.tokenizer, settings, self.cache)
             self._count("data/xquad_train/question_truncated", sum(train["question_truncated"]))
             collate = qa_collate
@@ -496,7 +490,7 @@ class Trial:
                     continue
                 where = {"root": self.root, "lang": lang, "pivot": config.data.pivot}
                 if task == "xnli":
-                    data = read_nli(source, training=False, **where)
+                    data = read_nli(source, training=False, **where).head(settings.max_eval)
                     encoded = nli_dataset(data, self.tokenizer, settings.max_length, self.cache)
                     accuracy, labels = evaluate_nli(model, encoded, self.tokenizer, **options)
                     scores.setdefault("acc", {})[lang] = accuracy
@@ -505,7 +499,7 @@ class Trial:
                             self.predictions / "xnli" / f"test-{lang}.tsv", labels
                         )
                 else:
-                    examples = read_qa(source, **where)
+                    examples = read_qa(source, **where)[: settings.max_eval]
                     windows = qa_eval_dataset(examples, self.tokenizer, settings, self.cache)
                     result, answers = evaluate_qa(model, examples, windows, settings, **options)
                     scores.setdefault("f1", {})[lang] = result["f1"]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from clusters import BIN, mlflow_server, ray_cluster, rest, run
+from clusters import BIN, environment, mlflow_server, ray_cluster, rest, run
 from conftest import SMALL_DEMO, tiny_trial_overrides
 from mlflow import MlflowClient
 
@@ -246,3 +246,40 @@ def test_two_node_cluster_runs_a_two_worker_trial_with_shared_storage(cache, tmp
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert "xquad/test/f1/el" in metrics
     assert glob.glob(str(tmp_path / "shared" / "*" / "checkpoint_*"))
+
+
+def test_a_failing_trial_is_reported_with_its_reason_and_the_sweep_goes_on(cache, tmp_path):
+    """jobs/tune.py on its own local Ray (no RAY_ADDRESS); one trial reads a missing file."""
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    missing = tmp_path / "nowhere" / "{lang}-{pivot}.tsv"
+    good = "{root}/parallel/{lang}-{pivot}.tsv"
+    args = sweep_args(
+        cache,
+        tmp_path,
+        samples=2,
+        tracking=store,
+        **{
+            "tune.search_space": json.dumps(
+                {"data.parallel.train.path": {"choices": [good, str(missing)]}}
+            ),
+            "tune.points_to_evaluate": json.dumps(
+                {
+                    "good": {"data.parallel.train.path": good},
+                    "broken": {"data.parallel.train.path": str(missing)},
+                }
+            ),
+        },
+    )
+    done = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=environment(), capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    summary = done.stdout.split("## Sweep")[-1]
+    assert "| broken | failed (" in summary and "no such file" in summary
+    assert "| good | finished |" in summary
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+    failed = [r for r in runs if r.data.tags.get("reference") == "broken"]
+    assert len(failed) == 1 and failed[0].info.status == "FAILED"
+    assert "no such file" in failed[0].data.tags["failure_reason"]

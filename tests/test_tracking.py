@@ -4,6 +4,7 @@ duplicated, params and stepped metrics."""
 from __future__ import annotations
 
 import math
+import os
 import socket
 
 import pytest
@@ -86,3 +87,31 @@ def test_runs_are_found_again_not_duplicated(tmp_path):
     assert [(m.step, m.value) for m in history][1] == (40, 51.5)
     assert math.isnan(history[0].value)
     assert "stage" not in client.get_run(child).data.metrics
+
+
+def test_the_job_stops_before_ray_when_the_server_is_unreachable(tmp_path):
+    """One line, exit status 2, no Ray cluster started, nothing trained."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import tiny_trial_overrides
+
+    repo = Path(__file__).resolve().parent.parent
+    sets = [
+        *tiny_trial_overrides(str(tmp_path / "cache"), str(tmp_path / "out")),
+        f"tracking.uri=http://127.0.0.1:{free_port()}",
+        f"tune.storage_path={tmp_path / 'sweeps'}",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    done = subprocess.run(
+        [sys.executable, "jobs/tune.py", "--config", "configs/demo.yaml",
+         *(a for s in sets for a in ("--set", s))],
+        cwd=repo, capture_output=True, text=True, timeout=600,
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("error: MLflow tracking server http://127.0.0.1:")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr and "ray" not in done.stdout.lower()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "sweeps").exists()

@@ -150,6 +150,27 @@ def test_joint_variant_adds_the_alignment_loss_to_task_training(cache, tmp_path)
     assert "xnli/test/acc/de" in metrics
 
 
+def test_quick_runs_can_evaluate_the_first_examples_only(cache, tmp_path):
+    config = tiny_config(
+        cache,
+        tmp_path,
+        "alignment.method=none",
+        "task.xnli.max_eval=7",
+        "task.xquad.max_eval=3",
+        "alignment.eval_pairs=6",
+    )
+    metrics = run_trial(config, LocalReporter(tmp_path), show_progress=False)
+    for lang in ("en", "el"):
+        lines = (tmp_path / "predictions" / "xnli" / f"test-{lang}.tsv").read_text().splitlines()
+        answers = json.loads((tmp_path / "predictions" / "xquad" / f"test-{lang}.json").read_text())
+        assert len(lines) == 7 and len(answers) == 3
+        assert metrics[f"xnli/test/acc/{lang}"] * 7 / 100 == pytest.approx(
+            round(metrics[f"xnli/test/acc/{lang}"] * 7 / 100)
+        )  # a whole number of 7 examples right
+    pharaoh = (tmp_path / "predictions" / "alignments" / "dev-de.pharaoh").read_text()
+    assert len(pharaoh.splitlines()) == 6
+
+
 class CrashAfter(LocalReporter):
     """Reports like LocalReporter, then dies at the n-th report (a killed worker)."""
 

@@ -25,6 +25,12 @@ class NLIData:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def head(self, n: int | None) -> NLIData:
+        """The first ``n`` examples (all for ``None``): quick runs."""
+        if n is None:
+            return self
+        return NLIData(self.premises[:n], self.hypotheses[:n], self.labels[:n], self.skipped_empty)
+
 
 @dataclass(frozen=True)
 class QAExample:

@@ -136,6 +136,8 @@ def summary(outcome: SweepOutcome, config: Config, baseline: TrialOutcome | None
         values = [_cell(trial.params.get(name)) for name in searched]
         score = trial.metrics.get(metric)
         status = trial.status + (f" ({trial.error})" if trial.error else "")
+        if trial.status == "pruned":
+            status += f" after milestone {trial.metrics.get('milestone', 0)}"
         row = [trial.trial_id, trial.reference or "", status, *values, _number(score)]
         lines.append("| " + " | ".join(row) + " |")
     best = outcome.best

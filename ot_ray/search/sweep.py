@@ -211,12 +211,21 @@ def _parent_run(config: Config, directory: Path, uri: str, experiment_id: str, r
 def _outcome(result, milestones: int) -> TrialOutcome:
     metrics = dict(result.metrics or {})
     params = dict(result.config or {})
-    trial_id = metrics.get("trial_id") or Path(result.path).name
+    trial_id = metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_")
     if result.error is not None:
-        error = " ".join(str(result.error).split())[:300]
-        return TrialOutcome(trial_id, params, metrics, "failed", error)
+        return TrialOutcome(trial_id, params, metrics, "failed", error_reason(result.error))
     finished = metrics.get("milestone", 0) >= milestones
     return TrialOutcome(trial_id, params, metrics, "finished" if finished else "pruned")
+
+
+def error_reason(error: BaseException) -> str:
+    """The one line that says why a trial failed (Ray wraps it in a remote traceback)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in reversed(lines):
+        for prefix in ("RuntimeError: ", "UserError: ", "DataError: ", "ConfigError: "):
+            if line.startswith(prefix):
+                return line[len(prefix) :][:300]
+    return (lines[-1] if lines else type(error).__name__)[:300]
 
 
 def best_trial(trials: list[TrialOutcome], metric: str, mode: str) -> TrialOutcome | None:

@@ -45,6 +45,8 @@ class SweepContext:
         config.train.output_dir = str(Path(self.sweep_dir) / "trials" / trial_id)
         config.train.storage_path = str(Path(self.sweep_dir) / "train")
         config.train.run_name = f"{self.name}-{trial_id}"
+        if config.data.cache_dir is None:  # trials share tokenised data (fingerprinted, locked)
+            config.data.cache_dir = str(Path(self.sweep_dir) / "cache")
         return config
 
     def child_run(self, config: Config, params: dict[str, Any], trial_id: str) -> str:
