@@ -18,7 +18,7 @@ from ot_ray.config import Config
 from ot_ray.plots import optuna_figures, scores_against_baseline
 from ot_ray.search.space import apply_params, rebuilt_study
 from ot_ray.search.sweep import SweepOutcome, TrialOutcome
-from ot_ray.search.tracking import SWEEP_TAG, TRIAL_TAG, _client, find_run, log_metrics
+from ot_ray.search.tracking import SWEEP_TAG, TRIAL_TAG, find_run, log_metrics, mlflow_client
 
 DEV_PANELS = (("XNLI dev acc", "xnli/dev/acc"), ("XQuAD dev F1", "xquad/dev/f1"))
 TEST_COLUMNS = (("XNLI acc", "xnli/test/acc"), ("XQuAD F1", "xquad/test/f1"))
@@ -39,7 +39,7 @@ def finish_sweep(outcome: SweepOutcome, config: Config, user_config: Config) -> 
     ``user_config`` is the config as the user wrote it (relative paths kept), so the best
     config file can be run by ``jobs/train.py`` as it is.
     """
-    client = _client(outcome.tracking_uri)
+    client = mlflow_client(outcome.tracking_uri)
     languages = config.data.all_eval_languages
     baseline = baseline_trial(outcome, config.alignment.method)
     with tempfile.TemporaryDirectory(prefix="ot-ray-report-") as scratch:
@@ -102,7 +102,7 @@ def register_best(outcome: SweepOutcome, name: str) -> str | None:
         return None
     import mlflow
 
-    client = _client(outcome.tracking_uri)
+    client = mlflow_client(outcome.tracking_uri)
     run_id = find_run(
         client, outcome.experiment_id, {SWEEP_TAG: outcome.name, TRIAL_TAG: outcome.best.trial_id}
     )

@@ -21,12 +21,12 @@ from ot_ray.search.scheduler import make_scheduler
 from ot_ray.search.space import REFERENCE_KEY, DefineByRun, optuna_points
 from ot_ray.search.tracking import (
     SWEEP_TAG,
-    _client,
     check_tracking,
     flatten,
     get_or_create_run,
     git_commit,
     log_params,
+    mlflow_client,
     tracking_uri,
 )
 from ot_ray.search.trial_fn import SweepContext, search_trial
@@ -193,7 +193,7 @@ def _parent_run(config: Config, directory: Path, uri: str, experiment_id: str, r
     state = directory / STATE_FILE
     if state.exists():
         return json.loads(state.read_text(encoding="utf-8"))["parent_run_id"]
-    client = _client(uri)
+    client = mlflow_client(uri)
     run_id = get_or_create_run(
         client,
         experiment_id,

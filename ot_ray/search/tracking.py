@@ -79,7 +79,7 @@ def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0) -> str:
             raise TrackingError(f"cannot write the MLflow store {path}: {folder} is not writable")
         if path.exists() and not os.access(path, os.W_OK):
             raise TrackingError(f"cannot write the MLflow store {path}: the file is read-only")
-    client = _client(uri)
+    client = mlflow_client(uri)
     try:
         found = client.get_experiment_by_name(experiment)
         if found is not None:
@@ -90,7 +90,7 @@ def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0) -> str:
         raise TrackingError(f"cannot use the MLflow store {redacted(uri)}: {message}") from None
 
 
-def _client(uri: str):
+def mlflow_client(uri: str):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -194,7 +194,7 @@ class MLflowMetricsCallback(UserCallback):
         if not metrics:
             return
         report = metrics[0]
-        log_metrics(_client(self.uri), self.run_id, report, int(report.get("global_step", 0)))
+        log_metrics(mlflow_client(self.uri), self.run_id, report, int(report.get("global_step", 0)))
 
     def after_exception(self, run_context, worker_exceptions) -> None:
         """Nothing: the trial process marks the run failed with the reason."""

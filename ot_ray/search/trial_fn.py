@@ -19,11 +19,11 @@ from ot_ray.search.tracking import (
     SWEEP_TAG,
     TRIAL_TAG,
     MLflowMetricsCallback,
-    _client,
     flatten,
     get_or_create_run,
     log_files,
     log_params,
+    mlflow_client,
 )
 
 
@@ -51,7 +51,7 @@ class SweepContext:
 
     def child_run(self, config: Config, params: dict[str, Any], trial_id: str) -> str:
         """The trial's MLflow run (found again on resume), with its params and tags."""
-        client = _client(self.tracking_uri)
+        client = mlflow_client(self.tracking_uri)
         reference = params.get(REFERENCE_KEY)
         run_id = get_or_create_run(
             client,
@@ -84,7 +84,7 @@ def search_trial(params: dict[str, Any], *, context: SweepContext) -> None:
     trial_id = tune.get_context().get_trial_id()
     config = context.trial_config(params, trial_id)
     run_id = context.child_run(config, params, trial_id)
-    client = _client(context.tracking_uri)
+    client = mlflow_client(context.tracking_uri)
     trainer = build_trainer(
         config,
         show_progress=False,
