@@ -129,6 +129,17 @@ class ParallelSources(Section):
     dev: SourceSpec = _local(
         "{root}/parallel/dev/{lang}-{pivot}.tsv", "{root}/parallel/dev/{lang}-{pivot}.align"
     )
+    by_language: dict[str, list[SourceSpec]] = Field(
+        default_factory=dict,
+        description="Training sources of languages that do not come from 'train' (LargeWordOT: "
+        "MultiUN for ar, Tanzil and GlobalVoices for sw); several sources are concatenated.",
+    )
+
+    def train_sources(self, lang: str) -> list[SourceSpec]:
+        """Where ``lang``'s training pairs come from (empty: that language has none)."""
+        if lang in self.by_language:
+            return self.by_language[lang]
+        return [self.train] if self.train.covers(lang) else []
 
 
 class NLISources(Section):
@@ -304,6 +315,9 @@ class TrainConfig(Section):
         default=None, description="Ray Train storage (checkpoints); default <output_dir>/ray."
     )
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU).")
+    compile: bool = Field(
+        False, description="torch.compile the trained models (GPU; the first steps compile)."
+    )
     max_grad_norm: PositiveFloat | None = 1.0
     eval_batch_size: PositiveInt = 128
     checkpoint_every: PositiveInt | None = Field(

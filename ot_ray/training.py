@@ -76,6 +76,22 @@ def whole_steps(batches: list[list[int]], grad_accum: int, what: str) -> list[li
     return batches[:usable]
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host-to-GPU copy from pinned memory, so it runs asynchronously (``non_blocking`` from
+    pageable memory waits for the copy); on CPU the tensor itself."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def compiled(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """``model`` compiled in place by ``torch.compile`` when asked (state-dict keys unchanged,
+    so checkpoints are the same); dynamic shapes, as batches are padded to their longest row."""
+    if enabled:
+        model.compile(dynamic=True)
+    return model
+
+
 def autocast(device: torch.device, bf16: bool):
     """bf16 autocast on CUDA when asked; nothing on CPU (bf16 matmuls are slow there)."""
     if bf16 and device.type == "cuda":

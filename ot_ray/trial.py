@@ -36,14 +36,21 @@ from ot_ray.checkpoints import (
 )
 from ot_ray.config import Config
 from ot_ray.data.parallel import packed
-from ot_ray.data.sources import data_root, model_path, read_nli, read_parallel, read_qa
+from ot_ray.data.sources import (
+    data_root,
+    model_path,
+    read_nli,
+    read_parallel,
+    read_parallel_sources,
+    read_qa,
+)
 from ot_ray.data.tokenized import tokenize_parallel
 from ot_ray.reporters import Reporter
 from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predictions
 from ot_ray.tasks.stage import fine_tune
 from ot_ray.tasks.xnli import evaluate_nli, nli_collate, nli_dataset
 from ot_ray.tasks.xquad import evaluate_qa, qa_collate, qa_eval_dataset, qa_train_dataset
-from ot_ray.training import StageState
+from ot_ray.training import StageState, compiled
 
 EVAL_SPLITS = ("dev", "test")
 
@@ -65,8 +72,8 @@ def check_data(config: Config) -> None:
     evaluated = data.all_eval_languages
     if config.alignment.method != "none" or config.alignment.joint_weight:
         for lang in data.languages:
-            if data.parallel.train.covers(lang):
-                read_parallel(data.parallel.train, root=root, lang=lang, pivot=pivot)
+            sources = data.parallel.train_sources(lang)
+            read_parallel_sources(sources, root=root, lang=lang, pivot=pivot)
     for lang in evaluated[1:]:
         if data.parallel.dev.covers(lang):
             read_parallel(data.parallel.dev, root=root, lang=lang, pivot=pivot)
@@ -223,18 +230,26 @@ class Trial:
             revision=None if source != self.base else self.config.model.revision,
             trust_remote_code=self.config.model.trust_remote_code,
         )
-        return encoder.to(self.device)
+        return compiled(encoder.to(self.device), self.config.train.compile)
 
     # ---------------------------------------------------------------- stage 1
 
     def _parallel(self, split: str, languages: list[str]) -> ParallelData:
         """Tokenised parallel data of ``split`` (train or dev) for the languages that have it."""
         config = self.config
-        spec = getattr(config.data.parallel, split)
+        parallel = config.data.parallel
         datasets, links = {}, {}
-        kept = [lang for lang in languages if spec.covers(lang)]
+        specs = {
+            lang: parallel.train_sources(lang)
+            if split == "train"
+            else ([parallel.dev] if parallel.dev.covers(lang) else [])
+            for lang in languages
+        }
+        kept = [lang for lang in languages if specs[lang]]
         for k, lang in enumerate(kept):
-            corpus = read_parallel(spec, root=self.root, lang=lang, pivot=config.data.pivot)
+            corpus = read_parallel_sources(
+                specs[lang], root=self.root, lang=lang, pivot=config.data.pivot
+            )
             if split == "train" and config.data.pairs_per_language:
                 corpus = corpus.resized(config.data.pairs_per_language, config.train.seed + k)
             if split == "dev" and config.alignment.eval_pairs:
@@ -413,6 +428,7 @@ class Trial:
         _load_encoder_weights(model, encoder)
         model.to(self.device)
         distributed.broadcast_parameters(model)
+        compiled(model, config.train.compile)
         optimizer_state = None
         if self.restored is not None and state.stage == task and state.step > 0:
             optimizer_state, _ = load_stage(self.restored, model, distributed.rank())

@@ -10,9 +10,9 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from ot_ray.config import SourceSpec
+from ot_ray.config import ParallelSources, SourceSpec
 from ot_ray.data.parallel import ParallelCorpus
-from ot_ray.data.sources import fill, read_nli, read_parallel, read_qa
+from ot_ray.data.sources import fill, read_nli, read_parallel, read_parallel_sources, read_qa
 from ot_ray.data.tokenized import tokenize_parallel
 from ot_ray.errors import DataError
 
@@ -26,7 +26,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def hub_json(path: Path, **extra) -> SourceSpec:
     """A Hub-style source read by the ``json`` builder: the real ``load_dataset`` code path."""
-    return SourceSpec(hub="json", data_files=str(path), split="train", **extra)
+    return SourceSpec(hub="json", data_files=str(path), **{"split": "train", **extra})
 
 
 def test_templates_expand_pair_in_europarl_order():
@@ -80,6 +80,40 @@ def test_squad_and_xquad_schema(tmp_path):
     bad = hub_json(write_jsonl(tmp_path / "bad.jsonl", rows))
     with pytest.raises(DataError, match=r"row 1 \(id q1\): answer_start 3 does not point at"):
         read_qa(bad, lang="en", **WHERE)
+
+
+def test_iitb_schema_and_held_out_slices(tmp_path):
+    """cfilt/iitb-english-hindi has Europarl's schema; split slices keep dev out of training."""
+    rows = [{"translation": {"en": f"e{i}", "hi": f"h{i}"}} for i in range(10)]
+    path = write_jsonl(tmp_path / "iitb.jsonl", rows)
+    train = read_parallel(hub_json(path, split="train[:-3]"), lang="hi", **WHERE)
+    dev = read_parallel(hub_json(path, split="train[-3:]"), lang="hi", **WHERE)
+    assert train.sources == [f"h{i}" for i in range(7)]
+    assert dev.targets == ["e7", "e8", "e9"]
+
+
+def test_a_language_can_draw_its_pairs_from_several_corpora(tmp_path):
+    """LargeWordOT's sw = Tanzil + GlobalVoices: sources concatenated, empties counted."""
+    tanzil = tmp_path / "Tanzil.en-sw"
+    Path(f"{tanzil}.sw").write_text("a b\n\nc\n", encoding="utf-8")
+    Path(f"{tanzil}.en").write_text("x y\nz\nw\n", encoding="utf-8")
+    voices = write_jsonl(tmp_path / "gv.jsonl", [{"translation": {"sw": "d", "en": "v"}}])
+    sources = ParallelSources(
+        train=SourceSpec(hub="json", data_files=str(voices), languages=["de"]),
+        by_language={
+            "sw": [
+                SourceSpec(path=f"{tanzil}.{{lang}}", second_path=f"{tanzil}.{{pivot}}"),
+                hub_json(voices),
+            ]
+        },
+    )
+    assert sources.train_sources("fr") == []  # train covers de only
+    assert sources.train_sources("de") == [sources.train]
+    corpus = read_parallel_sources(sources.train_sources("sw"), lang="sw", **WHERE)
+    assert corpus.sources == ["a b", "c", "d"]
+    assert corpus.targets == ["x y", "w", "v"]
+    assert corpus.skipped_empty == 1
+    assert corpus.links is None
 
 
 def test_missing_columns_and_missing_files_are_named(tmp_path):

@@ -15,7 +15,7 @@ import torch
 
 from ot_ray.data.tokenized import PAD_WORD
 from ot_ray.metrics import Link
-from ot_ray.training import epoch_batches
+from ot_ray.training import epoch_batches, to_device
 
 
 @dataclass
@@ -30,9 +30,9 @@ class ParallelBatch:
 
     def to(self, device: torch.device) -> ParallelBatch:
         return ParallelBatch(
-            self.input_ids.to(device, non_blocking=True),
-            self.attention_mask.to(device, non_blocking=True),
-            self.word_ids.to(device, non_blocking=True),
+            to_device(self.input_ids, device),
+            to_device(self.attention_mask, device),
+            to_device(self.word_ids, device),
             self.links,
             self.size,
         )

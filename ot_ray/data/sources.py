@@ -62,6 +62,22 @@ def read_parallel(spec: SourceSpec, *, root: str, lang: str, pivot: str) -> Para
     return read_parallel_tsv(path, alignments)
 
 
+def read_parallel_sources(
+    specs: list[SourceSpec], *, root: str, lang: str, pivot: str
+) -> ParallelCorpus:
+    """Every source of ``lang`` read in order and concatenated (links kept only if all have)."""
+    parts = [read_parallel(spec, root=root, lang=lang, pivot=pivot) for spec in specs]
+    if len(parts) == 1:
+        return parts[0]
+    with_links = all(part.links is not None for part in parts)
+    return ParallelCorpus(
+        sources=[s for part in parts for s in part.sources],
+        targets=[t for part in parts for t in part.targets],
+        links=[link for part in parts for link in part.links] if with_links else None,
+        skipped_empty=sum(part.skipped_empty for part in parts),
+    )
+
+
 def read_nli(spec: SourceSpec, *, root: str, lang: str, pivot: str, training: bool) -> NLIData:
     """Premise/hypothesis/label triples; evaluation keeps empty rows (one prediction per line)."""
     values = _filled(spec, root=root, lang=lang, pivot=pivot)

@@ -8,6 +8,7 @@ baseline of the same sweep (per-trial charts show dev scores).
 from __future__ import annotations
 
 import math
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from ot_ray.search.tracking import SWEEP_TAG, TRIAL_TAG, find_run, log_metrics, 
 DEV_PANELS = (("XNLI dev acc", "xnli/dev/acc"), ("XQuAD dev F1", "xquad/dev/f1"))
 TEST_COLUMNS = (("XNLI acc", "xnli/test/acc"), ("XQuAD F1", "xquad/test/f1"))
 AVERAGES = ("avg_seen_targets", "avg_unseen", "avg_targets")
+SEED_KEY = "train.seed"
 
 
 def baseline_trial(outcome: SweepOutcome, base_method: str) -> TrialOutcome | None:
@@ -168,7 +170,41 @@ def summary(outcome: SweepOutcome, config: Config, baseline: TrialOutcome | None
                 cells.append(f"{mine - theirs:+.1f}" if both else "")
         if any(cells):
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    if SEED_KEY in config.tune.search_space:
+        lines += ["", *over_seeds(outcome, config)]
     return "\n".join(lines)
+
+
+def over_seeds(outcome: SweepOutcome, config: Config) -> list[str]:
+    """Test scores as mean +- std over seeds per setting (the sampled values but the seed), the
+    paper's way of reporting; nothing is chosen on them."""
+    groups: dict[str, list[TrialOutcome]] = {}
+    for trial in outcome.trials:
+        if trial.status == "finished":
+            setting = {k: v for k, v in trial.params.items() if "." in k and k != SEED_KEY}
+            label = ", ".join(f"{k.split('.')[-1]}={_cell(v)}" for k, v in setting.items())
+            groups.setdefault(label or "all", []).append(trial)
+    lines = [
+        "## Over seeds: test scores, mean +- std (n seeds) per setting",
+        "",
+        "| score | " + " | ".join(f"{label} (n={len(g)})" for label, g in groups.items()) + " |",
+        "|---|" + "---:|" * len(groups),
+    ]
+    for title, prefix in TEST_COLUMNS:
+        for row in [*config.data.all_eval_languages, *AVERAGES]:
+            name = f"{prefix}/{row}"
+            cells = [_mean_std([t.metrics.get(name) for t in g]) for g in groups.values()]
+            if any(cells):
+                lines.append(f"| {title} {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _mean_std(values: list[Any]) -> str:
+    numbers = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    if not numbers:
+        return ""
+    spread = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+    return f"{statistics.fmean(numbers):.1f} +- {spread:.1f}"
 
 
 def _close_run(client, run_id: str, trial: TrialOutcome) -> None:

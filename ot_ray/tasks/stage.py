@@ -22,6 +22,7 @@ from ot_ray.training import (
     epoch_batches,
     linear_schedule,
     run_steps,
+    to_device,
     whole_steps,
 )
 
@@ -83,7 +84,7 @@ def fine_tune(
     progress = state
 
     def loss_of(rows: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
-        batch = {k: v.to(device, non_blocking=True) for k, v in collate(dataset, rows).items()}
+        batch = {k: to_device(v, device) for k, v in collate(dataset, rows).items()}
         with autocast(device, bf16):
             loss = model(**batch).loss
             parts = {f"{name}/loss": float(loss.detach())}
@@ -130,7 +131,7 @@ def predict(
     mine = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in collate(dataset, chunk).items()}
+        batch = {k: to_device(v, device) for k, v in collate(dataset, chunk).items()}
         batch.pop("labels", None)
         batch.pop("start_positions", None)
         batch.pop("end_positions", None)

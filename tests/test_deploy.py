@@ -1,0 +1,460 @@
+"""Deployment: the image and the Kubernetes manifests are valid and agree with the project.
+
+No Docker engine and no Kubernetes here, so the checks are static but real: hadolint on the
+Dockerfile, the KubeRay CRD schemas and the Kubernetes API schemas on every manifest (unknown
+keys included: the API server would drop them silently), and every cross-reference a typo breaks
+(volumes, claims, ConfigMap keys, image tags, Ray version, the entrypoint's config and its paths).
+The paper configs may name only Hub ids known to exist.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import ray
+import tomllib
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from ot_ray.config import Config, SourceSpec, load_config
+from ot_ray.data.sources import fill
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+K8S = REPO / "docker" / "k8s"
+CRDS = REPO / "tests" / "data" / "kuberay"
+SHARED_CRDS = REPO.parent / "shared" / "kuberay"
+KNOWN_IDS = REPO / "tests" / "data" / "known_hub_ids.yaml"
+IMAGE_HOME = "/home/ray/ot-ray"  # the Dockerfile's WORKDIR
+KUBERNETES_VERSION = "1.33.0"
+CONFIGS = REPO / "configs"
+PAPER_CONFIGS = [*sorted(CONFIGS.glob("paper_*.yaml")), CONFIGS / "search_paper.yaml"]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def dockerfile_args() -> dict[str, str]:
+    args = re.findall(r"^ARG (\w+)=(\S+)", DOCKERFILE.read_text(encoding="utf-8"), re.M)
+    return dict(args)
+
+
+def dockerfile_instructions(name: str) -> list[str]:
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    return re.findall(rf"^{name} (.+)$", text, re.M)
+
+
+def pip_installs(text: str, args: dict[str, str] | None = None) -> set[str]:
+    """Every ``pip install`` in ``text``, normalised to what it installs: options dropped, quotes
+    and extras removed, build arguments replaced by their defaults."""
+    for name, value in (args or {}).items():
+        text = text.replace("${" + name + "}", value)
+    commands = set()
+    for match in re.finditer(r"pip install ([^&;\n]+)", text):
+        words = shlex.split(match.group(1))
+        kept, skip = [], False
+        for word in words:
+            if skip:
+                skip = False
+            elif word in ("--index-url", "-i", "--extra-index-url"):
+                skip = True
+            elif word.startswith("--") or word.startswith("#"):
+                if word.startswith("#"):
+                    break
+            else:
+                kept.append(re.sub(r"\[[^]]*\]$", "", word))
+        commands.add("pip install " + " ".join(kept))
+    return commands
+
+
+def manifests() -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc:
+                docs.append((f"{path.name}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    return docs
+
+
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in manifests() if doc["kind"] == kind]
+
+
+def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every pod template's spec: Deployments, and the head and worker groups of Ray objects."""
+    for where, doc in manifests():
+        if doc["kind"] == "Deployment":
+            yield where, doc["spec"]["template"]["spec"]
+        cluster = ray_cluster_spec(doc)
+        if cluster is not None:
+            yield f"{where} head", cluster["headGroupSpec"]["template"]["spec"]
+            for group in cluster.get("workerGroupSpecs", []):
+                yield f"{where} {group['groupName']}", group["template"]["spec"]
+
+
+def ray_cluster_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    if doc["kind"] == "RayCluster":
+        return doc["spec"]
+    if doc["kind"] == "RayJob":
+        return doc["spec"]["rayClusterSpec"]
+    return None
+
+
+def crd_schema(kind: str) -> dict[str, Any]:
+    name = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}[kind]
+    with gzip.open(CRDS / f"{name}.gz", "rt", encoding="utf-8") as handle:
+        crd = yaml.safe_load(handle)
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def undeclared_keys(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Keys the structural schema does not declare (the API server would prune them)."""
+    found = []
+    if isinstance(value, dict) and schema.get("type") == "object":
+        if schema.get("x-kubernetes-preserve-unknown-fields"):
+            return []
+        properties = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            if properties is not None and key in properties:
+                found += undeclared_keys(item, properties[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                found += undeclared_keys(item, extra, f"{path}.{key}")
+            elif properties is not None and not extra:
+                found.append(f"{path}.{key}")
+    elif isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            found += undeclared_keys(item, schema["items"], f"{path}[{index}]")
+    return found
+
+
+def config_sources(config: Config) -> Iterator[tuple[SourceSpec, str]]:
+    """Every (source, language) the trial reads, as :func:`ot_ray.trial.check_data` reads them."""
+    data = config.data
+    for lang in data.languages:
+        for spec in data.parallel.train_sources(lang):
+            yield spec, lang
+    for lang in data.all_eval_languages[1:]:
+        if data.parallel.dev.covers(lang):
+            yield data.parallel.dev, lang
+    for task in config.task.tasks:
+        sources = getattr(data, task)
+        yield sources.train, data.pivot
+        for split in (sources.dev, sources.test):
+            for lang in data.all_eval_languages:
+                if split.covers(lang):
+                    yield split, lang
+
+
+# -------------------------------------------------------------------------------------- Docker
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run(
+        [hadolint, str(DOCKERFILE)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_installs_what_readme_and_ci_install():
+    readme = pip_installs((REPO / "README.md").read_text(encoding="utf-8"))
+    ci = pip_installs((REPO / ".ci" / "run").read_text(encoding="utf-8"))
+    image = pip_installs(DOCKERFILE.read_text(encoding="utf-8"), dockerfile_args())
+    assert ci == {"pip install torch==2.13.0", "pip install -e ."}, ci
+    assert ci <= readme, readme
+    # The image installs the project in two steps (dependencies, then the source, --no-deps)
+    # with the same commands; the torch wheel comes from the CUDA (or CPU) index.
+    assert image == ci, image
+
+
+def test_image_matches_the_projects_ray_and_python():
+    args = dockerfile_args()
+    assert args["RAY_VERSION"] == ray.__version__
+    ray_requirement = next(
+        Requirement(r) for r in PYPROJECT["project"]["dependencies"] if r.startswith("ray")
+    )
+    assert ray_requirement.specifier.contains(args["RAY_VERSION"])
+    python = re.fullmatch(r"py3(\d+)-(gpu|cpu|cu\d+)", args["RAY_FLAVOR"])
+    assert python, args["RAY_FLAVOR"]
+    python_version = f"3.{python.group(1)}"
+    assert SpecifierSet(PYPROJECT["project"]["requires-python"]).contains(python_version)
+    assert python.group(2).startswith("cu"), "the default image is the CUDA one"
+    cuda = python.group(2)[2:]
+    assert args["TORCH_INDEX"].endswith(f"/cu{cuda}"), "torch's CUDA build matches the image's"
+    assert dockerfile_instructions("WORKDIR") == [IMAGE_HOME]
+
+
+def test_image_runs_as_non_root_and_bakes_in_no_secret():
+    users = dockerfile_instructions("USER")
+    assert users and users[-1].split(":")[0] not in ("root", "0"), users
+    env = " ".join(dockerfile_instructions("ENV"))
+    assert "HF_HOME=/mnt/shared/hf" in env and "TOKENIZERS_PARALLELISM=false" in env
+    assigned = re.findall(r"(\w+)=", env + " " + " ".join(dockerfile_instructions("ARG")))
+    secretish = [
+        name
+        for name in assigned
+        if re.search(r"TOKEN|SECRET|PASSWORD|KEY", name) and name != "TOKENIZERS_PARALLELISM"
+    ]
+    assert not secretish, secretish
+
+
+def test_dockerignore_keeps_the_build_context_to_what_the_image_copies():
+    ignored = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", "outputs", "mlflow.db"} <= ignored
+    for copy in dockerfile_instructions("COPY"):
+        sources = [w for w in copy.split() if not w.startswith("--")][:-1]
+        for source in sources:
+            assert source not in ignored and (REPO / source).exists(), source
+
+
+# ---------------------------------------------------------------------------------- Kubernetes
+
+
+def test_the_manifests_hold_the_objects_the_deployment_needs():
+    kinds = sorted({doc["kind"] for _, doc in manifests()})
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "Namespace",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
+        "RayCluster",
+        "RayJob",
+        "Service",
+    ]
+    assert not of_kind("Secret"), "secrets are created by the user, never committed"
+
+
+@pytest.mark.parametrize("kind", ["RayCluster", "RayJob"])
+def test_kuberay_objects_match_the_crd_schemas(kind):
+    schema = crd_schema(kind)
+    docs = of_kind(kind)
+    assert docs
+    for doc in docs:
+        jsonschema.validate(doc, schema)
+        assert undeclared_keys(doc, schema) == []
+
+
+def test_the_strict_check_catches_a_misspelt_key():
+    (job,) = of_kind("RayJob")
+    job = yaml.safe_load(yaml.safe_dump(job))
+    job["spec"]["rayClusterSpec"]["authOption"] = job["spec"]["rayClusterSpec"].pop("authOptions")
+    assert undeclared_keys(job, crd_schema("RayJob")) == [".spec.rayClusterSpec.authOption"]
+    job["spec"]["shutdownAfterJobFinishes"] = "yes"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(job, crd_schema("RayJob"))
+
+
+def test_core_objects_match_the_kubernetes_schemas():
+    core = [(w, d) for w, d in manifests() if not d["apiVersion"].startswith("ray.io/")]
+    assert len(core) >= 6
+    for where, doc in core:
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            pytest.fail(f"{where}: {err.message} at {list(err.path)}")
+
+
+def test_the_vendored_crds_are_the_shared_ones():
+    if not SHARED_CRDS.is_dir():
+        pytest.skip("../shared/kuberay is not next to this checkout")
+    for shared in SHARED_CRDS.glob("*.yaml"):
+        with gzip.open(CRDS / f"{shared.name}.gz", "rb") as handle:
+            assert handle.read() == shared.read_bytes(), shared.name
+
+
+def test_pods_mount_what_they_declare_and_reference_what_exists():
+    claims = {doc["metadata"]["name"] for doc in of_kind("PersistentVolumeClaim")}
+    config_maps = {doc["metadata"]["name"]: doc["data"] for doc in of_kind("ConfigMap")}
+    checked = 0
+    for where, spec in pod_specs():
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        volumes = {volume["name"]: volume for volume in spec["volumes"]}
+        for volume in volumes.values():
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, where
+        for container in spec["containers"]:
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes, f"{where}: {mount['name']}"
+            for variable in container.get("env", []):
+                source = variable.get("valueFrom", {})
+                if "configMapKeyRef" in source:
+                    ref = source["configMapKeyRef"]
+                    assert ref["key"] in config_maps.get(ref["name"], {}), f"{where}: {ref}"
+                if "secretKeyRef" in source:
+                    assert source["secretKeyRef"].get("optional") is True, where
+            checked += 1
+    assert checked >= 5
+
+
+def test_images_and_ray_versions_match_the_dockerfile():
+    version = PYPROJECT["project"]["version"]
+    ray_version = dockerfile_args()["RAY_VERSION"]
+    for where, doc in manifests():
+        cluster = ray_cluster_spec(doc)
+        if cluster is not None:
+            assert cluster["rayVersion"] == ray_version, where
+            assert cluster["authOptions"]["mode"] == "token", where
+    for where, spec in pod_specs():
+        for container in spec["containers"]:
+            assert re.fullmatch(rf"ot-ray:{re.escape(version)}-(gpu|cpu)", container["image"]), (
+                where
+            )
+
+
+def test_gpu_workers_request_and_tolerate_gpus():
+    groups = [
+        group
+        for _, doc in manifests()
+        if (cluster := ray_cluster_spec(doc)) is not None
+        for group in cluster["workerGroupSpecs"]
+    ]
+    assert len(groups) == 2
+    for group in groups:
+        spec = group["template"]["spec"]
+        (container,) = spec["containers"]
+        resources = container["resources"]
+        assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"]
+        assert container["image"].endswith("-gpu")
+        assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+
+
+def test_the_jobs_config_exists_and_lives_on_the_shared_volume():
+    (job,) = of_kind("RayJob")
+    words = shlex.split(job["spec"]["entrypoint"])
+    assert words[:2] == ["python", f"{IMAGE_HOME}/jobs/tune.py"]
+    assert (REPO / "jobs" / "tune.py").is_file()
+    config_path = Path(words[words.index("--config") + 1])
+    local = REPO / config_path.relative_to(IMAGE_HOME)
+    assert local.is_file(), config_path
+    config = load_config(local)
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    (mount,) = [m["mountPath"] for m in head["containers"][0]["volumeMounts"]]
+    for path in (config.tune.storage_path, config.train.output_dir, config.data.cache_dir):
+        assert Path(path).is_relative_to(mount), path
+    (tracking,) = of_kind("ConfigMap")
+    assert config.tracking.uri == tracking["data"]["MLFLOW_TRACKING_URI"]
+    # Workers still starting are not in the cluster's resources when the sweep begins, so the
+    # config says how many trials run at once, and the worker group holds them.
+    (gpu,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert config.tune.max_concurrent_trials is not None
+    assert config.tune.max_concurrent_trials * config.train.num_workers <= gpu["maxReplicas"]
+    assert config.train.use_gpu
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.name)
+def test_paper_sweeps_fit_the_interactive_cluster(path):
+    config = load_config(path)
+    (cluster,) = of_kind("RayCluster")
+    (gpu,) = cluster["spec"]["workerGroupSpecs"]
+    assert config.tune.max_concurrent_trials is not None, "an autoscaled cluster starts empty"
+    assert config.tune.max_concurrent_trials * config.train.num_workers <= gpu["maxReplicas"]
+
+
+def test_mlflow_is_reachable_in_the_cluster_only_and_answers_its_service_name():
+    (tracking,) = of_kind("ConfigMap")
+    uri = urlparse(tracking["data"]["MLFLOW_TRACKING_URI"])
+    (service,) = [s for s in of_kind("Service") if s["metadata"]["name"] == "mlflow"]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert uri.hostname == f"mlflow.{service['metadata']['namespace']}.svc.cluster.local"
+    assert uri.port == service["spec"]["ports"][0]["port"]
+    assert not of_kind("Ingress")
+    assert all(s["spec"].get("type", "ClusterIP") == "ClusterIP" for s in of_kind("Service"))
+    (deployment,) = of_kind("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    options = dict(a.removeprefix("--").split("=", 1) for a in container["command"] if "=" in a)
+    assert f"{uri.hostname}:{uri.port}" in options["allowed-hosts"].split(",")
+    assert options["backend-store-uri"].startswith("sqlite:////mlflow/")
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == "/mlflow"
+
+
+# ------------------------------------------------------------------------------ paper configs
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.name)
+def test_paper_configs_name_only_hub_ids_known_to_exist(path):
+    known = yaml.safe_load(KNOWN_IDS.read_text(encoding="utf-8"))
+    config = load_config(path)
+    assert config.model.name_or_path in known["models"]
+    hub_sources = 0
+    for spec, lang in config_sources(config):
+        if spec.hub is None:
+            continue
+        where = {"root": config.data.root, "lang": lang, "pivot": config.data.pivot}
+        dataset = known["datasets"].get(spec.hub)
+        assert dataset is not None, f"{spec.hub} is not a known Hub dataset"
+        hub_config = fill(spec.hub_config, **where)
+        assert hub_config in dataset["configs"], f"{spec.hub} has no config {hub_config!r}"
+        assert spec.split.split("[")[0] in dataset["splits"], f"{spec.hub}: {spec.split}"
+        hub_sources += 1
+    assert hub_sources >= 20
+
+
+def test_paper_mbert_is_the_papers_setting():
+    config = load_config(REPO / "configs" / "paper_mbert.yaml")
+    assert config.model.name_or_path == "google-bert/bert-base-multilingual-cased"
+    assert config.data.languages == ["bg", "de", "el", "es", "fr"]
+    assert len(config.data.all_eval_languages) == 15  # XNLI's languages
+    assert config.data.pairs_per_language == 250_000
+    align = config.alignment
+    assert (align.method, align.layers, align.pooling) == ("wordot", [-1], "last")
+    assert (align.ot.epsilon, align.ot.cost, align.ot.debias, align.ot.tau) == (
+        0.0025,
+        "sqeuclidean",
+        True,
+        None,
+    )
+    assert (align.reg_lambda, align.lr, align.epochs) == (1.0, 5e-5, 1)
+    assert (align.batch_size, align.grad_accum) == (24, 2)
+    xnli, xquad = config.task.xnli, config.task.xquad
+    assert (xnli.lr, xnli.epochs, xnli.batch_size, xnli.max_length) == (2e-5, 5, 32, 128)
+    assert (xquad.lr, xquad.epochs, xquad.batch_size, xquad.max_length) == (3e-5, 3, 32, 384)
+    assert len(config.data.xquad.test.languages) == 11  # XQuAD's languages
+    points = config.tune.points_to_evaluate.values()
+    assert sorted((p["alignment.method"], p["train.seed"]) for p in points) == [
+        (method, seed) for method in ("none", "wordot") for seed in (0, 1, 2)
+    ]
+    assert config.tune.num_samples == len(points)
+    assert all("/test/" not in metric for metric in config.tune.objective)
+
+
+def test_largewordot_aligns_fourteen_pairs_from_their_corpora():
+    config = load_config(REPO / "configs" / "paper_largewordot.yaml")
+    assert len(config.data.languages) == 14
+    sources = {lang: config.data.parallel.train_sources(lang) for lang in config.data.languages}
+    assert all(sources.values())
+    assert [s.hub for s in sources["de"]] == ["Helsinki-NLP/europarl"]
+    assert [s.hub for s in sources["ar"]] == ["Helsinki-NLP/multiun"]
+    assert len(sources["sw"]) == 2  # Tanzil + GlobalVoices
+
+
+def test_the_paper_search_starts_from_the_papers_point():
+    config = load_config(REPO / "configs" / "search_paper.yaml")
+    paper = config.tune.points_to_evaluate["paper"]
+    base = load_config(REPO / "configs" / "paper_mbert.yaml")
+    assert paper["alignment.ot.epsilon"] == base.alignment.ot.epsilon
+    assert paper["alignment.reg_lambda"] == base.alignment.reg_lambda
+    assert paper["alignment.lr"] == base.alignment.lr
+    assert config.tune.scheduler.name == "asha"

@@ -1,0 +1,86 @@
+"""GPU readiness: the CUDA paths (bf16 autocast, TF32, pinned asynchronous copies, compiled
+models) give the CPU's answers. The CUDA tests run where CUDA is present and are skipped
+elsewhere; the compile and copy helpers are also checked on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import padded_batch
+from transformers import BertConfig, BertModel
+
+from ot_ray.config import SinkhornConfig
+from ot_ray.ot import sinkhorn_divergence
+from ot_ray.training import compiled, to_device
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def tiny_bert() -> BertModel:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=32,
+    )  # fmt: skip
+    return BertModel(config, add_pooling_layer=False).eval()
+
+
+def test_to_device_on_the_cpu_is_the_tensor_itself():
+    tensor = torch.arange(6)
+    assert to_device(tensor, torch.device("cpu")) is tensor
+
+
+def test_a_compiled_model_computes_the_same_and_saves_the_same_keys():
+    model = tiny_bert()
+    ids = torch.randint(0, 50, (3, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eager = model(input_ids=ids).last_hidden_state
+        keys = list(model.state_dict())
+        compiled(model, True)
+        fast = model(input_ids=ids).last_hidden_state
+        longer = model(input_ids=torch.cat([ids, ids], dim=1)).last_hidden_state  # dynamic
+    assert list(model.state_dict()) == keys  # checkpoints are interchangeable
+    torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-5)
+    assert longer.shape == (3, 14, 16)
+
+
+@needs_cuda
+def test_pinned_copies_arrive_intact():
+    tensor = torch.arange(1000).reshape(10, 100)
+    moved = to_device(tensor, torch.device("cuda"))
+    torch.cuda.synchronize()
+    assert moved.is_cuda and torch.equal(moved.cpu(), tensor)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_ot_divergence_on_cuda_matches_the_cpu(dtype):
+    x, y, x_mask, y_mask = padded_batch(8, 12, 10, 16, seed=3)
+    options = SinkhornConfig(tol=1e-6, max_iters=5000)
+    reference = sinkhorn_divergence(x, y, x_mask, y_mask, epsilon=0.05, options=options)
+    cuda = [t.cuda() for t in (x.to(dtype), y.to(dtype), x_mask, y_mask)]
+    ours = sinkhorn_divergence(*cuda, epsilon=0.05, options=options)
+    tolerance = 1e-4 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(ours.double().cpu(), reference, rtol=tolerance, atol=tolerance)
+
+
+@needs_cuda
+@pytest.mark.parametrize("compile_models", [False, True])
+def test_a_trial_runs_on_the_gpu(tmp_path: Path, compile_models: bool):
+    """The small demo trial with bf16 autocast (and torch.compile) on one GPU."""
+    from conftest import tiny_trial_overrides
+
+    from ot_ray.config import load_config
+    from ot_ray.launch import resolve_paths
+    from ot_ray.reporters import LocalReporter
+    from ot_ray.trial import run_trial
+
+    overrides = tiny_trial_overrides(str(tmp_path / "cache"), str(tmp_path / "out"))
+    overrides += ["train.use_gpu=true", "train.bf16=true", f"train.compile={compile_models}"]
+    config = resolve_paths(load_config(None, overrides))
+    metrics = run_trial(config, LocalReporter(tmp_path / "out"), show_progress=False)
+    assert metrics["align/steps"] > 0 and torch.isfinite(torch.tensor(metrics["align/loss"]))
+    assert 0 <= metrics["xnli/test/acc/avg_all"] <= 100
+    assert 0 <= metrics["xquad/test/f1/avg_all"] <= 100

@@ -1,0 +1,47 @@
+"""The sweep summary: the best trial next to the baseline, and means over seeds for a
+reproduction sweep (the paper reports 3-seed means)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ot_ray.config import load_config
+from ot_ray.search.report import baseline_trial, summary
+from ot_ray.search.space import REFERENCE_KEY
+from ot_ray.search.sweep import SweepOutcome, TrialOutcome
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def trial(index: int, method: str, seed: int, xnli_de: float, status: str = "finished"):
+    params = {"alignment.method": method, "train.seed": seed, REFERENCE_KEY: f"{method}-{seed}"}
+    metrics = {"objective": xnli_de, "xnli/test/acc/de": xnli_de, "xnli/test/acc/en": 80.0}
+    return TrialOutcome(f"t{index}", params, metrics, status)
+
+
+def test_a_seeded_reproduction_reports_mean_and_spread_per_method():
+    config = load_config(REPO / "configs" / "paper_mbert.yaml")
+    trials = [
+        trial(0, "none", 0, 70.0),
+        trial(1, "wordot", 0, 73.0),
+        trial(2, "none", 1, 72.0),
+        trial(3, "wordot", 1, 75.0),
+        trial(4, "wordot", 2, 77.0),
+        trial(5, "none", 2, 0.0, status="failed"),  # not averaged
+    ]
+    outcome = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=trials[4])
+    text = summary(outcome, config, baseline_trial(outcome, config.alignment.method))
+    table = text.split("## Over seeds")[1]
+    assert "| method=none (n=2) | method=wordot (n=3) |" in table
+    assert "| XNLI acc de | 71.0 +- 1.4 | 75.0 +- 2.0 |" in table
+    assert "| XNLI acc en | 80.0 +- 0.0 | 80.0 +- 0.0 |" in table
+    assert "XQuAD" not in table  # no such scores: no rows
+
+
+def test_a_search_without_seeds_has_no_seed_table():
+    config = load_config(REPO / "configs" / "demo.yaml")
+    trials = [trial(0, "none", 0, 50.0), trial(1, "wordot", 0, 60.0)]
+    outcome = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=trials[1])
+    text = summary(outcome, config, trials[0])
+    assert "Over seeds" not in text
+    assert "| de | 60.0 | 50.0 | +10.0 |" in text
