@@ -350,7 +350,9 @@ def test_the_jobs_config_exists_and_lives_on_the_shared_volume():
     assert local.is_file(), config_path
     config = load_config(local)
     head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    (mount,) = [m["mountPath"] for m in head["containers"][0]["volumeMounts"]]
+    mounts = {m["name"]: m["mountPath"] for m in head["containers"][0]["volumeMounts"]}
+    claims = {v["name"] for v in head["volumes"] if "persistentVolumeClaim" in v}
+    (mount,) = [path for name, path in mounts.items() if name in claims]
     for path in (config.tune.storage_path, config.train.output_dir, config.data.cache_dir):
         assert Path(path).is_relative_to(mount), path
     (tracking,) = of_kind("ConfigMap")
