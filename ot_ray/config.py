@@ -476,10 +476,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, value = parse_override(override)
         _assign(data, key, value, origin=f"--set {override}")
         origins[key] = f"--set {override}"
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        raise _rewrite(err, origins, source) from None
+    return _validated(data, origins, source)
 
 
 def load_config_data(data: dict[str, Any], overrides: dict[str, Any], *, origin: str) -> Config:
@@ -489,10 +486,15 @@ def load_config_data(data: dict[str, Any], overrides: dict[str, Any], *, origin:
     for key, value in overrides.items():
         _assign(data, key, value, origin=f"{origin} {key}={value!r}")
         origins[key] = f"{origin} {key}={value!r}"
+    return _validated(data, origins, origin)
+
+
+def _validated(data: dict[str, Any], origins: dict[str, str], source: str) -> Config:
+    """The typed config, or one error line per problem naming where each key came from."""
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise _rewrite(err, origins, origin) from None
+        raise _rewrite(err, origins, source) from None
 
 
 def is_config_key(dotted: str) -> bool:

@@ -189,8 +189,8 @@ class FakeTrial:
         self.config = config
 
 
-def test_asha_cuts_weak_trials_but_never_a_reference_point():
-    scheduler = ReferenceKeepingASHA(
+def two_milestone_asha() -> ReferenceKeepingASHA:
+    return ReferenceKeepingASHA(
         time_attr="milestone",
         metric="objective",
         mode="max",
@@ -199,6 +199,10 @@ def test_asha_cuts_weak_trials_but_never_a_reference_point():
         reduction_factor=2,
         stop_last_trials=False,
     )
+
+
+def test_asha_cuts_weak_trials_but_never_a_reference_point():
+    scheduler = two_milestone_asha()
     strong = [FakeTrial(f"s{k}", {}) for k in range(4)]
     weak = FakeTrial("weak", {})
     baseline = FakeTrial("base", {REFERENCE_KEY: "baseline"})
@@ -236,15 +240,7 @@ def test_a_config_extends_another_and_keeps_where_each_key_came_from(tmp_path):
 
 
 def test_asha_never_stops_a_trial_at_its_last_milestone():
-    scheduler = ReferenceKeepingASHA(
-        time_attr="milestone",
-        metric="objective",
-        mode="max",
-        max_t=2,
-        grace_period=1,
-        reduction_factor=2,
-        stop_last_trials=False,
-    )
+    scheduler = two_milestone_asha()
     trials = [FakeTrial(f"t{k}", {}) for k in range(5)]
     for trial in trials:
         scheduler.on_trial_add(None, trial)
