@@ -137,6 +137,22 @@ def terminated_trials(sweep: Path) -> list[str]:
     return [t["trial_id"] for t in trials if t.get("status") == "TERMINATED"]
 
 
+def background_driver(args: list[str], env: dict[str, str], log) -> subprocess.Popen:
+    """``jobs/tune.py`` running in the background, its output in ``log``."""
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def wait_while_running(driver, log, condition, what: str, poll: float = 2.0) -> None:
+    """Wait for ``condition`` while the driver lives (its log tail if it dies), 10 min at most."""
+    deadline = time.monotonic() + 600
+    while not condition():
+        assert driver.poll() is None, Path(log.name).read_text()[-3000:]
+        assert time.monotonic() < deadline, f"no {what} in time"
+        time.sleep(poll)
+
+
 def test_a_killed_driver_resumes_without_rerunning_or_duplicating(cache, tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     args = sweep_args(
@@ -146,14 +162,8 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(cache, tmp_pat
     with ray_cluster(tmp_path, head_cpus=2) as cluster:
         env = cluster.env()
         log = (tmp_path / "first.log").open("w")
-        driver = subprocess.Popen(
-            [sys.executable, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 600
-        while not terminated_trials(sweep):
-            assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no trial finished in time"
-            time.sleep(2)
+        driver = background_driver(args, env, log)
+        wait_while_running(driver, log, lambda: terminated_trials(sweep), "a finished trial")
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=60)
         log.close()
@@ -200,15 +210,10 @@ def test_a_killed_worker_is_restarted_and_the_trial_finishes_from_its_checkpoint
     with ray_cluster(tmp_path, head_cpus=2) as cluster:
         env = cluster.env()
         log = (tmp_path / "sweep.log").open("w")
-        driver = subprocess.Popen(
-            [sys.executable, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 600
+        driver = background_driver(args, env, log)
         checkpoints = str(tmp_path / "sweeps" / "e2e" / "train" / "*" / "checkpoint_*")
-        while not glob.glob(checkpoints):  # the first checkpoint, inside stage 1
-            assert driver.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
+        # the first checkpoint, inside stage 1
+        wait_while_running(driver, log, lambda: glob.glob(checkpoints), "a checkpoint", poll=0.5)
         victims = ray_worker_pids()
         assert len(victims) == 1
         os.kill(victims[0], signal.SIGKILL)
