@@ -7,6 +7,10 @@ divergence) + the anchor regulariser, backward. The OT part (pooling + divergenc
 backward) is timed on its own with the same inputs, and its share of the step is printed.
 
     python benchmarks/bench_step.py [--pairs 8] [--tokens 64] [--repeats 7]
+        [--bf16] [--n-iters N]
+
+On a GPU, ``--bf16`` times the step under the autocast the trainer uses there, and ``--n-iters``
+replaces the tolerance check (a host sync every ``check_every`` iterations) by a fixed count.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ot_ray.align.batches import ParallelBatch
 from ot_ray.align.objective import AlignmentObjective
 from ot_ray.config import AlignmentConfig
 from ot_ray.ot import pool_words, sinkhorn_divergence
+from ot_ray.training import autocast
 
 MBERT_VOCAB = 119_547
 
@@ -57,12 +62,17 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    parser.add_argument("--n-iters", type=int, default=None, help="fixed Sinkhorn iterations")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     encoder = BertModel(BertConfig(vocab_size=MBERT_VOCAB), add_pooling_layer=False).to(device)
     reference = copy.deepcopy(encoder)
     config = AlignmentConfig()  # the paper's setting: wordot, last layer, last subword, eps
+    if args.n_iters:
+        config.ot.solver.n_iters = args.n_iters
+    precision = autocast(device, args.bf16)
     objective = AlignmentObjective(config, reference)
     batch = random_batch(args.pairs, args.tokens, torch.Generator().manual_seed(0)).to(device)
     size = batch.size
@@ -74,7 +84,8 @@ def main() -> None:
     def full_step() -> dict[str, float]:
         encoder.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        loss, _ = objective(encoder, batch)
+        with precision:
+            loss, _ = objective(encoder, batch)
         sync()
         middle = time.perf_counter()
         loss.backward()
@@ -82,32 +93,33 @@ def main() -> None:
         return {"forward": middle - start, "backward": time.perf_counter() - middle}
 
     def encoder_forward() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), precision:
             encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         sync()
 
     def reference_forward() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), precision:
             reference(input_ids=batch.input_ids[size:], attention_mask=batch.attention_mask[size:])
         sync()
 
-    with torch.no_grad():  # the OT part gets the encoder's real hidden states, detached
+    with torch.no_grad(), precision:  # the OT part gets the encoder's real states, detached
         hidden = encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         hidden = hidden.last_hidden_state
 
     def ot_part() -> None:
         states = hidden.clone().requires_grad_(True)
-        x, x_mask = pool_words(states[:size], batch.word_ids[:size], config.pooling)
-        y, y_mask = pool_words(states[size:], batch.word_ids[size:], config.pooling)
-        loss = sinkhorn_divergence(
-            x,
-            y,
-            x_mask,
-            y_mask,
-            epsilon=config.ot.epsilon,
-            cost=config.ot.cost,
-            options=config.ot.solver,
-        ).mean()
+        with precision:
+            x, x_mask = pool_words(states[:size], batch.word_ids[:size], config.pooling)
+            y, y_mask = pool_words(states[size:], batch.word_ids[size:], config.pooling)
+            loss = sinkhorn_divergence(
+                x,
+                y,
+                x_mask,
+                y_mask,
+                epsilon=config.ot.epsilon,
+                cost=config.ot.cost,
+                options=config.ot.solver,
+            ).mean()
         loss.backward()
         sync()
 
@@ -124,7 +136,8 @@ def main() -> None:
     params = sum(p.numel() for p in encoder.parameters())
     print(
         f"device {device}, threads {torch.get_num_threads()}, encoder {params / 1e6:.0f}M "
-        f"parameters, {args.pairs} pairs x {args.tokens} tokens, eps {config.ot.epsilon}"
+        f"parameters, {args.pairs} pairs x {args.tokens} tokens, eps {config.ot.epsilon}, "
+        f"bf16 {args.bf16}, Sinkhorn {args.n_iters or 'to tolerance'}"
     )
     print("| part | median ms | share of step |")
     print("|---|---:|---:|")

@@ -20,6 +20,7 @@ from ot_ray.errors import ConfigError
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
 class Section(BaseModel):
@@ -270,6 +271,14 @@ class TaskTrainConfig(Section):
     grad_accum: PositiveInt = 1
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     weight_decay: NonNegativeFloat = 0.0
+    freeze_embeddings: bool = Field(
+        False,
+        description="Keep the embedding layer fixed: only pivot tokens get gradients, so "
+        "training them moves the pivot away from the other languages (Wu & Dredze 2019).",
+    )
+    freeze_layers: NonNegativeInt = Field(
+        0, description="Also keep the lowest N transformer layers fixed."
+    )
     max_train: PositiveInt | None = Field(
         default=None, description="Use only the first N training examples (quick runs)."
     )

@@ -153,6 +153,31 @@ def test_bfloat16_inputs_give_float32_results_close_to_float64():
     torch.testing.assert_close(value.double(), reference, rtol=3e-2, atol=1e-3)
 
 
+@pytest.mark.parametrize("cost", ["sqeuclidean", "cosine"])
+def test_inside_bf16_autocast_it_computes_as_without(cost):
+    """Trainers call the loss under bf16 autocast on GPU; CPU autocast has the same casting
+    rules. (Before the fix, the cost matrices came out bf16 and backward failed on mixed
+    dtypes.)"""
+    x, y, x_mask, y_mask = padded_batch(4, 8, 7, 16, seed=23)
+    x, y = x.float(), y.float()
+    options = SinkhornConfig(tol=1e-6)
+
+    def value_and_grad(autocast: bool):
+        leaf = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            value = sinkhorn_divergence(
+                leaf, y, x_mask, y_mask, epsilon=0.05, cost=cost, options=options
+            )
+        value.sum().backward()
+        return value, leaf.grad
+
+    plain_value, plain_grad = value_and_grad(False)
+    value, grad = value_and_grad(True)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, plain_value, rtol=0, atol=0)
+    torch.testing.assert_close(grad, plain_grad, rtol=0, atol=0)
+
+
 def test_float32_small_eps_large_costs_stays_finite():
     x, y, x_mask, y_mask = padded_batch(6, 10, 9, 4, seed=21, dtype=torch.float32)
     x.requires_grad_(True)

@@ -40,8 +40,27 @@ def sinkhorn_divergence(
     unmasked positions. ``debias=False`` returns OT_eps(a, b). The three problems of a pair are
     solved in two batched calls (the B cross problems, then the 2B symmetric ones). A pair with
     an empty side gets 0 and a zero gradient.
+
+    It computes in float32 (float64 for float64 inputs) also inside a bf16 autocast region:
+    costs divided by a small eps need the precision, and the hand-written cost gradient needs
+    its inputs and upstream gradient in one dtype.
     """
     _check_inputs(x, y, x_mask, y_mask)
+    with torch.autocast(x.device.type, enabled=False):
+        return _divergence(x, y, x_mask, y_mask, epsilon, cost, tau, debias, options)
+
+
+def _divergence(
+    x: Tensor,
+    y: Tensor,
+    x_mask: Tensor,
+    y_mask: Tensor,
+    epsilon: float,
+    cost: CostName,
+    tau: float | None,
+    debias: bool,
+    options: SinkhornConfig | None,
+) -> Tensor:
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x_mask, y_mask = x_mask.bool(), y_mask.bool()
     # Padded embeddings are zeroed so that whatever they hold never reaches a cost or a gradient.

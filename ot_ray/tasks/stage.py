@@ -16,6 +16,7 @@ import torch
 
 from ot_ray import distributed
 from ot_ray.config import TaskTrainConfig
+from ot_ray.errors import ConfigError
 from ot_ray.training import (
     StageState,
     autocast,
@@ -47,6 +48,36 @@ def make_optimizer(
     return optimizer, scheduler
 
 
+def freeze_bottom(
+    model: torch.nn.Module, embeddings: bool, layers: int, *, key: str = "freeze_layers"
+) -> int:
+    """Fix the embeddings and/or the lowest ``layers`` transformer layers; returns how many
+    parameters were frozen.
+
+    Zero-shot transfer trains on the pivot only: every gradient step moves the pivot's token
+    embeddings and never the target languages', so the task head learns on inputs the targets
+    no longer share. Fixing the bottom of the encoder keeps the alignment the first stage built.
+    """
+    base = model.base_model
+    blocks: list[torch.nn.Module] = []
+    if embeddings or layers:
+        blocks.append(getattr(base, "embeddings", None) or base.get_input_embeddings())
+    if layers:
+        stack = getattr(getattr(base, "encoder", None), "layer", None)
+        if stack is None or layers > len(stack):
+            have = "no layer stack" if stack is None else f"{len(stack)} layers"
+            raise ConfigError(
+                f"{layers} layers to freeze, but {type(base).__name__} has {have}", key=key
+            )
+        blocks += list(stack[:layers])
+    frozen = 0
+    for block in blocks:
+        for param in block.parameters():
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
+
+
 def task_plan(count: int, config: TaskTrainConfig, seed: int) -> list[list[int]]:
     """The seeded micro-batches of a task stage (a whole number of optimizer steps)."""
     batches = epoch_batches(count, config.batch_size, config.epochs, seed)
@@ -72,6 +103,9 @@ def fine_tune(
     show_progress: bool = True,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Train ``model`` on ``dataset`` from ``state.step``; returns the optimizer and schedule."""
+    freeze_bottom(
+        model, config.freeze_embeddings, config.freeze_layers, key=f"task.{name}.freeze_layers"
+    )
     micro_batches = task_plan(len(dataset), config, seed)
     total = len(micro_batches) // config.grad_accum
     optimizer, scheduler = make_optimizer(
