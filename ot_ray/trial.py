@@ -9,6 +9,7 @@ worker group resumes where it stopped instead of starting over.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -435,7 +436,10 @@ class Trial:
 
         progress = StageState(step=state.step)
 
+        last_means: dict[str, float] = {}
+
         def after_step(progress: StageState, means: dict[str, float]) -> None:
+            last_means.update(means)
             every = config.train.checkpoint_every
             if every and progress.step % every == 0:
                 state.step = progress.step
@@ -461,20 +465,27 @@ class Trial:
             state=progress,
             optimizer_state=optimizer_state,
             after_step=after_step,
-            extra_loss=self._joint_loss(),
+            extra_loss=self._joint_loss(encoder),
             show_progress=self.show_progress,
         )
         state.metrics[f"{task}/steps"] = float(progress.step)
+        for key, value in last_means.items():  # the joint variant's terms at the last step
+            if key.startswith("joint/"):
+                state.metrics[f"{task}/{key}"] = value
         self._evaluate_task(task, model, state)
         self._finish_stage(state, encoder)
 
-    def _joint_loss(self):
-        """The joint variant: weight x alignment loss on the next parallel batch (no anchor)."""
+    def _joint_loss(self, encoder: torch.nn.Module):
+        """The joint variant: weight x (alignment loss + lambda x anchor) on the next parallel
+        batch. The anchor holds the pivot's states where stage 1 left them (a frozen copy of
+        ``encoder``): without it the OT term is also minimised by pulling every word of both
+        languages together, which the task loss alone does not prevent."""
         weight = self.config.alignment.joint_weight
         if not weight or self.config.alignment.method == "none":
             return None
         data = self._parallel("train", self.config.data.languages)
-        objective = AlignmentObjective(self.config.alignment, reference=None)
+        reference = copy.deepcopy(encoder).to(self.device)
+        objective = AlignmentObjective(self.config.alignment, reference=reference)
         # One epoch of parallel batches, cycled; the task's micro-batch index picks the batch, so
         # every worker draws the same one and a resumed stage continues the same sequence.
         plan = data.plan(self.config.alignment.batch_size, 1.0, self.config.train.seed)
@@ -484,7 +495,7 @@ class Trial:
             if not rows:
                 return torch.zeros((), device=self.device), {}
             batch = data.batch(rows, self.pad_id).to(self.device)
-            loss, parts = objective(model.base_model, batch, regularise=False)
+            loss, parts = objective(model.base_model, batch)
             return weight * loss, {"joint/" + k: v for k, v in parts.items()}
 
         return extra

@@ -43,7 +43,7 @@ class AlignmentObjective:
             reference.requires_grad_(False)
 
     def __call__(
-        self, encoder: torch.nn.Module, batch: ParallelBatch, *, regularise: bool = True
+        self, encoder: torch.nn.Module, batch: ParallelBatch
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean loss over the batch's pairs and the parts to log (means over pairs)."""
         config, size = self.config, batch.size
@@ -54,7 +54,7 @@ class AlignmentObjective:
             per_pair, empty = self._alignment(states, batch)
             align = align + per_pair / len(hidden)
         total, parts = align, {"align/loss": float(align.detach())}
-        if regularise and config.reg_lambda > 0 and self.reference is not None:
+        if config.reg_lambda > 0 and self.reference is not None:
             pivot = _pivot_rows(batch)
             with torch.no_grad():
                 reference = hidden_layers(self.reference, pivot, config.layers)
