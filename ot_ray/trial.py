@@ -9,7 +9,6 @@ worker group resumes where it stopped instead of starting over.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import shutil
@@ -465,7 +464,7 @@ class Trial:
             state=progress,
             optimizer_state=optimizer_state,
             after_step=after_step,
-            extra_loss=self._joint_loss(encoder),
+            extra_loss=self._joint_loss(),
             show_progress=self.show_progress,
         )
         state.metrics[f"{task}/steps"] = float(progress.step)
@@ -475,17 +474,16 @@ class Trial:
         self._evaluate_task(task, model, state)
         self._finish_stage(state, encoder)
 
-    def _joint_loss(self, encoder: torch.nn.Module):
-        """The joint variant: weight x (alignment loss + lambda x anchor) on the next parallel
-        batch. The anchor holds the pivot's states where stage 1 left them (a frozen copy of
-        ``encoder``): without it the OT term is also minimised by pulling every word of both
-        languages together, which the task loss alone does not prevent."""
+    def _joint_loss(self):
+        """The joint variant: weight x alignment loss on the next parallel batch.
+
+        No anchor here: holding the pivot's states where stage 1 left them also stops the task
+        from adapting the encoder (measured: pivot XNLI 49.6 instead of 89.5 on the demo world)."""
         weight = self.config.alignment.joint_weight
         if not weight or self.config.alignment.method == "none":
             return None
         data = self._parallel("train", self.config.data.languages)
-        reference = copy.deepcopy(encoder).to(self.device)
-        objective = AlignmentObjective(self.config.alignment, reference=reference)
+        objective = AlignmentObjective(self.config.alignment, reference=None)
         # One epoch of parallel batches, cycled; the task's micro-batch index picks the batch, so
         # every worker draws the same one and a resumed stage continues the same sequence.
         plan = data.plan(self.config.alignment.batch_size, 1.0, self.config.train.seed)
