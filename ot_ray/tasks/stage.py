@@ -56,7 +56,8 @@ def freeze_bottom(
 
     Zero-shot transfer trains on the pivot only: every gradient step moves the pivot's token
     embeddings and never the target languages', so the task head learns on inputs the targets
-    no longer share. Fixing the bottom of the encoder keeps the alignment the first stage built.
+    no longer share. Fixing the bottom of the encoder is meant to keep the alignment the first
+    stage built (Wu & Dredze 2019); on the demo world it did not help QA (README).
     """
     base = model.base_model
     blocks: list[torch.nn.Module] = []
