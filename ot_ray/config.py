@@ -68,6 +68,13 @@ class EncoderPretraining(Section):
     heldout_sentences: PositiveInt = Field(
         500, description="Last lines of each mono file kept out of training for MLM accuracy."
     )
+    whole_function_words: bool = Field(
+        False,
+        description="Give every language's function words (articles, prepositions, question "
+        "words, 'does') one WordPiece each, as mBERT's large vocabulary does; the small default "
+        "vocabulary splits some pivot question words ('where' -> wh ##er ##e) but not their "
+        "translations.",
+    )
 
 
 class DemoConfig(Section):

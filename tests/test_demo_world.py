@@ -271,3 +271,29 @@ def test_an_interrupted_build_is_never_taken_for_a_complete_world(tmp_path):
         check_world(out, small_demo(tmp_path))
     assert ensure_demo_world(small_demo(tmp_path), out) == out.resolve()
     assert not list(tmp_path.glob(".world.partial-*"))  # the stale half-build was cleared
+
+
+def test_whole_function_words_are_one_piece_each(world):
+    from ot_ray.demo.encoder import train_tokenizer
+    from ot_ray.demo.lexicon import function_words
+
+    lines = [
+        line
+        for code in LANGUAGES
+        for line in (world / f"mono/{code}.txt").read_text().split("\n")
+        if line
+    ]
+    words = function_words(SMALL["seed"])
+    assert {"where", "does", "how", "many", "the"} <= set(words)
+    plain = train_tokenizer(lines, vocab_size=300, max_length=64)
+    split = [w for w in words if len(plain.tokenize(w)) > 1]
+    assert split, "the small vocabulary should split some function words, or this tests nothing"
+    whole = train_tokenizer(lines, vocab_size=300, max_length=64, whole_words=words)
+    assert [w for w in words if whole.tokenize(w) != [w]] == []
+    assert whole.tokenize("where does the dog see 3 cups ?")[:3] == ["where", "does", "the"]
+
+
+def test_whole_function_words_get_their_own_world(tmp_path):
+    plain = small_demo(tmp_path)
+    whole = small_demo(tmp_path, encoder={**SMALL["encoder"], "whole_function_words": True})
+    assert world_dir(plain) != world_dir(whole)

@@ -21,7 +21,7 @@ from filelock import FileLock
 
 from ot_ray.config import DemoConfig
 from ot_ray.demo.encoder import pretrain_encoder
-from ot_ray.demo.lexicon import LANGUAGES
+from ot_ray.demo.lexicon import LANGUAGES, function_words
 from ot_ray.demo.world import write_world
 from ot_ray.errors import UserError
 
@@ -87,6 +87,7 @@ def _build(out: Path, demo: DemoConfig) -> None:
             staging / "encoder",
             demo.encoder,
             demo.seed,
+            function_words(demo.seed) if demo.encoder.whole_function_words else (),
         )
         manifest = {
             "spec": _spec(demo),
@@ -108,9 +109,11 @@ def _build(out: Path, demo: DemoConfig) -> None:
 
 
 def _spec(demo: DemoConfig) -> dict[str, object]:
+    # Worlds built before ``whole_function_words`` existed keep their directory and manifest.
+    unset = set() if demo.encoder.whole_function_words else {"whole_function_words"}
     return {
         "generator_version": GENERATOR_VERSION,
         "seed": demo.seed,
         "sizes": demo.sizes.model_dump(),
-        "encoder": demo.encoder.model_dump(),
+        "encoder": demo.encoder.model_dump(exclude=unset),
     }

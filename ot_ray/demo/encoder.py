@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -37,7 +38,9 @@ from ot_ray.config import EncoderPretraining
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def train_tokenizer(lines: list[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    lines: list[str], vocab_size: int, max_length: int, whole_words: Sequence[str] = ()
+) -> PreTrainedTokenizerFast:
     """A cased WordPiece tokenizer with BERT's pre-tokenisation and [CLS]/[SEP] templates.
 
     ``WordPieceTrainer`` alone is not deterministic: it numbers the ``##`` pieces in hash-map
@@ -45,6 +48,8 @@ def train_tokenizer(lines: list[str], vocab_size: int, max_length: int) -> PreTr
     character and ``##`` character up front fixes the numbering, hence the vocabulary; the
     trained vocabulary is then loaded into a fresh WordPiece model, where those pieces are
     ordinary tokens again (not special ones that masking and decoding would skip).
+    ``whole_words`` the trainer did not keep whole are added to that vocabulary, so they are
+    one piece each (WordPiece matches the longest piece first).
     """
     characters = sorted({c for line in lines for c in line if not c.isspace()})
     trainer = trainers.WordPieceTrainer(
@@ -54,7 +59,10 @@ def train_tokenizer(lines: list[str], vocab_size: int, max_length: int) -> PreTr
     )
     trained = _bert_like(Tokenizer(models.WordPiece(unk_token="[UNK]")))
     trained.train_from_iterator(lines, trainer)
-    backend = _bert_like(Tokenizer(models.WordPiece(trained.get_vocab(), unk_token="[UNK]")))
+    vocab = trained.get_vocab()
+    for word in whole_words:
+        vocab.setdefault(word, len(vocab))
+    backend = _bert_like(Tokenizer(models.WordPiece(vocab, unk_token="[UNK]")))
     backend.add_special_tokens(list(SPECIAL_TOKENS))
     cls, sep = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
@@ -124,9 +132,15 @@ def pack_lines(tokenizer: PreTrainedTokenizerFast, lines: list[str], max_length:
 
 
 def pretrain_encoder(
-    mono_files: list[Path], out: Path, settings: EncoderPretraining, seed: int
+    mono_files: list[Path],
+    out: Path,
+    settings: EncoderPretraining,
+    seed: int,
+    whole_words: Sequence[str] = (),
 ) -> dict[str, float]:
-    """Train tokenizer and MLM on ``mono_files``; save an HF directory; report held-out accuracy."""
+    """Train tokenizer and MLM on ``mono_files``; save an HF directory; report held-out accuracy.
+
+    ``whole_words`` get one vocabulary entry each (see ``train_tokenizer``)."""
     random.seed(seed)
     torch.manual_seed(seed)
     train_docs, heldout_docs = [], []
@@ -139,7 +153,7 @@ def pretrain_encoder(
     train_lines = [line for document in train_docs for line in document]
     heldout_lines = [line for document in heldout_docs for line in document]
 
-    tokenizer = train_tokenizer(train_lines, settings.vocab_size, settings.max_length)
+    tokenizer = train_tokenizer(train_lines, settings.vocab_size, settings.max_length, whole_words)
     train = pack_lines(tokenizer, train_lines, settings.max_length)
     heldout = pack_lines(tokenizer, heldout_lines, settings.max_length)
     model = BertForMaskedLM(

@@ -203,6 +203,13 @@ def build_lexicons(seed: int) -> dict[str, dict[str, str]]:
     return lexicons
 
 
+def function_words(seed: int) -> list[str]:
+    """Every language's words for the function concepts and prepositions, each word once."""
+    lexicons = build_lexicons(seed).values()
+    concepts = FUNCTION_CONCEPTS + PREPOSITIONS
+    return sorted({word for lexicon in lexicons for c in concepts for word in lexicon[c].split()})
+
+
 def _pivot_lexicon() -> dict[str, str]:
     words = {concept: concept for concept in CONTENT_CONCEPTS + FUNCTION_CONCEPTS}
     words["do"] = "does"
