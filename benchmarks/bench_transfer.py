@@ -36,6 +36,11 @@ VARIANTS: dict[str, list[str]] = {
     "wordot": ["alignment.method=wordot"],
     "subot": ["alignment.method=subot"],
     "wordot-joint": ["alignment.method=wordot", "alignment.joint_weight=1.0"],
+    "wordot-joint-fixed-pivot": [
+        "alignment.method=wordot",
+        "alignment.joint_weight=0.03",
+        "alignment.joint_detach_pivot=true",
+    ],
 }
 SCORES = (("XNLI acc", "xnli/test/acc"), ("XQuAD F1", "xquad/test/f1"))
 QUALITY = (("retrieval@1", "align/retrieval_acc"), ("AER", "align/aer"))

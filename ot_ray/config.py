@@ -257,6 +257,11 @@ class AlignmentConfig(Section):
     joint_weight: NonNegativeFloat | None = Field(
         default=None, description="Joint variant: weight of the OT loss during task training."
     )
+    joint_detach_pivot: bool = Field(
+        default=False,
+        description="Joint variant: no gradient through the pivot's side of the OT loss, so it "
+        "moves the other languages towards what the task reads instead of moving the pivot.",
+    )
     eval_pairs: PositiveInt | None = Field(
         default=None, description="Held-out pairs per language for retrieval/AER (default all)."
     )

@@ -478,12 +478,18 @@ class Trial:
         """The joint variant: weight x alignment loss on the next parallel batch.
 
         No anchor here: holding the pivot's states where stage 1 left them also stops the task
-        from adapting the encoder (measured: pivot XNLI 49.6 instead of 89.5 on the demo world)."""
+        from adapting the encoder (measured: pivot XNLI 49.6 instead of 89.5 on the demo world).
+        With ``joint_detach_pivot`` the pivot's current states are the fixed target, so the loss
+        moves the other languages after the pivot as the task changes it."""
         weight = self.config.alignment.joint_weight
         if not weight or self.config.alignment.method == "none":
             return None
         data = self._parallel("train", self.config.data.languages)
-        objective = AlignmentObjective(self.config.alignment, reference=None)
+        objective = AlignmentObjective(
+            self.config.alignment,
+            reference=None,
+            detach_pivot=self.config.alignment.joint_detach_pivot,
+        )
         # One epoch of parallel batches, cycled; the task's micro-batch index picks the batch, so
         # every worker draws the same one and a resumed stage continues the same sequence.
         plan = data.plan(self.config.alignment.batch_size, 1.0, self.config.train.seed)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import BertConfig, BertModel
 
+from ot_ray.align.batches import ParallelBatch
 from ot_ray.align.losses import (
     alignment_units,
     anchor_regulariser,
     l2_alignment_loss,
     ot_alignment_loss,
 )
-from ot_ray.config import OTConfig
+from ot_ray.align.objective import AlignmentObjective
+from ot_ray.config import AlignmentConfig, OTConfig
 
 # Two pairs: tokens [CLS] w0 w0 w1 [SEP] pad / [CLS] w0 w1 w2 [SEP] pad
 WORD_IDS = torch.tensor([[-1, 0, 0, 1, -1, -1], [-1, 0, 1, 2, -1, -1]])
@@ -80,3 +83,40 @@ def test_anchor_regulariser_sums_over_real_tokens():
     reference = h0.clone().requires_grad_()
     anchor_regulariser(h.requires_grad_(), reference, mask).sum().backward()
     assert reference.grad is None  # the frozen encoder gets no gradient
+
+
+@pytest.mark.parametrize("detach_pivot", [False, True])
+def test_joint_objective_with_detached_pivot_moves_only_the_source_side(detach_pivot):
+    """Source and pivot rows use disjoint token ids, so the word embeddings of the pivot's ids
+    get a gradient only through the pivot's side of the OT loss."""
+    torch.manual_seed(0)
+    encoder = BertModel(
+        BertConfig(
+            vocab_size=40,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    )
+    source_ids = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 9, 2, 0]])
+    pivot_ids = torch.tensor([[1, 25, 26, 2, 0], [1, 27, 28, 29, 2]])
+    input_ids = torch.cat([source_ids, pivot_ids])
+    mask = (input_ids != 0).long()
+    words = torch.where((input_ids > 2), torch.arange(5) - 1, torch.full_like(input_ids, -1))
+    batch = ParallelBatch(input_ids, mask, words, None, size=2)
+    config = AlignmentConfig(method="wordot", ot={"epsilon": 0.05}, reg_lambda=0.0)
+
+    objective = AlignmentObjective(config, reference=None, detach_pivot=detach_pivot)
+    loss, _ = objective(encoder, batch)
+    loss.backward()
+
+    grad = encoder.embeddings.word_embeddings.weight.grad
+    source_grad = grad[5:10].abs().sum()
+    pivot_grad = grad[25:30].abs().sum()
+    assert float(loss.detach()) > 0
+    assert source_grad > 0
+    if detach_pivot:
+        assert pivot_grad == 0
+    else:
+        assert pivot_grad > 0

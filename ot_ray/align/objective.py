@@ -33,11 +33,13 @@ class AlignmentObjective:
         self,
         config: AlignmentConfig,
         reference: torch.nn.Module | None,
+        detach_pivot: bool = False,
     ) -> None:
         if config.method == "none":
             raise ValueError("method 'none' has no alignment objective")
         self.config = config
         self.reference = reference
+        self.detach_pivot = detach_pivot
         if reference is not None:
             reference.eval()
             reference.requires_grad_(False)
@@ -48,6 +50,8 @@ class AlignmentObjective:
         """Mean loss over the batch's pairs and the parts to log (means over pairs)."""
         config, size = self.config, batch.size
         hidden = hidden_layers(encoder, batch, config.layers)
+        if self.detach_pivot:  # the pivot's states are the fixed target: only the others move
+            hidden = [torch.cat([states[:size], states[size:].detach()]) for states in hidden]
         align = torch.zeros((), device=batch.input_ids.device)
         empty = 0
         for states in hidden:
