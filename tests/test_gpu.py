@@ -84,3 +84,28 @@ def test_a_trial_runs_on_the_gpu(tmp_path: Path, compile_models: bool):
     assert metrics["align/steps"] > 0 and torch.isfinite(torch.tensor(metrics["align/loss"]))
     assert 0 <= metrics["xnli/test/acc/avg_all"] <= 100
     assert 0 <= metrics["xquad/test/f1/avg_all"] <= 100
+
+
+@needs_cuda
+def test_the_fixed_pivot_joint_variant_runs_on_the_gpu(tmp_path: Path):
+    """The joint OT term (pivot side without gradient) inside bf16 task training on one GPU."""
+    from conftest import tiny_trial_overrides
+
+    from ot_ray.config import load_config
+    from ot_ray.launch import resolve_paths
+    from ot_ray.reporters import LocalReporter
+    from ot_ray.trial import run_trial
+
+    overrides = tiny_trial_overrides(str(tmp_path / "cache"), str(tmp_path / "out"))
+    overrides += [
+        "train.use_gpu=true",
+        "train.bf16=true",
+        "task.tasks=[xnli]",
+        "alignment.joint_weight=0.03",
+        "alignment.joint_detach_pivot=true",
+    ]
+    config = resolve_paths(load_config(None, overrides))
+    metrics = run_trial(config, LocalReporter(tmp_path / "out"), show_progress=False)
+    loss = metrics["xnli/joint/align/loss"]
+    assert torch.isfinite(torch.tensor(loss)) and loss > 0
+    assert 0 <= metrics["xnli/test/acc/avg_all"] <= 100
