@@ -193,7 +193,7 @@ def tune(argv: Sequence[str] | None = None) -> int:
         outcome = run_sweep(config, resume=args.resume, repo=REPO_ROOT, connect=connect)
         text = finish_sweep(outcome, config, user_config)
         version = None
-        if config.tracking.registered_model_name:
+        if config.tracking.registered_model_name and not outcome.interrupted:
             version = register_best(outcome, config.tracking.registered_model_name)
     finally:
         import ray
@@ -205,4 +205,10 @@ def tune(argv: Sequence[str] | None = None) -> int:
         print(f"registered model {config.tracking.registered_model_name} version {version}")
     uri = redacted(outcome.tracking_uri)
     print(f"MLflow: mlflow ui --backend-store-uri {uri} (then http://127.0.0.1:5000)")
+    if outcome.interrupted:
+        print(
+            "sweep interrupted: continue it with the same command and --resume",
+            file=sys.stderr,
+        )
+        return 130  # the shell's code for a run stopped by Ctrl-C
     return 0 if outcome.best is not None else 1

@@ -45,3 +45,25 @@ def test_a_search_without_seeds_has_no_seed_table():
     text = summary(outcome, config, trials[0])
     assert "Over seeds" not in text
     assert "| de | 60.0 | 50.0 | +10.0 |" in text
+
+
+def test_an_interrupted_sweep_says_so_and_lists_its_unfinished_trials_apart_from_pruned_ones():
+    config = load_config(REPO / "configs" / "demo.yaml")
+    trials = [
+        trial(0, "none", 0, 50.0),
+        trial(1, "wordot", 0, 60.0),
+        trial(2, "wordot", 0, 20.0, status="pruned"),
+        trial(3, "subot", 0, 30.0, status="interrupted"),
+    ]
+    for cut in trials[2:]:
+        cut.metrics["milestone"] = 1
+    outcome = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=trials[1])
+    assert outcome.interrupted == [trials[3]]
+    text = summary(outcome, config, trials[0])
+    assert "Interrupted: 1 of 4 trials did not finish; `--resume` runs them" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| t0", "| t1", "| t2", "| t3"))]
+    assert [row.split(" | ")[0] for row in rows] == ["| t1", "| t0", "| t2", "| t3"]
+    assert "| pruned after milestone 1 |" in rows[2]
+    assert "| interrupted after milestone 1 |" in rows[3]
+    finished = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials[:3], trials[1])
+    assert "Interrupted" not in summary(finished, config, trials[0])

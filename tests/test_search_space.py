@@ -3,12 +3,15 @@ turning a trial's values into a config, and config files that extend others."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import optuna
 import pytest
 
 from ot_ray.config import load_config
 from ot_ray.errors import ConfigError
-from ot_ray.search.scheduler import ReferenceKeepingASHA
+from ot_ray.search.milestones import MilestoneOptunaSearch, MilestoneReporter
+from ot_ray.search.scheduler import PRUNED_LOG, ReferenceKeepingASHA, pruned_trial_ids
 from ot_ray.search.space import (
     REFERENCE_KEY,
     DefineByRun,
@@ -18,6 +21,7 @@ from ot_ray.search.space import (
     rebuilt_study,
     trial_overrides,
 )
+from ot_ray.search.sweep import trial_outcome
 
 SPACE_YAML = """
 tune:
@@ -189,7 +193,7 @@ class FakeTrial:
         self.config = config
 
 
-def two_milestone_asha() -> ReferenceKeepingASHA:
+def two_milestone_asha(pruned_log: str | None = None) -> ReferenceKeepingASHA:
     return ReferenceKeepingASHA(
         time_attr="milestone",
         metric="objective",
@@ -198,6 +202,7 @@ def two_milestone_asha() -> ReferenceKeepingASHA:
         grace_period=1,
         reduction_factor=2,
         stop_last_trials=False,
+        pruned_log=pruned_log,
     )
 
 
@@ -249,3 +254,68 @@ def test_asha_never_stops_a_trial_at_its_last_milestone():
     assert (
         scheduler.on_trial_result(None, trials[4], {"milestone": 2, "objective": 1.0}) == "CONTINUE"
     )
+
+
+def test_only_trials_the_scheduler_cut_count_as_pruned(tmp_path):
+    """ASHA writes its cuts down, so a trial stopped by Ctrl-C is told from a pruned one."""
+    scheduler = two_milestone_asha(str(tmp_path / PRUNED_LOG))
+    strong = [FakeTrial(f"s{k}", {}) for k in range(4)]
+    weak, baseline = FakeTrial("weak", {}), FakeTrial("base", {REFERENCE_KEY: "baseline"})
+    for trial in [*strong, weak, baseline]:
+        scheduler.on_trial_add(None, trial)
+    for k, trial in enumerate(strong):
+        scheduler.on_trial_result(None, trial, {"milestone": 1, "objective": 60.0 + k})
+    scheduler.on_trial_result(None, weak, {"milestone": 1, "objective": 10.0})
+    scheduler.on_trial_result(None, baseline, {"milestone": 1, "objective": 10.0})
+    assert pruned_trial_ids(tmp_path) == {"weak"}
+
+    def result(trial_id: str, milestone: int) -> SimpleNamespace:
+        metrics = {"trial_id": trial_id, "milestone": milestone}
+        return SimpleNamespace(metrics=metrics, config={}, error=None, path=f"/x/trial_{trial_id}")
+
+    pruned = pruned_trial_ids(tmp_path)
+    statuses = {
+        trial_id: trial_outcome(result(trial_id, milestone), 2, pruned).status
+        for trial_id, milestone in [("weak", 1), ("s0", 1), ("s1", 2), ("never", 0)]
+    }
+    assert statuses == {
+        "weak": "pruned",
+        "s0": "interrupted",
+        "s1": "finished",
+        "never": "interrupted",
+    }
+    assert pruned_trial_ids(tmp_path / "elsewhere") == set()
+
+
+def test_optuna_hears_of_a_trial_cut_before_its_last_milestone_as_pruned_not_complete(config):
+    """Tune hands the searcher a cut trial's last result; its objective covers XNLI only and
+    must not enter TPE as a final value (here it would beat the finished trial)."""
+    searcher = MilestoneOptunaSearch(
+        space=DefineByRun(config.tune.search_space, {}),
+        metric="objective",
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=0),
+        milestones=2,
+    )
+    for trial_id in ("finished", "cut", "failed"):
+        assert searcher.suggest(trial_id)
+    searcher.on_trial_complete("finished", {"milestone": 2, "objective": 40.0})
+    searcher.on_trial_complete("cut", {"milestone": 1, "objective": 70.0})
+    searcher.on_trial_complete("failed", error=True)
+    study = searcher._ot_study  # Ray keeps the study private; the states are what TPE reads
+    states = [trial.state.name for trial in study.trials]
+    assert states == ["COMPLETE", "PRUNED", "FAIL"]
+    assert study.best_value == 40.0
+
+
+def test_the_progress_tables_best_trial_is_the_best_finished_one():
+    """Tune's "Current best trial" line would pick the XNLI-only objective of a trial midway."""
+    reporter = MilestoneReporter(metric="objective", mode="max", milestones=2)
+    trials = [
+        SimpleNamespace(trial_id="midway", last_result={"milestone": 1, "objective": 70.0}),
+        SimpleNamespace(trial_id="done", last_result={"milestone": 2, "objective": 40.0}),
+        SimpleNamespace(trial_id="starting", last_result={}),
+    ]
+    best, metric = reporter._current_best_trial(trials)
+    assert (best.trial_id, metric) == ("done", "objective")
+    assert reporter._current_best_trial(trials[:1])[0] is None

@@ -1,6 +1,7 @@
 """The search service end to end with real components: a Ray cluster from ``ray start``, jobs
 submitted with ``ray job submit``, a real ``mlflow server`` queried over REST, a killed driver
-resumed with ``--resume``, a killed worker recovered by Ray Train, and a two-node cluster.
+resumed with ``--resume``, a driver stopped with Ctrl-C, a killed worker recovered by Ray
+Train, and a two-node cluster.
 
 The trials are tiny (the small demo world); these tests check the plumbing, not the science.
 """
@@ -23,6 +24,7 @@ from mlflow import MlflowClient
 
 from ot_ray.config import DemoConfig, load_config
 from ot_ray.demo.build import ensure_demo_world
+from ot_ray.search.scheduler import pruned_trial_ids
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
@@ -195,6 +197,52 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(cache, tmp_pat
             [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, check=True
         )
     assert "pass --resume" in refused.value.stderr
+
+
+def test_ctrl_c_stops_the_sweep_and_marks_the_running_trial_interrupted_not_pruned(cache, tmp_path):
+    """Ctrl-C: Tune stops, the summary still comes, and the unfinished trial is told apart
+    from a pruned one (exit 130, MLflow run KILLED with status ``interrupted``)."""
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    args = sweep_args(
+        cache, tmp_path, samples=2, tracking=store, **{"tune.max_concurrent_trials": 1}
+    )
+    sweep = tmp_path / "sweeps" / "e2e"
+    client = MlflowClient(store)
+
+    def trial_runs() -> list:
+        experiment = client.get_experiment_by_name("e2e")
+        if experiment is None:
+            return []
+        runs = client.search_runs([experiment.experiment_id], "tags.`ot_ray.sweep` = 'e2e'")
+        return [r for r in runs if "ot_ray.trial_id" in r.data.tags]
+
+    def second_trial_training() -> bool:  # the first has finished, the second has reported
+        done = terminated_trials(sweep)
+        return bool(done) and any(
+            r.data.metrics for r in trial_runs() if r.data.tags["ot_ray.trial_id"] not in done
+        )
+
+    with ray_cluster(tmp_path, head_cpus=2) as cluster:
+        log = (tmp_path / "driver.log").open("w")
+        driver = background_driver(args, cluster.env(), log)
+        wait_while_running(driver, log, second_trial_training, "a second trial training")
+        driver.send_signal(signal.SIGINT)
+        code = driver.wait(timeout=300)
+        log.close()
+    output = (tmp_path / "driver.log").read_text()
+    assert code == 130, output[-4000:]
+    assert "Interrupted: 1 of 2 trials did not finish" in output
+    assert "continue it with the same command and --resume" in output
+    statuses = sorted((r.data.tags["status"], r.info.status) for r in trial_runs())
+    assert statuses == [("finished", "FINISHED"), ("interrupted", "KILLED")]
+    assert not pruned_trial_ids(sweep)  # the scheduler cut nothing
+    experiment = client.get_experiment_by_name("e2e").experiment_id
+    parents = [
+        r.info.status
+        for r in client.search_runs([experiment])
+        if r.data.tags.get("ot_ray.role") == "sweep"
+    ]
+    assert parents == ["KILLED"]  # --resume finishes it
 
 
 def ray_worker_pids() -> list[int]:

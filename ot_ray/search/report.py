@@ -69,6 +69,7 @@ def finish_sweep(outcome: SweepOutcome, config: Config, user_config: Config) -> 
             [
                 (t.params, t.metrics.get(config.tune.metric), _optuna_state(t))
                 for t in outcome.trials
+                if t.status != "interrupted"  # neither a result nor a verdict yet
             ],
             mode=config.tune.mode,
         )
@@ -91,10 +92,12 @@ def finish_sweep(outcome: SweepOutcome, config: Config, user_config: Config) -> 
             }
             log_metrics(client, parent, best_metrics, 0)
             text += f"\nbest config: {path}"
-    counts = {s: sum(t.status == s for t in outcome.trials) for s in ("finished", "pruned")}
+    statuses = ("finished", "pruned", "interrupted")
+    counts = {s: sum(t.status == s for t in outcome.trials) for s in statuses}
     failed = len(outcome.trials) - sum(counts.values())
     log_metrics(client, outcome.parent_run_id, {**counts, "failed": failed}, 0)
-    client.set_terminated(outcome.parent_run_id, "FINISHED")
+    # An interrupted sweep is not over: --resume reopens its runs and finishes them.
+    client.set_terminated(outcome.parent_run_id, "KILLED" if outcome.interrupted else "FINISHED")
     return text
 
 
@@ -138,12 +141,18 @@ def summary(outcome: SweepOutcome, config: Config, baseline: TrialOutcome | None
         values = [_cell(trial.params.get(name)) for name in searched]
         score = trial.metrics.get(metric)
         status = trial.status + (f" ({trial.error})" if trial.error else "")
-        if trial.status == "pruned":
+        if trial.status in ("pruned", "interrupted"):
             status += f" after milestone {trial.metrics.get('milestone', 0)}"
         row = [trial.trial_id, trial.reference or "", status, *values, _number(score)]
         lines.append("| " + " | ".join(row) + " |")
     best = outcome.best
     lines.append("")
+    if outcome.interrupted:
+        lines += [
+            f"Interrupted: {len(outcome.interrupted)} of {len(outcome.trials)} trials did not "
+            "finish; `--resume` runs them, and the best trial below is the best so far.",
+            "",
+        ]
     if best is None:
         lines.append("No trial finished: no best trial.")
         return "\n".join(lines)
@@ -208,13 +217,15 @@ def _mean_std(values: list[Any]) -> str:
 
 
 def _close_run(client, run_id: str, trial: TrialOutcome) -> None:
-    """Pruned trials were stopped by the scheduler, so their run is still open: close it."""
+    """Pruned and interrupted trials were stopped from outside, so their run is still open:
+    close it (KILLED; the ``status`` tag says which)."""
     run = client.get_run(run_id)
     client.set_tag(run_id, "status", trial.status)
     if trial.status == "pruned":
         client.set_tag(run_id, "pruned_at_milestone", str(trial.metrics.get("milestone", 0)))
     if run.info.status == "RUNNING":
-        client.set_terminated(run_id, {"failed": "FAILED", "pruned": "KILLED"}.get(trial.status))
+        closing = {"failed": "FAILED", "pruned": "KILLED", "interrupted": "KILLED"}
+        client.set_terminated(run_id, closing.get(trial.status))
 
 
 def _panels(metrics: dict[str, Any], languages: list[str], panels) -> dict[str, dict[str, float]]:
@@ -236,7 +247,7 @@ def _method(trial: TrialOutcome, config: Config) -> str:
 def _sort_key(trial: TrialOutcome, metric: str, mode: str) -> tuple[int, float]:
     value = trial.metrics.get(metric)
     ok = isinstance(value, int | float) and math.isfinite(value)
-    order = {"finished": 0, "pruned": 1}.get(trial.status, 2)
+    order = {"finished": 0, "pruned": 1, "interrupted": 2}.get(trial.status, 3)
     return (order, -value if ok and mode == "max" else (value if ok else math.inf))
 
 

@@ -3,9 +3,14 @@
 A sweep's reference points (the ``none`` baseline, the paper's setting) must finish, or the
 summary has nothing to compare the best trial with; they still enter ASHA's rungs, so they
 set the bar that other trials are cut against.
+
+Every cut is written down (``PRUNED_LOG`` in the sweep directory): a trial that stopped early
+without one was interrupted (Ctrl-C, a stopped job), not pruned, and ``--resume`` continues it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
@@ -14,10 +19,17 @@ from ot_ray.search.space import REFERENCE_KEY
 
 #: The reported counter ASHA's rungs are placed on (finished task stages).
 TIME_ATTR = "milestone"
+#: One line per trial the scheduler cut, in the sweep directory; it survives ``--resume``.
+PRUNED_LOG = "pruned_trials.txt"
 
 
 class ReferenceKeepingASHA(AsyncHyperBandScheduler):
-    """ASHA that records every trial in its rungs but lets reference points run to the end."""
+    """ASHA that records every trial in its rungs but lets reference points run to the end,
+    and writes each trial it cuts to ``pruned_log``."""
+
+    def __init__(self, *args, pruned_log: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pruned_log = pruned_log
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
@@ -28,11 +40,23 @@ class ReferenceKeepingASHA(AsyncHyperBandScheduler):
         if trial.config.get(REFERENCE_KEY) or result.get(self._time_attr, 0) >= self._max_t:
             self._num_stopped -= 1
             return TrialScheduler.CONTINUE
+        if self.pruned_log is not None:
+            with open(self.pruned_log, "a", encoding="utf-8") as log:
+                log.write(f"{trial.trial_id}\n")
         return action
 
 
-def make_scheduler(config: Config) -> TrialScheduler:
-    """The scheduler named in ``tune.scheduler``; its horizon is the number of task stages."""
+def pruned_trial_ids(sweep_dir: Path) -> set[str]:
+    """The trials the scheduler cut in this sweep (all runs of it, resumed ones included)."""
+    log = sweep_dir / PRUNED_LOG
+    if not log.exists():
+        return set()
+    return {line.strip() for line in log.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def make_scheduler(config: Config, sweep_dir: Path) -> TrialScheduler:
+    """The scheduler named in ``tune.scheduler``; its horizon is the number of task stages.
+    Its cuts are written to ``PRUNED_LOG`` in ``sweep_dir``."""
     settings = config.tune.scheduler
     if settings.name == "fifo":
         return FIFOScheduler()
@@ -43,4 +67,5 @@ def make_scheduler(config: Config) -> TrialScheduler:
         grace_period=settings.grace_period,
         reduction_factor=settings.reduction_factor,
         stop_last_trials=False,
+        pruned_log=str(sweep_dir / PRUNED_LOG),
     )

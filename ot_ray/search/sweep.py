@@ -17,7 +17,7 @@ from typing import Any
 
 from ot_ray.config import Config
 from ot_ray.errors import UserError
-from ot_ray.search.scheduler import make_scheduler
+from ot_ray.search.scheduler import make_scheduler, pruned_trial_ids
 from ot_ray.search.space import REFERENCE_KEY, DefineByRun, optuna_points
 from ot_ray.search.tracking import (
     SWEEP_TAG,
@@ -43,12 +43,12 @@ class SweepError(UserError):
 
 @dataclass
 class TrialOutcome:
-    """What the summary needs of one finished, pruned or failed trial."""
+    """What the summary needs of one finished, pruned, interrupted or failed trial."""
 
     trial_id: str
     params: dict[str, Any]
     metrics: dict[str, Any]
-    status: str  # finished | pruned | failed
+    status: str  # finished | pruned (cut by the scheduler) | interrupted | failed
     error: str | None = None
 
     @property
@@ -66,6 +66,11 @@ class SweepOutcome:
     trials: list[TrialOutcome] = field(default_factory=list)
     best: TrialOutcome | None = None
 
+    @property
+    def interrupted(self) -> list[TrialOutcome]:
+        """Trials the sweep left unfinished (Ctrl-C, a stopped job): ``--resume`` runs them."""
+        return [t for t in self.trials if t.status == "interrupted"]
+
 
 def concurrent_trials(config: Config, resources: dict[str, float]) -> int:
     """How many trials' worker groups fit the cluster at once (at least one)."""
@@ -82,9 +87,9 @@ def progress_table(config: Config):
     """Tune's progress table with the columns that matter here (the default result printout
     lists every one of a trial's ~150 metrics). Used when ``RAY_AIR_NEW_OUTPUT=0``, which the
     CLI sets."""
-    from ray.tune import CLIReporter
+    from ot_ray.search.milestones import MilestoneReporter
 
-    return CLIReporter(
+    return MilestoneReporter(
         metric_columns={
             "stage": "stage",
             "milestone": "milestone",
@@ -98,6 +103,7 @@ def progress_table(config: Config):
         },
         max_report_frequency=30,
         sort_by_metric=True,
+        milestones=len(config.task.tasks),
     )
 
 
@@ -121,7 +127,8 @@ def run_sweep(
     import optuna
     import ray
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
+
+    from ot_ray.search.milestones import MilestoneOptunaSearch
 
     if not config.tune.search_space:
         raise SweepError("tune.search_space is empty: nothing to search")
@@ -154,18 +161,19 @@ def run_sweep(
         tuner = tune.Tuner.restore(str(directory), trainable=trainable)
     else:
         space, points = config.tune.search_space, config.tune.points_to_evaluate
-        search = OptunaSearch(
+        search = MilestoneOptunaSearch(
             space=DefineByRun(space, points),
             metric=config.tune.metric,
             mode=config.tune.mode,
             points_to_evaluate=optuna_points(space, points) or None,
             sampler=optuna.samplers.TPESampler(seed=config.tune.seed),
+            milestones=len(config.task.tasks),
         )
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=search,
-                scheduler=make_scheduler(config),
+                scheduler=make_scheduler(config, directory),
                 num_samples=config.tune.num_samples,
                 max_concurrent_trials=concurrent_trials(config, ray.cluster_resources()),
                 metric=config.tune.metric,
@@ -182,8 +190,9 @@ def run_sweep(
         )
     grid = tuner.fit()
     outcome = SweepOutcome(config.tune.name, directory, parent, experiment_id, uri)
+    pruned = pruned_trial_ids(directory)
     for result in grid:
-        outcome.trials.append(_outcome(result, len(config.task.tasks)))
+        outcome.trials.append(trial_outcome(result, len(config.task.tasks), pruned))
     outcome.best = best_trial(outcome.trials, config.tune.metric, config.tune.mode)
     return outcome
 
@@ -208,14 +217,18 @@ def _parent_run(config: Config, directory: Path, uri: str, experiment_id: str, r
     return run_id
 
 
-def _outcome(result, milestones: int) -> TrialOutcome:
+def trial_outcome(result, milestones: int, pruned: set[str]) -> TrialOutcome:
+    """A trial that stopped before its last milestone was pruned only if the scheduler cut it;
+    otherwise the sweep was interrupted under it."""
     metrics = dict(result.metrics or {})
     params = dict(result.config or {})
     trial_id = metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_")
     if result.error is not None:
         return TrialOutcome(trial_id, params, metrics, "failed", error_reason(result.error))
-    finished = metrics.get("milestone", 0) >= milestones
-    return TrialOutcome(trial_id, params, metrics, "finished" if finished else "pruned")
+    if metrics.get("milestone", 0) >= milestones:
+        return TrialOutcome(trial_id, params, metrics, "finished")
+    status = "pruned" if trial_id in pruned else "interrupted"
+    return TrialOutcome(trial_id, params, metrics, status)
 
 
 def error_reason(error: BaseException) -> str:
