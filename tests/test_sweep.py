@@ -1,7 +1,7 @@
 """The search service end to end with real components: a Ray cluster from ``ray start``, jobs
 submitted with ``ray job submit``, a real ``mlflow server`` queried over REST, a killed driver
-resumed with ``--resume``, a driver stopped with Ctrl-C, a killed worker recovered by Ray
-Train, and a two-node cluster.
+resumed with ``--resume``, a driver stopped with Ctrl-C or with ``ray job stop``, a killed worker
+recovered by Ray Train, and a two-node cluster.
 
 The trials are tiny (the small demo world); these tests check the plumbing, not the science.
 """
@@ -199,50 +199,94 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(cache, tmp_pat
     assert "pass --resume" in refused.value.stderr
 
 
+class InterruptedSweep:
+    """Watches a two-trial sweep tracked in SQLite: when to stop it, and what it left behind."""
+
+    def __init__(self, root: Path) -> None:
+        self.store = f"sqlite:///{root}/mlflow.db"
+        self.sweep = root / "sweeps" / "e2e"
+        self.client = MlflowClient(self.store)
+
+    def trial_runs(self) -> list:
+        experiment = self.client.get_experiment_by_name("e2e")
+        if experiment is None:
+            return []
+        runs = self.client.search_runs([experiment.experiment_id], "tags.`ot_ray.sweep` = 'e2e'")
+        return [r for r in runs if "ot_ray.trial_id" in r.data.tags]
+
+    def second_trial_training(self) -> bool:
+        """The first trial has finished and the second has reported metrics."""
+        done = terminated_trials(self.sweep)
+        return bool(done) and any(
+            r.data.metrics for r in self.trial_runs() if r.data.tags["ot_ray.trial_id"] not in done
+        )
+
+    def check(self, output: str) -> None:
+        """One trial finished, one interrupted (not pruned), the sweep's parent run KILLED."""
+        assert "Interrupted: 1 of 2 trials did not finish" in output, output[-4000:]
+        assert "continue it with the same command and --resume" in output
+        statuses = sorted((r.data.tags["status"], r.info.status) for r in self.trial_runs())
+        assert statuses == [("finished", "FINISHED"), ("interrupted", "KILLED")]
+        assert not pruned_trial_ids(self.sweep)  # the scheduler cut nothing
+        experiment = self.client.get_experiment_by_name("e2e").experiment_id
+        parents = [
+            r.info.status
+            for r in self.client.search_runs([experiment])
+            if r.data.tags.get("ot_ray.role") == "sweep"
+        ]
+        assert parents == ["KILLED"]  # --resume finishes it
+
+
 def test_ctrl_c_stops_the_sweep_and_marks_the_running_trial_interrupted_not_pruned(cache, tmp_path):
     """Ctrl-C: Tune stops, the summary still comes, and the unfinished trial is told apart
     from a pruned one (exit 130, MLflow run KILLED with status ``interrupted``)."""
-    store = f"sqlite:///{tmp_path}/mlflow.db"
+    watch = InterruptedSweep(tmp_path)
     args = sweep_args(
-        cache, tmp_path, samples=2, tracking=store, **{"tune.max_concurrent_trials": 1}
+        cache, tmp_path, samples=2, tracking=watch.store, **{"tune.max_concurrent_trials": 1}
     )
-    sweep = tmp_path / "sweeps" / "e2e"
-    client = MlflowClient(store)
-
-    def trial_runs() -> list:
-        experiment = client.get_experiment_by_name("e2e")
-        if experiment is None:
-            return []
-        runs = client.search_runs([experiment.experiment_id], "tags.`ot_ray.sweep` = 'e2e'")
-        return [r for r in runs if "ot_ray.trial_id" in r.data.tags]
-
-    def second_trial_training() -> bool:  # the first has finished, the second has reported
-        done = terminated_trials(sweep)
-        return bool(done) and any(
-            r.data.metrics for r in trial_runs() if r.data.tags["ot_ray.trial_id"] not in done
-        )
-
     with ray_cluster(tmp_path, head_cpus=2) as cluster:
         log = (tmp_path / "driver.log").open("w")
         driver = background_driver(args, cluster.env(), log)
-        wait_while_running(driver, log, second_trial_training, "a second trial training")
+        wait_while_running(driver, log, watch.second_trial_training, "a second trial training")
         driver.send_signal(signal.SIGINT)
         code = driver.wait(timeout=300)
         log.close()
     output = (tmp_path / "driver.log").read_text()
     assert code == 130, output[-4000:]
-    assert "Interrupted: 1 of 2 trials did not finish" in output
-    assert "continue it with the same command and --resume" in output
-    statuses = sorted((r.data.tags["status"], r.info.status) for r in trial_runs())
-    assert statuses == [("finished", "FINISHED"), ("interrupted", "KILLED")]
-    assert not pruned_trial_ids(sweep)  # the scheduler cut nothing
-    experiment = client.get_experiment_by_name("e2e").experiment_id
-    parents = [
-        r.info.status
-        for r in client.search_runs([experiment])
-        if r.data.tags.get("ot_ray.role") == "sweep"
-    ]
-    assert parents == ["KILLED"]  # --resume finishes it
+    watch.check(output)
+
+
+def test_ray_job_stop_with_sigint_ends_a_submitted_sweep_as_cleanly_as_ctrl_c(cache, tmp_path):
+    """``ray job stop`` sends SIGTERM and kills 3 s later unless the job's runtime env asks for
+    SIGINT and a longer wait (README, KubeRay manifest): then the sweep stops as on Ctrl-C."""
+    watch = InterruptedSweep(tmp_path)
+    args = sweep_args(
+        cache, tmp_path, samples=2, tracking=watch.store, **{"tune.max_concurrent_trials": 1}
+    )
+    stop_env = {"env_vars": {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "300"}}
+    with ray_cluster(tmp_path, head_cpus=2) as cluster:
+        ray_job = [str(BIN / "ray"), "job"]
+        address = f"--address={cluster.dashboard}"
+        submitted = run(
+            [
+                *ray_job, "submit", address, "--no-wait", "--submission-id=e2e-stop",
+                f"--working-dir={REPO}", f"--runtime-env-json={json.dumps(stop_env)}",
+                "--", "python", *args,
+            ],
+            timeout=300, cwd=REPO, env=cluster.env(),
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr[-3000:]
+        deadline = time.monotonic() + 600
+        while not watch.second_trial_training():
+            assert time.monotonic() < deadline, "no second trial training in time"
+            status = run([*ray_job, "status", address, "e2e-stop"], timeout=120, env=cluster.env())
+            said = status.stdout + status.stderr
+            assert "RUNNING" in said or "PENDING" in said, said[-3000:]  # not ended early
+            time.sleep(5)
+        stopped = run([*ray_job, "stop", address, "e2e-stop"], timeout=400, env=cluster.env())
+        assert stopped.returncode == 0, (stopped.stdout + stopped.stderr)[-3000:]
+        logs = run([*ray_job, "logs", address, "e2e-stop"], timeout=120, env=cluster.env())
+    watch.check(logs.stdout)
 
 
 def ray_worker_pids() -> list[int]:
