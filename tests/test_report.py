@@ -60,7 +60,7 @@ def test_an_interrupted_sweep_says_so_and_lists_its_unfinished_trials_apart_from
     outcome = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=trials[1])
     assert outcome.interrupted == [trials[3]]
     text = summary(outcome, config, trials[0])
-    assert "Interrupted: 1 of 4 trials did not finish; `--resume` runs them" in text
+    assert "Interrupted: 1 of the 4 trials started did not finish; `--resume` runs them" in text
     rows = [line for line in text.splitlines() if line.startswith(("| t0", "| t1", "| t2", "| t3"))]
     assert [row.split(" | ")[0] for row in rows] == ["| t1", "| t0", "| t2", "| t3"]
     assert "| pruned after milestone 1 |" in rows[2]

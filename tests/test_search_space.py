@@ -11,7 +11,7 @@ import pytest
 from ot_ray.config import load_config
 from ot_ray.errors import ConfigError
 from ot_ray.search.milestones import MilestoneOptunaSearch, MilestoneReporter
-from ot_ray.search.scheduler import PRUNED_LOG, ReferenceKeepingASHA, pruned_trial_ids
+from ot_ray.search.scheduler import PRUNED_LOG, ReferenceKeepingASHA, pruned_trials
 from ot_ray.search.space import (
     REFERENCE_KEY,
     DefineByRun,
@@ -267,24 +267,20 @@ def test_only_trials_the_scheduler_cut_count_as_pruned(tmp_path):
         scheduler.on_trial_result(None, trial, {"milestone": 1, "objective": 60.0 + k})
     scheduler.on_trial_result(None, weak, {"milestone": 1, "objective": 10.0})
     scheduler.on_trial_result(None, baseline, {"milestone": 1, "objective": 10.0})
-    assert pruned_trial_ids(tmp_path) == {"weak"}
+    assert pruned_trials(tmp_path) == {"weak": 1}
 
-    def result(trial_id: str, milestone: int) -> SimpleNamespace:
+    def status(trial_id: str, milestone: int, of: int = 2) -> str:
         metrics = {"trial_id": trial_id, "milestone": milestone}
-        return SimpleNamespace(metrics=metrics, config={}, error=None, path=f"/x/trial_{trial_id}")
+        result = SimpleNamespace(metrics=metrics, config={}, error=None, path=f"/x/{trial_id}")
+        return trial_outcome(result, of, pruned_trials(tmp_path)).status
 
-    pruned = pruned_trial_ids(tmp_path)
-    statuses = {
-        trial_id: trial_outcome(result(trial_id, milestone), 2, pruned).status
-        for trial_id, milestone in [("weak", 1), ("s0", 1), ("s1", 2), ("never", 0)]
-    }
-    assert statuses == {
-        "weak": "pruned",
-        "s0": "interrupted",
-        "s1": "finished",
-        "never": "interrupted",
-    }
-    assert pruned_trial_ids(tmp_path / "elsewhere") == set()
+    assert status("weak", 1) == "pruned"
+    assert status("s0", 1) == "interrupted"  # stopped early, never cut: Ctrl-C
+    assert status("s1", 2) == "finished"
+    assert status("never", 0) == "interrupted"
+    # cut at 1 just before the driver was killed, went on after --resume, then Ctrl-C at 2 of 3
+    assert status("weak", 2, of=3) == "interrupted"
+    assert pruned_trials(tmp_path / "elsewhere") == {}
 
 
 def test_optuna_hears_of_a_trial_cut_before_its_last_milestone_as_pruned_not_complete(config):

@@ -24,7 +24,6 @@ from mlflow import MlflowClient
 
 from ot_ray.config import DemoConfig, load_config
 from ot_ray.demo.build import ensure_demo_world
-from ot_ray.search.scheduler import pruned_trial_ids
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
@@ -223,23 +222,29 @@ class InterruptedSweep:
 
     def check(self, output: str) -> None:
         """One trial finished, one interrupted (not pruned), the sweep's parent run KILLED."""
-        assert "Interrupted: 1 of 2 trials did not finish" in output, output[-4000:]
+        assert "Interrupted: 1 of the 2 trials started did not finish" in output, output[-4000:]
         assert "continue it with the same command and --resume" in output
-        statuses = sorted((r.data.tags["status"], r.info.status) for r in self.trial_runs())
-        assert statuses == [("finished", "FINISHED"), ("interrupted", "KILLED")]
-        assert not pruned_trial_ids(self.sweep)  # the scheduler cut nothing
+        assert self.statuses() == [("finished", "FINISHED"), ("interrupted", "KILLED")]
+        assert self.parent_status() == "KILLED"  # --resume finishes it
+
+    def statuses(self) -> list[tuple[str, str]]:
+        """(``status`` tag, MLflow run status) of every trial run."""
+        return sorted((r.data.tags["status"], r.info.status) for r in self.trial_runs())
+
+    def parent_status(self) -> str:
         experiment = self.client.get_experiment_by_name("e2e").experiment_id
-        parents = [
-            r.info.status
+        (parent,) = [
+            r
             for r in self.client.search_runs([experiment])
             if r.data.tags.get("ot_ray.role") == "sweep"
         ]
-        assert parents == ["KILLED"]  # --resume finishes it
+        return parent.info.status
 
 
 def test_ctrl_c_stops_the_sweep_and_marks_the_running_trial_interrupted_not_pruned(cache, tmp_path):
     """Ctrl-C: Tune stops, the summary still comes, and the unfinished trial is told apart
-    from a pruned one (exit 130, MLflow run KILLED with status ``interrupted``)."""
+    from a pruned one (exit 130, MLflow run KILLED with status ``interrupted``); ``--resume``
+    finishes it in the same run."""
     watch = InterruptedSweep(tmp_path)
     args = sweep_args(
         cache, tmp_path, samples=2, tracking=watch.store, **{"tune.max_concurrent_trials": 1}
@@ -251,9 +256,14 @@ def test_ctrl_c_stops_the_sweep_and_marks_the_running_trial_interrupted_not_prun
         driver.send_signal(signal.SIGINT)
         code = driver.wait(timeout=300)
         log.close()
-    output = (tmp_path / "driver.log").read_text()
-    assert code == 130, output[-4000:]
-    watch.check(output)
+        output = (tmp_path / "driver.log").read_text()
+        assert code == 130, output[-4000:]
+        watch.check(output)
+        again = run([sys.executable, *args, "--resume"], timeout=900, cwd=REPO, env=cluster.env())
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert "Interrupted" not in again.stdout
+    assert watch.statuses() == [("finished", "FINISHED"), ("finished", "FINISHED")]
+    assert watch.parent_status() == "FINISHED"
 
 
 def test_ray_job_stop_with_sigint_ends_a_submitted_sweep_as_cleanly_as_ctrl_c(cache, tmp_path):

@@ -96,7 +96,7 @@ def finish_sweep(outcome: SweepOutcome, config: Config, user_config: Config) -> 
     counts = {s: sum(t.status == s for t in outcome.trials) for s in statuses}
     failed = len(outcome.trials) - sum(counts.values())
     log_metrics(client, outcome.parent_run_id, {**counts, "failed": failed}, 0)
-    # An interrupted sweep is not over: --resume reopens its runs and finishes them.
+    # An interrupted sweep is not over: --resume reopens its runs (RUNNING) and finishes them.
     client.set_terminated(outcome.parent_run_id, "KILLED" if outcome.interrupted else "FINISHED")
     return text
 
@@ -149,8 +149,9 @@ def summary(outcome: SweepOutcome, config: Config, baseline: TrialOutcome | None
     lines.append("")
     if outcome.interrupted:
         lines += [
-            f"Interrupted: {len(outcome.interrupted)} of {len(outcome.trials)} trials did not "
-            "finish; `--resume` runs them, and the best trial below is the best so far.",
+            f"Interrupted: {len(outcome.interrupted)} of the {len(outcome.trials)} trials started "
+            "did not finish; `--resume` runs them and the trials not started yet, and the best "
+            "trial below is the best so far.",
             "",
         ]
     if best is None:

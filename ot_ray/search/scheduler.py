@@ -10,12 +10,15 @@ without one was interrupted (Ctrl-C, a stopped job), not pruned, and ``--resume`
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from ot_ray.config import Config
 from ot_ray.search.space import REFERENCE_KEY
+
+logger = logging.getLogger(__name__)
 
 #: The reported counter ASHA's rungs are placed on (finished task stages).
 TIME_ATTR = "milestone"
@@ -25,7 +28,9 @@ PRUNED_LOG = "pruned_trials.txt"
 
 class ReferenceKeepingASHA(AsyncHyperBandScheduler):
     """ASHA that records every trial in its rungs but lets reference points run to the end,
-    and writes each trial it cuts to ``pruned_log``."""
+    and writes each trial it cuts, with the milestone it was cut at, to ``pruned_log``."""
+
+    pruned_log: str | None = None  # also for schedulers pickled before it existed (--resume)
 
     def __init__(self, *args, pruned_log: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -41,17 +46,27 @@ class ReferenceKeepingASHA(AsyncHyperBandScheduler):
             self._num_stopped -= 1
             return TrialScheduler.CONTINUE
         if self.pruned_log is not None:
-            with open(self.pruned_log, "a", encoding="utf-8") as log:
-                log.write(f"{trial.trial_id}\n")
+            try:
+                with open(self.pruned_log, "a", encoding="utf-8") as log:
+                    log.write(f"{trial.trial_id} {result.get(self._time_attr, 0)}\n")
+            except OSError as error:  # the cut stands; only its label is at stake
+                logger.warning("could not record pruned trial %s: %s", trial.trial_id, error)
         return action
 
 
-def pruned_trial_ids(sweep_dir: Path) -> set[str]:
-    """The trials the scheduler cut in this sweep (all runs of it, resumed ones included)."""
+def pruned_trials(sweep_dir: Path) -> dict[str, int]:
+    """The trials the scheduler cut in this sweep (resumed runs included) and the milestone
+    each was cut at. A trial counts as pruned only if it stopped at that milestone: one whose
+    cut was written just before the driver was killed goes on after ``--resume``."""
     log = sweep_dir / PRUNED_LOG
     if not log.exists():
-        return set()
-    return {line.strip() for line in log.read_text(encoding="utf-8").splitlines() if line.strip()}
+        return {}
+    cuts: dict[str, int] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        trial_id, _, milestone = line.strip().partition(" ")
+        if trial_id and milestone.isdigit():
+            cuts[trial_id] = int(milestone)
+    return cuts
 
 
 def make_scheduler(config: Config, sweep_dir: Path) -> TrialScheduler:

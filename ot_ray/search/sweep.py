@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ot_ray.config import Config
 from ot_ray.errors import UserError
-from ot_ray.search.scheduler import make_scheduler, pruned_trial_ids
+from ot_ray.search.scheduler import make_scheduler, pruned_trials
 from ot_ray.search.space import REFERENCE_KEY, DefineByRun, optuna_points
 from ot_ray.search.tracking import (
     SWEEP_TAG,
@@ -102,7 +102,8 @@ def progress_table(config: Config):
             if not spec.when
         },
         max_report_frequency=30,
-        sort_by_metric=True,
+        # No sorting by objective: a trial midway (XNLI only) would rank above finished ones.
+        sort_by_metric=False,
         milestones=len(config.task.tasks),
     )
 
@@ -190,7 +191,7 @@ def run_sweep(
         )
     grid = tuner.fit()
     outcome = SweepOutcome(config.tune.name, directory, parent, experiment_id, uri)
-    pruned = pruned_trial_ids(directory)
+    pruned = pruned_trials(directory)
     for result in grid:
         outcome.trials.append(trial_outcome(result, len(config.task.tasks), pruned))
     outcome.best = best_trial(outcome.trials, config.tune.metric, config.tune.mode)
@@ -200,8 +201,10 @@ def run_sweep(
 def _parent_run(config: Config, directory: Path, uri: str, experiment_id: str, repo: Path) -> str:
     """The sweep's MLflow run: created once, its id kept in ``sweep.json`` for ``--resume``."""
     state = directory / STATE_FILE
-    if state.exists():
-        return json.loads(state.read_text(encoding="utf-8"))["parent_run_id"]
+    if state.exists():  # --resume: the sweep goes on in its run (closed KILLED on Ctrl-C)
+        run_id = json.loads(state.read_text(encoding="utf-8"))["parent_run_id"]
+        mlflow_client(uri).update_run(run_id, status="RUNNING")
+        return run_id
     client = mlflow_client(uri)
     run_id = get_or_create_run(
         client,
@@ -217,9 +220,10 @@ def _parent_run(config: Config, directory: Path, uri: str, experiment_id: str, r
     return run_id
 
 
-def trial_outcome(result, milestones: int, pruned: set[str]) -> TrialOutcome:
-    """A trial that stopped before its last milestone was pruned only if the scheduler cut it;
-    otherwise the sweep was interrupted under it."""
+def trial_outcome(result, milestones: int, pruned: Mapping[str, int]) -> TrialOutcome:
+    """A trial that stopped before its last milestone was pruned only if the scheduler cut it
+    there (``pruned``: trial id -> milestone of the cut); otherwise the sweep was interrupted
+    under it."""
     metrics = dict(result.metrics or {})
     params = dict(result.config or {})
     trial_id = metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_")
@@ -227,7 +231,8 @@ def trial_outcome(result, milestones: int, pruned: set[str]) -> TrialOutcome:
         return TrialOutcome(trial_id, params, metrics, "failed", error_reason(result.error))
     if metrics.get("milestone", 0) >= milestones:
         return TrialOutcome(trial_id, params, metrics, "finished")
-    status = "pruned" if trial_id in pruned else "interrupted"
+    cut_here = pruned.get(trial_id) == metrics.get("milestone", 0)
+    status = "pruned" if cut_here else "interrupted"
     return TrialOutcome(trial_id, params, metrics, status)
 
 

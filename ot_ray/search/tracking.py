@@ -135,9 +135,12 @@ def find_run(client, experiment_id: str, tags: Mapping[str, str]) -> str | None:
 def get_or_create_run(
     client, experiment_id: str, *, key_tags: Mapping[str, str], name: str, tags: Mapping[str, str]
 ) -> str:
-    """The run identified by ``key_tags``, created with ``tags`` the first time."""
+    """The run identified by ``key_tags``, created with ``tags`` the first time. A run found
+    again (a resumed sweep, a restarted trial) is reopened: the work goes on in it."""
     found = find_run(client, experiment_id, key_tags)
     if found is not None:
+        if client.get_run(found).info.status != "RUNNING":
+            client.update_run(found, status="RUNNING")
         return found
     run = client.create_run(experiment_id, run_name=name, tags={**tags, **key_tags})
     return run.info.run_id
