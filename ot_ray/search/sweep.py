@@ -17,6 +17,7 @@ from typing import Any
 
 from ot_ray.config import Config
 from ot_ray.errors import UserError
+from ot_ray.search.milestones import finished
 from ot_ray.search.scheduler import make_scheduler, pruned_trials
 from ot_ray.search.space import REFERENCE_KEY, DefineByRun, optuna_points
 from ot_ray.search.tracking import (
@@ -229,7 +230,7 @@ def trial_outcome(result, milestones: int, pruned: Mapping[str, int]) -> TrialOu
     trial_id = metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_")
     if result.error is not None:
         return TrialOutcome(trial_id, params, metrics, "failed", error_reason(result.error))
-    if metrics.get("milestone", 0) >= milestones:
+    if finished(metrics, milestones):
         return TrialOutcome(trial_id, params, metrics, "finished")
     cut_here = pruned.get(trial_id) == metrics.get("milestone", 0)
     status = "pruned" if cut_here else "interrupted"
