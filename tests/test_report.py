@@ -63,7 +63,9 @@ def test_an_interrupted_sweep_says_so_and_lists_its_unfinished_trials_apart_from
     assert "Interrupted: 1 of the 4 trials started did not finish; `--resume` runs them" in text
     rows = [line for line in text.splitlines() if line.startswith(("| t0", "| t1", "| t2", "| t3"))]
     assert [row.split(" | ")[0] for row in rows] == ["| t1", "| t0", "| t2", "| t3"]
-    assert "| pruned after milestone 1 |" in rows[2]
-    assert "| interrupted after milestone 1 |" in rows[3]
+    assert "| pruned after milestone 1 |" in rows[2] and rows[2].endswith("| (20.0) |")
+    assert "| interrupted after milestone 1 |" in rows[3] and rows[3].endswith("| (30.0) |")
+    assert rows[0].endswith("| 60.0 |")  # finished: no parentheses
+    assert "In parentheses: the objective of a trial that stopped early" in text
     finished = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials[:3], trials[1])
     assert "Interrupted" not in summary(finished, config, trials[0])

@@ -137,16 +137,25 @@ def summary(outcome: SweepOutcome, config: Config, baseline: TrialOutcome | None
         "|---|---|---|" + "---|" * len(searched) + "---:|",
     ]
     ranked = sorted(outcome.trials, key=lambda t: _sort_key(t, metric, config.tune.mode))
+    partial = False
     for trial in ranked:
         values = [_cell(trial.params.get(name)) for name in searched]
-        score = trial.metrics.get(metric)
+        score = _number(trial.metrics.get(metric))
         status = trial.status + (f" ({trial.error})" if trial.error else "")
         if trial.status in ("pruned", "interrupted"):
             status += f" after milestone {trial.metrics.get('milestone', 0)}"
-        row = [trial.trial_id, trial.reference or "", status, *values, _number(score)]
+            if metric == "objective" and score:
+                score, partial = f"({score})", True
+        row = [trial.trial_id, trial.reference or "", status, *values, score]
         lines.append("| " + " | ".join(row) + " |")
     best = outcome.best
     lines.append("")
+    if partial:
+        lines += [
+            "In parentheses: the objective of a trial that stopped early, the mean over the "
+            "task stages it finished; not comparable with a finished trial's.",
+            "",
+        ]
     if outcome.interrupted:
         lines += [
             f"Interrupted: {len(outcome.interrupted)} of the {len(outcome.trials)} trials started "
