@@ -69,3 +69,13 @@ def test_an_interrupted_sweep_says_so_and_lists_its_unfinished_trials_apart_from
     assert "In parentheses: the objective of a trial that stopped early" in text
     finished = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials[:3], trials[1])
     assert "Interrupted" not in summary(finished, config, trials[0])
+
+
+def test_a_failed_trial_with_a_partial_objective_shows_it_in_parentheses():
+    config = load_config(REPO / "configs" / "demo.yaml")
+    trials = [trial(0, "none", 0, 50.0), trial(1, "wordot", 0, 70.0, status="failed")]
+    outcome = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=trials[0])
+    text = summary(outcome, config, None)
+    rows = [r for r in text.splitlines() if r.startswith(("| t0", "| t1"))]
+    assert rows[0].startswith("| t0") and rows[0].endswith("| 50.0 |")
+    assert rows[1].startswith("| t1") and rows[1].endswith("| (70.0) |")

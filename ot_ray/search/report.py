@@ -144,8 +144,8 @@ def summary(outcome: SweepOutcome, config: Config, baseline: TrialOutcome | None
         status = trial.status + (f" ({trial.error})" if trial.error else "")
         if trial.status in ("pruned", "interrupted"):
             status += f" after milestone {trial.metrics.get('milestone', 0)}"
-            if metric == "objective" and score:
-                score, partial = f"({score})", True
+        if trial.status != "finished" and metric == "objective" and score:
+            score, partial = f"({score})", True  # failed ones too: all stopped before the end
         row = [trial.trial_id, trial.reference or "", status, *values, score]
         lines.append("| " + " | ".join(row) + " |")
     best = outcome.best
