@@ -7,7 +7,8 @@ knob (tolerance, iteration cap or annealing factor) is tightened until its resul
 that setting. Printed per method: median ms, ratio to ot-ray, peak memory, error, and the knob.
 
 Methods:
-  ot-ray        ot_ray.ot.sinkhorn_divergence (native batched log-domain kernel)
+  ot-ray        ot_ray.ot.sinkhorn_divergence, backend native (the batched torch-op loop)
+  ot-ray-fused  the same with backend fused (the Triton kernel; CUDA only, skipped elsewhere)
   pot-loop      a Python loop over pairs calling POT ot.sinkhorn2(method="sinkhorn_log"), torch
                 backend (3 problems per pair). sinkhorn2 returns the linear cost <P, C>, so its
                 error is measured against the reference of that quantity.
@@ -98,8 +99,8 @@ def reference(x: torch.Tensor, y: torch.Tensor, eps: float) -> tuple[torch.Tenso
     return full[0] - 0.5 * (full[1] + full[2]), linear[0] - 0.5 * (linear[1] + linear[2])
 
 
-def ot_ray_method(eps: float, tol: float) -> Divergence:
-    options = SinkhornConfig(tol=tol, max_iters=20_000)
+def ot_ray_method(eps: float, tol: float, backend: str = "native") -> Divergence:
+    options = SinkhornConfig(backend=backend, tol=tol, max_iters=20_000)
 
     def run(x, y):
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
@@ -154,6 +155,11 @@ def geomloss_method(eps: float, scaling: float) -> Divergence:
 METHODS: dict[str, tuple[Callable[[float, float], Divergence], list[float], str]] = {
     # name: (factory, knob values from cheapest to most accurate, knob name)
     "ot-ray": (ot_ray_method, [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5], "tol"),
+    "ot-ray-fused": (
+        lambda eps, tol: ot_ray_method(eps, tol, backend="fused"),
+        [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5],
+        "tol",
+    ),
     "pot-loop": (pot_loop_method, [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5], "stopThr"),
     "pot-batch": (pot_batch_method, [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5], "tol"),
     "geomloss": (geomloss_method, [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99], "scaling"),
@@ -220,6 +226,9 @@ def bench_size(batch, n, dim, eps, target, reps, device, methods) -> list[Row]:
     ref_full, ref_linear = reference(x, y, eps)
     rows = []
     for name in methods:
+        if name == "ot-ray-fused" and device != "cuda":
+            print("ot-ray-fused skipped: the fused kernel runs on CUDA GPUs")
+            continue
         factory, knobs, knob_name = METHODS[name]
         target_value = ref_linear if name == "pot-loop" else ref_full
         best: tuple[float, float] | None = None

@@ -206,7 +206,11 @@ class DataConfig(Section):
 class SinkhornConfig(Section):
     """How the entropic OT problems are solved (see :mod:`ot_ray.ot`)."""
 
-    backend: Literal["native", "pot"] = "native"
+    backend: Literal["auto", "native", "fused", "pot"] = Field(
+        default="auto",
+        description="auto: the fused GPU kernel on CUDA (problems up to 128 words a side), "
+        "the torch loop elsewhere; native: the torch loop; fused: the Triton kernel; pot: POT.",
+    )
     n_iters: PositiveInt | None = Field(
         default=None, description="Fixed iteration count at the target eps (no host sync)."
     )

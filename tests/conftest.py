@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # Triton's CPU interpreter runs the fused Sinkhorn kernel in test_fused_sinkhorn.py. Triton
+    # reads this once, when it is first imported (its own library functions are jit'd at import),
+    # so it is set here, before any test or torch.compile can import it.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def padded_batch(batch: int, max_n: int, max_m: int, dim: int, *, seed: int, dtype=torch.float64):

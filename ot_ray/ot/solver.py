@@ -42,7 +42,8 @@ class OTResult:
     potentials ``f`` (B, n), ``g`` (B, m) are detached (zero at padded positions). ``empty`` (B,)
     marks problems where a side had no mass: their value, plan and potentials are zero.
     ``marginal_error`` is the L1 violation of the row marginals measured at the last check (None
-    when a fixed iteration count was used and no check ran).
+    when a fixed iteration count was used and no check ran). The fused backend stops each problem
+    on its own: there ``n_iters`` is the most any problem ran and the error the worst problem's.
     """
 
     value: Tensor
@@ -96,9 +97,17 @@ def entropic_ot(
     log_a, log_b = _safe_log(a), _safe_log(b)
 
     with torch.no_grad():
-        if options.backend == "native":
+        backend = resolve_backend(options.backend, cost)
+        if backend == "native":
             f, g, n_iters, error = _sinkhorn(
                 cost.detach(), log_a, log_b, epsilon, tau, options, symmetric
+            )
+        elif backend == "fused":
+            from ot_ray.ot.fused_sinkhorn import fused_potentials
+
+            schedule = _annealing_schedule(cost, epsilon, options.eps_scaling)
+            f, g, n_iters, error = fused_potentials(
+                cost.detach(), log_a, log_b, epsilon, tau, options, schedule, symmetric
             )
         else:
             from ot_ray.ot.pot_backend import pot_potentials
@@ -246,6 +255,17 @@ def _iterate(step, f: Tensor, g: Tensor, log_a: Tensor, epsilon: float, options:
             if error < options.tol:
                 break
     return f, g, n_iters, error
+
+
+def resolve_backend(name: str, cost: Tensor) -> str:
+    """``auto``: the fused kernel for CUDA problems it can hold, the torch loop otherwise."""
+    if name != "auto":
+        return name
+    if not cost.is_cuda:
+        return "native"
+    from ot_ray.ot.fused_sinkhorn import fused_available
+
+    return "fused" if fused_available(cost) else "native"
 
 
 def _damping(eps: float, tau: float | None) -> float:
