@@ -53,6 +53,8 @@ from ot_ray.tasks.xquad import evaluate_qa, qa_collate, qa_eval_dataset, qa_trai
 from ot_ray.training import StageState, compiled
 
 EVAL_SPLITS = ("dev", "test")
+#: Stage-1 step values reported as their mean over the steps since the last report.
+STAGE1_MEANS = ("align/loss", "align/ot/sweeps", "align/ot/marginal_error")
 
 
 #: Held-out pairs per language whose transport plan is drawn after alignment.
@@ -297,15 +299,16 @@ class Trial:
             if self.restored is not None and state.step > 0:
                 optimizer_state, _ = load_stage(self.restored, encoder, distributed.rank())
             stage_state = StageState(step=state.step)
-            window: list[float] = []
+            windows: dict[str, list[float]] = {key: [] for key in STAGE1_MEANS}
 
             def after_step(progress: StageState, means: dict[str, float]) -> None:
-                window.append(means.get("align/loss", 0.0))
+                for key, window in windows.items():
+                    if key in means:
+                        window.append(means[key])
                 every = config.train.checkpoint_every
                 if every and progress.step % every == 0:
                     state.step = progress.step
-                    state.metrics["align/loss"] = statistics.fmean(window)
-                    window.clear()
+                    _record_means(state.metrics, windows)
                     self._measure_alignment(encoder, state, write_links=False)
                     encoder.train()
                     self._checkpoint(
@@ -329,8 +332,7 @@ class Trial:
                 after_step=after_step,
                 show_progress=self.show_progress,
             )
-            if window:
-                state.metrics["align/loss"] = statistics.fmean(window)
+            _record_means(state.metrics, windows)
             state.metrics["align/steps"] = float(stage_state.step)
             del reference, objective, optimizer, scheduler
         self._finish_stage(state, encoder)
@@ -553,6 +555,14 @@ class Trial:
         (self.out / "metrics.json").write_text(
             json.dumps(dict(sorted(state.metrics.items())), indent=1), encoding="utf-8"
         )
+
+
+def _record_means(metrics: dict, windows: dict[str, list[float]]) -> None:
+    """Each window's mean into ``metrics`` (windows with no values are left out), then empty."""
+    for key, window in windows.items():
+        if window:
+            metrics[key] = statistics.fmean(window)
+            window.clear()
 
 
 def _load_encoder_weights(model: torch.nn.Module, encoder: torch.nn.Module) -> None:

@@ -11,7 +11,7 @@ import torch
 from conftest import padded_batch
 
 from ot_ray.config import SinkhornConfig
-from ot_ray.ot import cost_matrix, entropic_ot, uniform_masses
+from ot_ray.ot import cost_matrix, entropic_ot, record_solver, uniform_masses
 
 TIGHT = SinkhornConfig(tol=1e-12, max_iters=20_000)
 
@@ -174,3 +174,15 @@ def test_float32_stable_at_small_eps_and_large_costs():
         assert torch.isfinite(result.value).all() and torch.isfinite(grad).all()
         assert result.value.min() >= 0 and result.value.max() <= 10.0 + 1e-3
         assert not math.isnan(result.marginal_error)
+
+
+def test_record_solver_collects_the_sweeps_and_the_worst_marginal_error():
+    cost, a, b = _problem()
+    with record_solver() as log:
+        to_tolerance = entropic_ot(cost, a, b, 0.1, options=SinkhornConfig(tol=1e-6))
+        fixed = entropic_ot(cost, a, b, 0.1, options=SinkhornConfig(n_iters=7))
+    assert log.calls == 2
+    assert log.sweeps == max(to_tolerance.n_iters, 7) and to_tolerance.n_iters > 7
+    assert log.marginal_error == to_tolerance.marginal_error and fixed.marginal_error is None
+    entropic_ot(cost, a, b, 0.1, options=SinkhornConfig(max_iters=3000))
+    assert log.calls == 2  # nothing is recorded outside the block

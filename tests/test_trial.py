@@ -43,7 +43,7 @@ def finished(cache, tmp_path_factory):
 
 
 def test_metrics_use_the_documented_names(finished):
-    _, out, metrics = finished
+    config, out, metrics = finished
     stored = json.loads((out / "metrics.json").read_text())
     assert stored == pytest.approx(metrics)
     for lang in EVAL:
@@ -57,6 +57,9 @@ def test_metrics_use_the_documented_names(finished):
     for name in ("avg_seen", "avg_seen_targets", "avg_unseen", "avg_targets", "avg_all"):
         assert f"xnli/test/acc/{name}" in stored
     assert stored["align/steps"] > 0 and stored["align/loss"] > 0
+    # the solver's effort, averaged over steps: at most max_iters sweeps at the target eps
+    assert 0 < stored["align/ot/sweeps"] <= config.alignment.ot.solver.max_iters
+    assert stored["align/ot/marginal_error"] >= 0
     seen = [stored[f"xnli/test/acc/{x}"] for x in ["de", "fr", "bg", "es"]]
     assert stored["xnli/test/acc/avg_seen_targets"] == pytest.approx(sum(seen) / 4)
     assert stored["xnli/test/acc/avg_unseen"] == pytest.approx(stored["xnli/test/acc/el"])

@@ -12,7 +12,7 @@ import torch
 from ot_ray.align.batches import ParallelBatch
 from ot_ray.align.losses import anchor_regulariser, l2_alignment_loss, ot_alignment_loss
 from ot_ray.config import AlignmentConfig
-from ot_ray.ot import pool_words
+from ot_ray.ot import pool_words, record_solver
 
 
 def hidden_layers(model: torch.nn.Module, batch: ParallelBatch, layers: list[int]):
@@ -54,10 +54,15 @@ class AlignmentObjective:
             hidden = [torch.cat([states[:size], states[size:].detach()]) for states in hidden]
         align = torch.zeros((), device=batch.input_ids.device)
         empty = 0
-        for states in hidden:
-            per_pair, empty = self._alignment(states, batch)
-            align = align + per_pair / len(hidden)
+        with record_solver() as solver:
+            for states in hidden:
+                per_pair, empty = self._alignment(states, batch)
+                align = align + per_pair / len(hidden)
         total, parts = align, {"align/loss": float(align.detach())}
+        if solver.calls:
+            parts["align/ot/sweeps"] = float(solver.sweeps)
+            if solver.marginal_error is not None:
+                parts["align/ot/marginal_error"] = solver.marginal_error
         if config.reg_lambda > 0 and self.reference is not None:
             pivot = _pivot_rows(batch)
             with torch.no_grad():
