@@ -152,14 +152,11 @@ def geomloss_method(eps: float, scaling: float) -> Divergence:
     return lambda x, y: loss(x, y)
 
 
+OT_RAY_TOLS = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5]
 METHODS: dict[str, tuple[Callable[[float, float], Divergence], list[float], str]] = {
     # name: (factory, knob values from cheapest to most accurate, knob name)
-    "ot-ray": (ot_ray_method, [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5], "tol"),
-    "ot-ray-fused": (
-        lambda eps, tol: ot_ray_method(eps, tol, backend="fused"),
-        [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5],
-        "tol",
-    ),
+    "ot-ray": (ot_ray_method, OT_RAY_TOLS, "tol"),
+    "ot-ray-fused": (lambda eps, tol: ot_ray_method(eps, tol, backend="fused"), OT_RAY_TOLS, "tol"),
     "pot-loop": (pot_loop_method, [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5], "stopThr"),
     "pot-batch": (pot_batch_method, [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5], "tol"),
     "geomloss": (geomloss_method, [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99], "scaling"),
