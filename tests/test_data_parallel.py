@@ -112,3 +112,33 @@ def test_packing_joins_neighbours_and_shifts_their_links(world):
     for source, target, links in zip(joined.sources, joined.targets, joined.links, strict=True):
         assert all(s < len(source.split()) and t < len(target.split()) for s, t in links)
     assert packed(corpus, 1) is corpus
+
+
+def test_a_directory_or_an_unreadable_file_is_named(tmp_path, monkeypatch):
+    folder = tmp_path / "corpus.tsv"
+    folder.mkdir()
+    with pytest.raises(DataError, match=r"corpus\.tsv: is a directory, not a file"):
+        read_parallel_tsv(folder)
+    source = write(tmp_path / "de.txt", "a\n")
+    with pytest.raises(DataError, match=r"corpus\.tsv: is a directory"):
+        read_line_aligned(source, folder)
+    locked = write(tmp_path / "locked.tsv", "a\tb\n")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)  # tests may run as root, where chmod is ignored
+    with pytest.raises(DataError, match=r"locked\.tsv: cannot read the file: Permission denied"):
+        read_parallel_tsv(locked)
+
+
+def test_resizing_an_empty_corpus_names_its_files(tmp_path):
+    tsv = write(tmp_path / "empty.tsv", "\tx\ny\t\n")
+    corpus = read_parallel_tsv(tsv)
+    with pytest.raises(DataError, match=r"empty\.tsv: no sentence pairs to resize to 10 \(2 skip"):
+        corpus.resized(10, seed=0)
+    source, target = write(tmp_path / "de.txt", ""), write(tmp_path / "en.txt", "")
+    with pytest.raises(DataError, match=r"de\.txt \+ .*en\.txt: no sentence pairs to resize"):
+        read_line_aligned(source, target).resized(10, seed=0)
+    with pytest.raises(DataError, match=r"empty\.tsv: no sentence pairs"):
+        packed(corpus, 2).resized(10, seed=0)

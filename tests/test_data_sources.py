@@ -35,6 +35,10 @@ def test_templates_expand_pair_in_europarl_order():
     assert fill("{pair}", lang="bg", **WHERE) == "bg-en"
     with pytest.raises(DataError, match="bad placeholder"):
         fill("{language}", lang="de", **WHERE)
+    with pytest.raises(DataError, match=r"config: bad placeholder in '\{root\.x\}/a' \(.*'x'"):
+        fill("{root.x}/a", lang="de", **WHERE)
+    with pytest.raises(DataError, match=r"config: bad placeholder in '\{lang\[a\]\}'"):
+        fill("{lang[a]}", lang="de", **WHERE)
 
 
 def test_europarl_schema(tmp_path):
@@ -169,3 +173,38 @@ def test_parallel_tokenisation_indexes_whitespace_words_and_counts_truncation(tm
     changed = ParallelCorpus(sources=["ab c", "abc"], targets=["x yz", "k"])
     tokenize_parallel(changed, word_tokenizer(), 6, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("parallel-*.arrow"))) == 2
+
+
+def test_malformed_local_json_through_the_hub_path_is_named(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"translation": {"de": "a", "en": "b"}}\n{"translation": \n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"json:train:.*broken\.jsonl: cannot load .*JSON parse"):
+        read_parallel(hub_json(path), lang="de", **WHERE)
+
+
+def test_bad_squad_rows_from_the_hub(tmp_path):
+    context = "The cat sat on the mat."
+    row = {"id": "q1", "context": context, "question": "Where?"}
+    rows = [row | {"answers": {"text": ["."], "answer_start": [-1]}}]  # context[-1:] == "."
+    bad = hub_json(write_jsonl(tmp_path / "negative.jsonl", rows))
+    with pytest.raises(DataError, match=r"negative\.jsonl: row 1 \(id q1\): .*non-negative"):
+        read_qa(bad, lang="en", **WHERE)
+    answers = {"text": ["the mat"], "answer_start": [15]}
+    rows = [row | {"answers": answers}, row | {"answers": answers}]
+    twice = hub_json(write_jsonl(tmp_path / "twice.jsonl", rows))
+    with pytest.raises(DataError, match=r"twice\.jsonl: row 2: id q1 repeats that of row 1"):
+        read_qa(twice, lang="en", **WHERE)
+    rows = [row | {"question": None, "answers": answers}]
+    null = hub_json(write_jsonl(tmp_path / "null.jsonl", rows))
+    with pytest.raises(DataError, match=r"null\.jsonl: row 1 \(id q1\): context and question"):
+        read_qa(null, lang="en", **WHERE)
+
+
+def test_an_empty_corpus_names_its_sources_when_resized(tmp_path):
+    local = write_jsonl(tmp_path / "a.jsonl", [{"translation": {"de": "", "en": "x"}}])
+    tsv = tmp_path / "b.tsv"
+    tsv.write_text("\tz\n", encoding="utf-8")
+    specs = [hub_json(local), SourceSpec(path=str(tsv))]
+    corpus = read_parallel_sources(specs, lang="de", **WHERE)
+    with pytest.raises(DataError, match=r"json:train:.*a\.jsonl \+ .*b\.tsv: no sentence pairs"):
+        corpus.resized(5, seed=0)

@@ -95,3 +95,89 @@ def test_squad_answer_start_must_point_at_the_answer(tmp_path):
 def test_bad_squad_files(tmp_path, content, message):
     with pytest.raises(DataError, match=message):
         read_squad(write(tmp_path / "s.json", content))
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ('{"premise": null, "hypothesis": "b", "label": 0}', r"x\.jsonl:2: premise .* found null"),
+        ('{"premise": "a", "hypothesis": 3, "label": 0}', r"x\.jsonl:2: hypothesis .* found 3"),
+        ('{"premise": "a", "hypothesis": "b", "label": true}', r"x\.jsonl:2: label .* found true"),
+        ('{"premise": "a", "hypothesis": "b", "label": 1.0}', r"x\.jsonl:2: label .* found 1\.0"),
+        ('{"premise": "a", "hypothesis": "b", "label": "²"}', r"x\.jsonl:2: unknown label '²'"),
+    ],
+)
+def test_xnli_jsonl_rejects_wrong_types_at_their_line(tmp_path, row, message):
+    good = '{"premise": "a", "hypothesis": "b", "label": 0}\n'
+    with pytest.raises(DataError, match=message):
+        read_xnli(write(tmp_path / "x.jsonl", good + row + "\n"))
+
+
+def squad_document(*qas: dict, context: object = "Anna sees 3 cups .") -> str:
+    """One article: a first paragraph without questions, then ``qas`` on ``context``."""
+    paragraphs = [{"context": "x", "qas": []}, {"context": context, "qas": list(qas)}]
+    return json.dumps({"data": [{"paragraphs": paragraphs}]})
+
+
+def qa(qid: object = "q1", question: object = "what ?", answers: object = None) -> dict:
+    if answers is None:
+        answers = [{"text": "3 cups", "answer_start": 10}]
+    return {"id": qid, "question": question, "answers": answers}
+
+
+def answer(text: object, start: object) -> dict:
+    return qa(answers=[{"text": text, "answer_start": start}])
+
+
+QA0 = r"s\.json: question 'q1' \(data\[0\]\.paragraphs\[1\]\.qas\[0\]"
+AT = r"s\.json: data\[0\]\.paragraphs\[1\]\.qas"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (squad_document(qa(answers=[])), rf"{QA0}\): no answers"),
+        (squad_document(answer("A", -18)), rf"{QA0}\.answers\[0\]\): answer_start -18 is negative"),
+        (squad_document(answer("", 0)), rf"{QA0}\.answers\[0\]\): needs a non-empty string text"),
+        (squad_document(answer(3, 0)), rf"{QA0}\.answers\[0\]\): needs .*, found {{.*3"),
+        (squad_document(answer("A", True)), rf"{QA0}\.answers\[0\]\): needs .* integer"),
+        (squad_document(qa(answers=["A"])), rf"{QA0}\.answers\[0\]\): needs .* found \"A\""),
+        (squad_document({**qa(), "answers": None}), rf"{AT}\[0\]\.answers: .* null"),
+        (squad_document(qa(), qa()), rf"{AT}\[1\]: id 'q1' repeats that of data\[0\]\.par"),
+        (squad_document(qa(question=None)), rf"{AT}\[0\]: needs a string id .* question null"),
+        (squad_document(qa(question=["?"])), rf"{AT}\[0\]: needs .* question \[\"\?\"\]"),
+        (squad_document(qa(qid=None)), rf"{AT}\[0\]: needs a string id .* found id null"),
+        (squad_document(qa(), context=7), r"s\.json: data\[0\]\.paragraphs\[1\] has no context"),
+        ('{"data": [1]}', r"s\.json: data\[0\]: expected an object, found 1"),
+        ('{"data": [{"title": "t"}]}', r"s\.json: data\[0\]: missing 'paragraphs'"),
+        ('{"data": [{"paragraphs": ["p"]}]}', r"s\.json: data\[0\]\.paragraphs\[0\]: expected an"),
+    ],
+)
+def test_bad_squad_questions_name_file_and_json_path(tmp_path, content, message):
+    with pytest.raises(DataError, match=message):
+        read_squad(write(tmp_path / "s.json", content))
+
+
+def test_squad_keeps_every_answer_of_an_evaluation_question(tmp_path):
+    answers = [{"text": "3 cups", "answer_start": 10}, {"text": "cups", "answer_start": 12}]
+    (example,) = read_squad(write(tmp_path / "s.json", squad_document(qa(answers=answers))))
+    assert example.answers == ("3 cups", "cups") and example.answer_starts == (10, 12)
+
+
+def test_task_readers_name_a_directory_or_an_unreadable_file(tmp_path, monkeypatch):
+    folder = tmp_path / "xnli.tsv"
+    folder.mkdir()
+    with pytest.raises(DataError, match=r"xnli\.tsv: is a directory, not a file"):
+        read_xnli(folder)
+    squad_folder = tmp_path / "xquad.json"
+    squad_folder.mkdir()
+    with pytest.raises(DataError, match=r"xquad\.json: is a directory, not a file"):
+        read_squad(squad_folder)
+    locked = write(tmp_path / "locked.jsonl", "{}\n")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)  # tests may run as root, where chmod is ignored
+    with pytest.raises(DataError, match=r"locked\.jsonl: cannot read the file: Permission denied"):
+        read_xnli(locked)

@@ -34,7 +34,7 @@ def _require(dataset: Any, columns: Iterable[str], described: str) -> None:
 def parallel_from_hub(dataset: Any, lang: str, pivot: str, *, described: str) -> ParallelCorpus:
     """Europarl-style ``translation`` rows; pairs with an empty side are skipped and counted."""
     _require(dataset, ["translation"], described)
-    corpus = ParallelCorpus()
+    corpus = ParallelCorpus(origin=described)
     for row_number, row in enumerate(dataset["translation"], start=1):
         if not isinstance(row, Mapping) or lang not in row or pivot not in row:
             raise DataError(
@@ -78,7 +78,19 @@ def squad_from_hub(dataset: Any, *, described: str) -> list[QAExample]:
     """SQuAD/XQuAD rows; every answer_start must point at its answer text."""
     _require(dataset, ["id", "context", "question", "answers"], described)
     examples = []
+    seen: dict[str, int] = {}  # question id -> row number of its first occurrence
     for row_number, row in enumerate(dataset, start=1):
+        if not isinstance(row["context"], str) or not isinstance(row["question"], str):
+            raise DataError(
+                f"row {row_number} (id {row['id']}): context and question must be strings",
+                path=described,
+            )
+        if str(row["id"]) in seen:
+            raise DataError(
+                f"row {row_number}: id {row['id']} repeats that of row {seen[str(row['id'])]}",
+                path=described,
+            )
+        seen[str(row["id"])] = row_number
         answers = row["answers"] or {}
         texts, starts = list(answers.get("text", [])), list(answers.get("answer_start", []))
         if not texts or len(texts) != len(starts):
@@ -87,6 +99,12 @@ def squad_from_hub(dataset: Any, *, described: str) -> list[QAExample]:
                 path=described,
             )
         for text, start in zip(texts, starts, strict=True):
+            if not isinstance(text, str) or not text or not isinstance(start, int) or start < 0:
+                raise DataError(
+                    f"row {row_number} (id {row['id']}): answer {text!r} at {start!r} needs a "
+                    "non-empty text and a non-negative answer_start",
+                    path=described,
+                )
             if row["context"][start : start + len(text)] != text:
                 raise DataError(
                     f"row {row_number} (id {row['id']}): answer_start {start} does not point at "

@@ -26,6 +26,8 @@ class ParallelCorpus:
     targets: list[str] = field(default_factory=list)
     links: list[set[Link]] | None = None
     skipped_empty: int = 0
+    #: Where the pairs came from (file names or a Hub dataset), for error messages.
+    origin: str = ""
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -34,7 +36,11 @@ class ParallelCorpus:
         """Exactly ``n`` pairs: a seeded subsample, or whole copies plus a seeded remainder
         (the paper upsamples small corpora to 250K pairs)."""
         if not self.sources:
-            raise ValueError("cannot resize an empty corpus")
+            raise DataError(
+                f"no sentence pairs to resize to {n} ({self.skipped_empty} skipped for an empty "
+                "side)",
+                path=self.origin or "parallel corpus",
+            )
         rng = random.Random(seed)
         copies, remainder = divmod(n, len(self))
         order = [i for _ in range(copies) for i in range(len(self))]
@@ -44,6 +50,7 @@ class ParallelCorpus:
             targets=[self.targets[i] for i in order],
             links=None if self.links is None else [self.links[i] for i in order],
             skipped_empty=self.skipped_empty,
+            origin=self.origin,
         )
 
 
@@ -70,7 +77,7 @@ def packed(corpus: ParallelCorpus, k: int) -> ParallelCorpus:
                 shift_source += len(corpus.sources[i].split())
                 shift_target += len(corpus.targets[i].split())
             links.append(joined)
-    return ParallelCorpus(sources, targets, links, corpus.skipped_empty)
+    return ParallelCorpus(sources, targets, links, corpus.skipped_empty, corpus.origin)
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -79,6 +86,10 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
         handle = path.open("rb")
     except FileNotFoundError:
         raise DataError("no such file", path=path) from None
+    except IsADirectoryError:
+        raise DataError("is a directory, not a file", path=path) from None
+    except OSError as err:  # PermissionError and the like
+        raise DataError(f"cannot read the file: {err.strerror or err}", path=path) from None
     with handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -145,7 +156,7 @@ def _corpus(
                     line=number,
                 )
             links.append(pair_links)
-    corpus = ParallelCorpus(links=[] if links is not None else None)
+    corpus = ParallelCorpus(links=[] if links is not None else None, origin=described)
     for k, (_, source, target) in enumerate(pairs):
         if not source.strip() or not target.strip():
             corpus.skipped_empty += 1

@@ -42,7 +42,7 @@ def fill(template: str | None, *, root: str, lang: str, pivot: str) -> str | Non
     pair = "-".join(sorted((lang, pivot)))
     try:
         return template.format(root=root, lang=lang, pivot=pivot, pair=pair)
-    except (KeyError, IndexError, ValueError) as err:
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as err:
         raise DataError(
             f"bad placeholder in {template!r} ({err}); use {{root}} {{lang}} {{pivot}} {{pair}}",
             path="config",
@@ -75,6 +75,7 @@ def read_parallel_sources(
         targets=[t for part in parts for t in part.targets],
         links=[link for part in parts for link in part.links] if with_links else None,
         skipped_empty=sum(part.skipped_empty for part in parts),
+        origin=" + ".join(part.origin for part in parts),
     )
 
 
@@ -111,6 +112,7 @@ def _describe(spec: SourceSpec, values: dict[str, str | None]) -> str:
 def _load_hub(spec: SourceSpec, values: dict[str, str | None]):
     """``datasets.load_dataset`` with a one-line error instead of a traceback on failure."""
     import datasets
+    from datasets.exceptions import DatasetsError
 
     try:
         return datasets.load_dataset(
@@ -120,8 +122,11 @@ def _load_hub(spec: SourceSpec, values: dict[str, str | None]):
             data_files=values["data_files"],
             revision=spec.revision,
         )
-    except (FileNotFoundError, ValueError, ConnectionError, OSError) as err:
-        message = " ".join(str(err).split())[:300]
+    except (FileNotFoundError, ValueError, ConnectionError, OSError, DatasetsError) as err:
+        # DatasetGenerationError (malformed local JSON, CSV...) says only "An error occurred";
+        # the parser's message is its cause.
+        cause = f": {err.__cause__}" if isinstance(err, DatasetsError) and err.__cause__ else ""
+        message = " ".join(f"{err}{cause}".split())[:300]
         raise DataError(
             f"cannot load the dataset: {message}", path=_describe(spec, values)
         ) from None

@@ -89,11 +89,22 @@ def _jsonl_rows(path: Path):
         missing = [c for c in NLI_COLUMNS if c not in row] if isinstance(row, dict) else NLI_COLUMNS
         if missing:
             raise DataError(f"missing field(s) {list(missing)}", path=path, line=number)
-        yield number, {c: row[c] if c == "label" else str(row[c]) for c in NLI_COLUMNS}
+        for column in ("premise", "hypothesis"):
+            if not isinstance(row[column], str):
+                raise DataError(
+                    f"{column} must be a string, found {_shown(row[column])}",
+                    path=path,
+                    line=number,
+                )
+        yield number, {c: row[c] for c in NLI_COLUMNS}
 
 
 def _label(value: object, path: Path, line: int) -> int:
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise DataError(
+            f"label must be a name or an integer, found {_shown(value)}", path=path, line=line
+        )
+    if isinstance(value, int) or value.strip().isdecimal():
         index = int(value)
         if 0 <= index < len(NLI_LABELS):
             return index
@@ -107,7 +118,10 @@ def _label(value: object, path: Path, line: int) -> int:
 
 
 def read_squad(path: Path) -> list[QAExample]:
-    """Questions of a SQuAD v1.1 file, each answer checked against its ``answer_start``."""
+    """Questions of a SQuAD v1.1 file, each answer checked against its ``answer_start``.
+
+    Errors name the file and the JSON path (``data[0].paragraphs[1].qas[2]``) of the bad value.
+    """
     text = "\n".join(line for _, line in read_lines(path))
     try:
         document = json.loads(text)
@@ -116,21 +130,51 @@ def read_squad(path: Path) -> list[QAExample]:
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise DataError('not SQuAD JSON: expected {"data": [...]} at the top', path=path)
     examples = []
+    seen: dict[str, str] = {}  # question id -> JSON path of its first occurrence
     for a, article in enumerate(document["data"]):
-        for p, paragraph in enumerate(article.get("paragraphs", [])):
+        for p, paragraph in enumerate(_json_list(article, "paragraphs", f"data[{a}]", path)):
+            in_paragraph = f"data[{a}].paragraphs[{p}]"
+            qas = _json_list(paragraph, "qas", in_paragraph, path)
             context = paragraph.get("context")
             if not isinstance(context, str):
-                raise DataError(f"data[{a}].paragraphs[{p}] has no context", path=path)
-            for q, qa in enumerate(paragraph.get("qas", [])):
-                where = f"question {qa.get('id')!r} (data[{a}].paragraphs[{p}].qas[{q}])"
-                answers = qa.get("answers") or []
+                raise DataError(f"{in_paragraph} has no context", path=path)
+            for q, qa in enumerate(qas):
+                at = f"{in_paragraph}.qas[{q}]"
+                answers = _json_list(qa, "answers", at, path)
+                qid, question = qa.get("id"), qa.get("question")
+                if not isinstance(qid, str) or not qid or not isinstance(question, str):
+                    raise DataError(
+                        f"{at}: needs a string id and a string question, found id "
+                        f"{_shown(qid)} and question {_shown(question)}",
+                        path=path,
+                    )
+                if qid in seen:
+                    raise DataError(f"{at}: id {qid!r} repeats that of {seen[qid]}", path=path)
+                seen[qid] = at
+                where = f"question {qid!r} ({at})"
+                if not answers:
+                    raise DataError(f"{where}: no answers (SQuAD v1.1 needs one)", path=path)
                 texts, starts = [], []
-                for answer in answers:
-                    start, answer_text = answer.get("answer_start"), answer.get("text")
-                    if not isinstance(start, int) or not isinstance(answer_text, str):
-                        raise DataError(f"{where}: answer lacks text or answer_start", path=path)
-                    if context[start : start + len(answer_text)] != answer_text:
-                        found = context[start : start + len(answer_text)]
+                for k, answer in enumerate(answers):
+                    at_answer = f"question {qid!r} ({at}.answers[{k}])"
+                    ok = isinstance(answer, dict)
+                    start = answer.get("answer_start") if ok else None
+                    answer_text = answer.get("text") if ok else None
+                    if (
+                        not isinstance(start, int)
+                        or isinstance(start, bool)
+                        or not isinstance(answer_text, str)
+                        or not answer_text
+                    ):
+                        raise DataError(
+                            f"{at_answer}: needs a non-empty string text and an integer "
+                            f"answer_start, found {_shown(answer)}",
+                            path=path,
+                        )
+                    if start < 0:
+                        raise DataError(f"{at_answer}: answer_start {start} is negative", path=path)
+                    found = context[start : start + len(answer_text)]
+                    if found != answer_text:
                         raise DataError(
                             f"{where}: answer_start {start} points at {found!r}, "
                             f"not at the answer {answer_text!r}",
@@ -138,9 +182,22 @@ def read_squad(path: Path) -> list[QAExample]:
                         )
                     texts.append(answer_text)
                     starts.append(start)
-                if "id" not in qa or "question" not in qa:
-                    raise DataError(f"{where}: needs an id and a question", path=path)
-                examples.append(
-                    QAExample(str(qa["id"]), context, qa["question"], tuple(texts), tuple(starts))
-                )
+                examples.append(QAExample(qid, context, question, tuple(texts), tuple(starts)))
     return examples
+
+
+def _json_list(parent: object, key: str, where: str, path: Path) -> list:
+    """``parent[key]`` of a SQuAD document, which must be an object holding a list there."""
+    if not isinstance(parent, dict):
+        raise DataError(f"{where}: expected an object, found {_shown(parent)}", path=path)
+    if key not in parent:
+        raise DataError(f"{where}: missing {key!r}", path=path)
+    if not isinstance(parent[key], list):
+        raise DataError(f"{where}.{key}: expected a list, found {_shown(parent[key])}", path=path)
+    return parent[key]
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """A JSON value as the file spells it (``null``, ``true``), cut short for a message."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
