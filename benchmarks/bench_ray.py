@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ot_ray.cli import run
 from ot_ray.config import Config, load_config
 from ot_ray.launch import fit, resolve_paths
 from ot_ray.reporters import LocalReporter
@@ -123,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(lambda _: main())  # a config or data error: one line, exit 2

@@ -21,10 +21,11 @@ import statistics
 import time
 from pathlib import Path
 
+from ot_ray.cli import run
 from ot_ray.config import load_config
 from ot_ray.launch import resolve_paths
 from ot_ray.reporters import LocalReporter
-from ot_ray.trial import run_trial
+from ot_ray.trial import check_data, run_trial
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,6 +71,7 @@ def run_variant(args: argparse.Namespace, variant: str, seed: int) -> dict[str, 
     overrides = [*args.overrides, *VARIANTS[variant], f"train.seed={seed}"]
     overrides += [f"train.output_dir={out}", "train.checkpoint_every=100000"]
     config = resolve_paths(load_config(args.config, overrides))
+    check_data(config)
     start = time.perf_counter()
     metrics = run_trial(config, LocalReporter(out), show_progress=False)
     print(f"  {variant} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -128,4 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(lambda _: main())  # a config or data error: one line, exit 2

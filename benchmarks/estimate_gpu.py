@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from ot_ray.align.objective import AlignmentObjective
+from ot_ray.cli import run
 from ot_ray.config import AlignmentConfig, load_config
 
 #: Peak dense bf16 tensor-core FLOP/s (vendor data sheets: A100 SXM 312 TFLOP/s, H100 SXM 989).
@@ -174,4 +175,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(lambda _: main())  # a config or data error: one line, exit 2

@@ -98,7 +98,9 @@ def main() -> None:
     parser.add_argument("--lang", default="de", help="a target with the pivot's word order")
     parser.add_argument("--pivot", default="en")
     parser.add_argument("--stories", type=int, default=60)
-    parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--split", default="dev", help="dev (default; for deciding what to try) or test"
+    )
     args = parser.parse_args()
     for encoder in args.encoders:
         probe(

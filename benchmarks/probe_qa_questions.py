@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from ot_ray.cli import run
 from ot_ray.config import load_config
 from ot_ray.data.sources import data_root, read_qa
 from ot_ray.data.tasks import QAExample
@@ -139,4 +140,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(lambda _: main())  # a config or data error: one line, exit 2

@@ -160,7 +160,7 @@ def tune(argv: Sequence[str] | None = None) -> int:
 
     from ot_ray.launch import resolve_paths
     from ot_ray.search.report import finish_sweep, register_best
-    from ot_ray.search.sweep import run_sweep
+    from ot_ray.search.sweep import check_sweep_request, run_sweep
     from ot_ray.search.tracking import check_tracking, redacted, tracking_uri
     from ot_ray.trial import check_data
 
@@ -175,7 +175,9 @@ def tune(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     user_config = config_from_args(args)
-    # Fail fast: the tracking store before the demo world is built and the data read.
+    # Fail fast: the sweep's name and the tracking store before the demo world is built and the
+    # data read.
+    check_sweep_request(user_config, resume=args.resume)
     check_tracking(tracking_uri(user_config), user_config.tracking.experiment)
     config = resolve_paths(user_config)
     check_data(config)

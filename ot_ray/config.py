@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ot_ray.errors import ConfigError
+from ot_ray.uris import credentials_in
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -312,6 +320,17 @@ class QATrainConfig(TaskTrainConfig):
     max_answer_length: PositiveInt = 30
     n_best: PositiveInt = 20
 
+    @model_validator(mode="after")
+    def _window_has_room(self) -> QATrainConfig:
+        # a window holds the question, the context overlap (doc_stride) and up to 4 special
+        # tokens (BERT 3, XLM-R 4); at least one more token must fit
+        if self.doc_stride > self.max_length - 6:
+            raise ValueError(
+                f"doc_stride {self.doc_stride} leaves no room in windows of max_length "
+                f"{self.max_length}: at most max_length - 6 ({self.max_length - 6})"
+            )
+        return self
+
 
 class TaskConfig(Section):
     """Stage 2: zero-shot transfer tasks trained on the pivot and evaluated on every language."""
@@ -438,12 +457,20 @@ class TuneConfig(Section):
 
     @model_validator(mode="after")
     def _space_consistent(self) -> TuneConfig:
-        for metric in self.objective:
+        for metric in [*self.objective, self.metric]:
             if "/test/" in metric:
-                raise ValueError(f"the objective must not use test metrics ({metric})")
+                raise ValueError(
+                    f"the search must not select on test metrics ({metric}): use dev metrics"
+                )
+        switches = {key for spec in self.search_space.values() for key in spec.when}
         for name, spec in self.search_space.items():
             if "." in name and not is_config_key(name):
                 raise ValueError(f"search_space.{name}: not a config key")
+            if "." not in name and name not in switches:
+                raise ValueError(
+                    f"search_space.{name}: not a config key (those have a dot, e.g. "
+                    "alignment.lr), and no parameter's 'when' uses it as a switch"
+                )
             for key in spec.when:
                 if key not in self.search_space:
                     raise ValueError(
@@ -469,6 +496,19 @@ class TrackingConfig(Section):
     experiment: str = "ot-ray"
     registered_model_name: str | None = None
 
+    @field_validator("uri")
+    @classmethod
+    def _no_secrets(cls, uri: str) -> str:
+        # a config is logged (MLflow params, best.yaml, show_config): secrets must not be in it
+        secret = credentials_in(uri)
+        if secret is not None:
+            raise ValueError(
+                f"the URI carries {secret}, and configs are logged; put the URI in "
+                "MLFLOW_TRACKING_URI, or the credentials in MLFLOW_TRACKING_USERNAME / "
+                "MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN"
+            )
+        return uri
+
 
 class Config(Section):
     """The whole system."""
@@ -480,6 +520,57 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _search_metrics_exist(self) -> Config:
+        # a misspelt name leaves every trial's objective NaN: said now, not after the sweep
+        named = [("tune.objective", m) for m in self.tune.objective]
+        for key, metric in [*named, ("tune.metric", self.tune.metric)]:
+            problem = unknown_metric(metric, self.data.all_eval_languages)
+            if problem:
+                raise ValueError(f"{key}: {metric!r} is not a metric a trial reports ({problem})")
+        return self
+
+
+#: Language averages reported next to the per-language scores (see ``ot_ray.trial``).
+LANGUAGE_AVERAGES = ("avg_seen", "avg_seen_targets", "avg_unseen", "avg_targets", "avg_all")
+#: Per-language metric families ``<family>/<language or average>`` a trial reports.
+METRIC_FAMILIES = (
+    "xnli/dev/acc",
+    "xnli/test/acc",
+    "xquad/dev/f1",
+    "xquad/dev/em",
+    "xquad/test/f1",
+    "xquad/test/em",
+    "align/retrieval_acc",
+    "align/aer",
+)
+#: Single metrics of the alignment stage (means over the steps of a report).
+ALIGNMENT_METRICS = (
+    "align/loss",
+    "align/regulariser",
+    "align/empty_pairs",
+    "align/ot/sweeps",
+    "align/ot/marginal_error",
+    "xnli/train_loss",
+    "xquad/train_loss",
+)
+
+
+def unknown_metric(name: str, languages: list[str]) -> str | None:
+    """Why ``name`` is not a metric a trial reports (None when it is one)."""
+    if name == "objective" or name in ALIGNMENT_METRICS:
+        return None
+    family, _, suffix = name.rpartition("/")
+    if family not in METRIC_FAMILIES:
+        known = ["objective", *ALIGNMENT_METRICS, *(f"{f}/<language>" for f in METRIC_FAMILIES)]
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+    if suffix in LANGUAGE_AVERAGES or suffix in languages:
+        return None
+    return f"{suffix!r} is neither an evaluated language ({', '.join(languages)}) nor one of " + (
+        ", ".join(LANGUAGE_AVERAGES)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -595,7 +686,8 @@ def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     if not path.is_file():
-        raise ConfigError("no such config file", source=str(path))
+        what = "a directory, not a config file" if path.is_dir() else "no such config file"
+        raise ConfigError(what, source=str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -643,7 +735,9 @@ def _assign(data: dict[str, Any], dotted: str, value: Any, *, origin: str) -> No
     parts = dotted.split(".")
     node = data
     for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
+        if part not in node:  # start from the section's defaults, not from nothing
+            node[part] = _section_default(parts[: depth + 1])
+        child = node[part]
         if not isinstance(child, dict):
             prefix = ".".join(parts[: depth + 1])
             raise ConfigError(
@@ -653,6 +747,25 @@ def _assign(data: dict[str, Any], dotted: str, value: Any, *, origin: str) -> No
             )
         node = child
     node[parts[-1]] = value
+
+
+def _section_default(parts: list[str]) -> dict[str, Any]:
+    """The default of the section ``parts`` names, as plain data: some sections' defaults are
+    not their fields' defaults (``task.xquad`` sets lr and epochs), so ``--set
+    task.xquad.doc_stride=64`` must start from them."""
+    model: type[BaseModel] = Config
+    default: Any = None
+    for part in parts:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return {}  # not a section: validation names the key
+        if default is None or not isinstance(default, BaseModel):
+            default = field.get_default(call_default_factory=True)
+        else:
+            default = getattr(default, part)
+        model = annotation
+    return default.model_dump(mode="json") if isinstance(default, BaseModel) else {}
 
 
 def _rewrite(err: ValidationError, origins: dict[str, str], source: str) -> ConfigError:
@@ -672,9 +785,15 @@ def _rewrite(err: ValidationError, origins: dict[str, str], source: str) -> Conf
             expected = f"unknown key (allowed here: {', '.join(sorted(allowed))}){suggestion}"
             messages.append(f"{where}: {key}: {expected}")
         elif problem["type"] == "value_error":
+            # a section's check that names one of its keys first ("search_space.x: ...") is
+            # located at that key's line
+            head = _expected(problem["msg"]).split(": ", 1)[0]
+            if key and " " not in head and f"{key}.{head}" in origins:
+                where = origins[f"{key}.{head}"]
             overrides = [o for k, o in origins.items() if k.startswith(f"{key}.") and "--set" in o]
             after = f" (after {', '.join(overrides)})" if overrides else ""
-            messages.append(f"{where}: {key}: {_expected(problem['msg'])}{after}")
+            keyed = f"{key}: " if key else ""  # whole-config checks name their keys
+            messages.append(f"{where}: {keyed}{_expected(problem['msg'])}{after}")
         else:
             messages.append(
                 f"{where}: {key or '<top level>'}: expected {_expected(problem['msg'])}; "

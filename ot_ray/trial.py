@@ -45,6 +45,7 @@ from ot_ray.data.sources import (
     read_qa,
 )
 from ot_ray.data.tokenized import tokenize_parallel
+from ot_ray.errors import ConfigError
 from ot_ray.reporters import Reporter
 from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predictions
 from ot_ray.tasks.stage import fine_tune
@@ -72,10 +73,32 @@ def check_data(config: Config) -> None:
     root, data = data_root(config), config.data
     pivot = data.pivot
     evaluated = data.all_eval_languages
+    check_model(config)
     if config.alignment.method != "none" or config.alignment.joint_weight:
-        for lang in data.languages:
+        if not data.languages:
+            raise ConfigError(
+                f"alignment.method {config.alignment.method} needs at least one target "
+                "language to align",
+                key="data.languages",
+            )
+        for k, lang in enumerate(data.languages):
             sources = data.parallel.train_sources(lang)
-            read_parallel_sources(sources, root=root, lang=lang, pivot=pivot)
+            if not sources:
+                raise ConfigError(
+                    f"{lang} has no training pairs (data.parallel.train.languages or "
+                    "data.parallel.by_language leave it out), so it would never be aligned",
+                    key="data.languages",
+                )
+            corpus = read_parallel_sources(sources, root=root, lang=lang, pivot=pivot)
+            if data.pairs_per_language:
+                corpus = corpus.resized(data.pairs_per_language, config.train.seed + k)
+            rows = len(packed(corpus, config.alignment.pack_sentences))
+            if rows < config.alignment.batch_size:
+                raise ConfigError(
+                    f"{config.alignment.batch_size} is more than the {rows} training rows of "
+                    f"{lang} ({corpus.origin}), which would never be aligned",
+                    key="alignment.batch_size",
+                )
     for lang in evaluated[1:]:
         if data.parallel.dev.covers(lang):
             read_parallel(data.parallel.dev, root=root, lang=lang, pivot=pivot)
@@ -92,6 +115,32 @@ def check_data(config: Config) -> None:
                     read_nli(spec, root=root, lang=lang, pivot=pivot, training=False)
                 else:
                     read_qa(spec, root=root, lang=lang, pivot=pivot)
+
+
+def check_model(config: Config) -> None:
+    """The encoder's config can be loaded (a misspelt id, or one not cached offline, fails here
+    rather than in every worker) and ``alignment.layers`` are layers it has."""
+    name = model_path(config)
+    try:
+        model_config = transformers.AutoConfig.from_pretrained(
+            name,
+            revision=config.model.revision,
+            trust_remote_code=config.model.trust_remote_code,
+        )
+    except (OSError, ValueError) as err:
+        message = " ".join(str(err).split())[:300]
+        raise ConfigError(f"cannot load {name!r}: {message}", key="model.name_or_path") from None
+    layers = getattr(model_config, "num_hidden_layers", None)
+    if layers is None:
+        return
+    for layer in config.alignment.layers:
+        if not -(layers + 1) <= layer <= layers:
+            raise ConfigError(
+                f"layer {layer} does not exist: {config.model.name_or_path!r} has the "
+                f"embeddings (0) and {layers} "
+                f"layers (1 to {layers}, or -1 to -{layers + 1} from the top)",
+                key="alignment.layers",
+            )
 
 
 def language_averages(scores: dict[str, float], *, pivot: str, seen: list[str]) -> dict[str, float]:
@@ -420,7 +469,7 @@ class Trial:
             collate = qa_collate
             model_class = transformers.AutoModelForQuestionAnswering
             extra = {}
-        torch.manual_seed(config.train.seed)
+        torch.manual_seed(config.train.seed)  # the same head on every worker
         model = model_class.from_pretrained(
             self.base,
             revision=config.model.revision,
@@ -430,6 +479,8 @@ class Trial:
         _load_encoder_weights(model, encoder)
         model.to(self.device)
         distributed.broadcast_parameters(model)
+        if distributed.rank() > 0:  # each worker its own dropout stream again, as in _run
+            torch.manual_seed(config.train.seed + 1000 * distributed.rank())
         compiled(model, config.train.compile)
         optimizer_state = None
         if self.restored is not None and state.stage == task and state.step > 0:

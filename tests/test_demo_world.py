@@ -204,6 +204,10 @@ def test_cache_reuses_a_complete_world_and_rejects_a_changed_one(tmp_path):
         ensure_demo_world(demo)
     assert ensure_demo_world(demo, force=True) == path
     check_world(path, demo)
+    (path / MANIFEST).write_text('{"spec": ', encoding="utf-8")  # a torn write
+    with pytest.raises(UserError, match=r"manifest\.json: unreadable .*rebuild with --force"):
+        ensure_demo_world(demo)
+    assert ensure_demo_world(demo, force=True) == path
 
 
 def test_cache_location_follows_config_then_environment(tmp_path, monkeypatch):

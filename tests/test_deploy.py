@@ -99,6 +99,9 @@ def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
     for where, doc in manifests():
         if doc["kind"] == "Deployment":
             yield where, doc["spec"]["template"]["spec"]
+        if doc["kind"] == "RayJob" and doc["spec"].get("submissionMode") == "K8sJobMode":
+            # KubeRay's default submitter pod has no security context: the template must be ours
+            yield f"{where} submitter", doc["spec"]["submitterPodTemplate"]["spec"]
         cluster = ray_cluster_spec(doc)
         if cluster is not None:
             yield f"{where} head", cluster["headGroupSpec"]["template"]["spec"]
@@ -181,6 +184,19 @@ def test_image_installs_what_readme_and_ci_install():
     # The image installs the project in two steps (dependencies, then the source, --no-deps)
     # with the same commands; the torch wheel comes from the CUDA (or CPU) index.
     assert image == ci, image
+
+
+def test_ci_runs_the_readmes_two_commands_verbatim():
+    """The README contract: the quick start's install-and-run command and its test command are
+    what CI runs, character for character."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)\n```", quick_start, flags=re.S)
+    assert len(commands) == 2, commands
+    assert commands[0].endswith("python jobs/tune.py") and "python -m pytest" in commands[1]
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    for command in commands:
+        assert command in ci, command
 
 
 def test_image_matches_the_projects_ray_and_python():
@@ -289,7 +305,7 @@ def test_pods_mount_what_they_declare_and_reference_what_exists():
     checked = 0
     for where, spec in pod_specs():
         assert spec["securityContext"]["runAsNonRoot"] is True, where
-        volumes = {volume["name"]: volume for volume in spec["volumes"]}
+        volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
         for volume in volumes.values():
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims, where

@@ -73,6 +73,17 @@ def test_each_problem_stops_at_its_own_tolerance(fused):
     row_error = (kernel.plan.sum(dim=2) - a).abs().sum(dim=1)
     assert row_error.max() < options.tol
     torch.testing.assert_close(kernel.value, native.value, rtol=1e-5, atol=1e-6)
+    # Each problem solved alone by the torch loop stops at its own tolerance: the kernel's
+    # plans are those, the batched torch loop's (run on to the slowest problem's count) are not.
+    native_options = options.model_copy(update={"backend": "native"})
+    kernel_gap, batch_gap = 0.0, 0.0
+    for i in range(cost.shape[0]):
+        alone = entropic_ot(
+            cost[i : i + 1], a[i : i + 1], b[i : i + 1], 0.1, options=native_options
+        )
+        kernel_gap = max(kernel_gap, (kernel.plan[i] - alone.plan[0]).abs().max().item())
+        batch_gap = max(batch_gap, (native.plan[i] - alone.plan[0]).abs().max().item())
+    assert kernel_gap < 5e-6 and batch_gap > 2 * kernel_gap, (kernel_gap, batch_gap)
 
 
 def test_empty_pairs_give_zero_and_no_nan(fused):

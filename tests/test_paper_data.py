@@ -13,6 +13,7 @@ from typing import Any
 
 import datasets
 import pytest
+import transformers
 import yaml
 
 from ot_ray.config import Config, load_config, load_config_data
@@ -93,12 +94,25 @@ def hub(tmp_path_factory) -> dict[str, Path]:
         "google/xquad": hub_repo(
             root / "xquad", {f"xquad.{x}": {"validation": squad(2, x)} for x in XQUAD_LANGS}
         ),
+        # the encoders' config.json as the Hub has them (the driver checks the layers)
+        "google-bert/bert-base-multilingual-cased": model_config(
+            root / "mbert", transformers.BertConfig(vocab_size=119547)
+        ),
+        "FacebookAI/xlm-roberta-base": model_config(
+            root / "xlmr", transformers.XLMRobertaConfig(vocab_size=250002)
+        ),
     }
+
+
+def model_config(folder: Path, config: transformers.PretrainedConfig) -> Path:
+    config.save_pretrained(folder)
+    return folder
 
 
 def localised(path: Path, hub: dict[str, Path], *overrides: str) -> Config:
     """The config at ``path`` with each Hub dataset id replaced by its local copy."""
     data = load_config(path, list(overrides)).model_dump(mode="json")
+    data["model"]["name_or_path"] = str(hub[data["model"]["name_or_path"]])
 
     def swap(value: Any) -> Any:
         if isinstance(value, dict):

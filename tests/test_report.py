@@ -8,7 +8,7 @@ from pathlib import Path
 from ot_ray.config import load_config
 from ot_ray.search.report import baseline_trial, summary
 from ot_ray.search.space import REFERENCE_KEY
-from ot_ray.search.sweep import SweepOutcome, TrialOutcome
+from ot_ray.search.sweep import SweepOutcome, TrialOutcome, best_trial
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,3 +79,22 @@ def test_a_failed_trial_with_a_partial_objective_shows_it_in_parentheses():
     rows = [r for r in text.splitlines() if r.startswith(("| t0", "| t1"))]
     assert rows[0].startswith("| t0") and rows[0].endswith("| 50.0 |")
     assert rows[1].startswith("| t1") and rows[1].endswith("| (70.0) |")
+
+
+def test_the_best_trial_is_chosen_on_the_dev_objective_never_on_test():
+    """Dev and test rank these trials in opposite orders; a pruned trial with the best
+    objective (it covers fewer tasks) and a finished one with a NaN objective are passed over."""
+    config = load_config(REPO / "configs" / "demo.yaml")
+    rows = [("none", 50.0, 70.0), ("wordot", 60.0, 55.0), ("subot", 55.0, 65.0)]
+    trials = []
+    for index, (method, dev, test) in enumerate(rows):
+        metrics = {"objective": dev, "xnli/dev/acc/de": dev, "xnli/test/acc/de": test}
+        trials.append(TrialOutcome(f"t{index}", {"alignment.method": method}, metrics, "finished"))
+    trials.append(TrialOutcome("t3", {}, {"objective": 90.0, "xnli/test/acc/de": 99.0}, "pruned"))
+    trials.append(TrialOutcome("t4", {}, {"objective": float("nan")}, "finished"))
+    best = best_trial(trials, config.tune.metric, config.tune.mode)
+    assert best is trials[1]
+    assert best_trial(trials, "objective", "min") is trials[0]
+    outcome = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=best)
+    text = summary(outcome, config, trials[0])
+    assert "| de | 55.0 | 70.0 | -15.0 |" in text  # the best trial's test score, reported once

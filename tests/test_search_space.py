@@ -152,8 +152,46 @@ def test_points_must_lie_in_the_space_and_objective_must_not_use_test(tmp_path):
     )
     with pytest.raises(ConfigError, match="outside its search space"):
         load_config(path)
-    with pytest.raises(ConfigError, match="must not use test metrics"):
+    with pytest.raises(ConfigError, match="must not select on test metrics"):
         load_config(None, ["tune.objective=[xnli/test/acc/avg_targets]"])
+    # tune.metric is what ASHA, Optuna and the best trial select on
+    with pytest.raises(ConfigError, match=r"must not select on test metrics \(xnli/test/acc/de"):
+        load_config("configs/demo.yaml", ["tune.metric=xnli/test/acc/de"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "tune.metric=objectiv",
+            r"tune.metric: 'objectiv' is not a metric .*did you mean 'objective'",
+        ),
+        (
+            "tune.objective=[xnli/dev/acc/avg_tagrets]",
+            r"tune.objective: 'xnli/dev/acc/avg_tagrets' .*'avg_tagrets' is neither an evaluated",
+        ),
+        ("tune.metric=xnli/dev/acc/ja", r"'ja' is neither an evaluated language \(en, de, fr"),
+    ],
+)
+def test_search_metrics_must_be_ones_a_trial_reports(override, message):
+    """A misspelt metric would leave every trial's objective NaN for the whole sweep."""
+    with pytest.raises(ConfigError, match=message):
+        load_config("configs/demo.yaml", [override])
+    config = load_config("configs/demo.yaml", ["tune.metric=xquad/dev/f1/de"])
+    assert config.tune.metric == "xquad/dev/f1/de"
+
+
+def test_a_search_key_without_a_dot_must_be_a_switch(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("tune:\n  search_space:\n    alignment_lr: {low: 1.0e-5, high: 1.0e-3}\n")
+    with pytest.raises(ConfigError, match=r"search_space\.alignment_lr: not a config key") as bad:
+        load_config(path)
+    assert str(bad.value).startswith(f"{path}:3: ")  # the key's own line, not the tune: line
+    path.write_text(
+        "tune:\n  search_space:\n    unbalanced: {choices: [false, true]}\n"
+        "    alignment.ot.tau: {low: 0.1, high: 10.0, when: {unbalanced: true}}\n"
+    )
+    assert "unbalanced" in load_config(path).tune.search_space
 
 
 def test_condition_with_one_value_or_a_list():

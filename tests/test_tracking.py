@@ -3,14 +3,18 @@ duplicated, params and stepped metrics."""
 
 from __future__ import annotations
 
+import base64
+import http.server
 import math
 import os
 import socket
+import threading
 
 import pytest
 from mlflow import MlflowClient
 
 from ot_ray.config import load_config
+from ot_ray.errors import ConfigError
 from ot_ray.search.tracking import (
     PARENT_TAG,
     TrackingError,
@@ -57,6 +61,70 @@ def test_relative_sqlite_path_is_made_absolute_and_env_overrides(tmp_path, monke
 def test_passwords_never_appear_in_messages():
     assert redacted("postgresql://me:secret@db:5432/mlflow") == "postgresql://me:***@db:5432/mlflow"
     assert redacted("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert redacted("https://TOKEN@host/x") == "https://***@host/x"
+    assert redacted("http://bob:pw@[::1]:5000") == "http://bob:***@[::1]:5000"
+    assert redacted("https://h/x?access_token=abc&a=1") == "https://h/x?access_token=***&a=1"
+
+
+@pytest.mark.parametrize(
+    ("uri", "what"),
+    [
+        ("postgresql://me:secret@db:5432/mlflow", "a user name or password"),
+        ("https://TOKEN@mlflow.example.org", "a user name or password"),
+        ("https://mlflow.example.org/?token=abc", "the query parameter 'token'"),
+    ],
+)
+def test_a_config_cannot_carry_tracking_credentials(uri, what):
+    """Configs are logged (MLflow params, best.yaml, show_config): secrets go in the env."""
+    with pytest.raises(
+        ConfigError, match=rf"tracking\.uri: the URI carries {what}.*MLFLOW_TRACKING_URI"
+    ):
+        load_config(None, [f"tracking.uri={uri}"])
+
+
+class AuthServer(http.server.BaseHTTPRequestHandler):
+    """/health answers 200 only with the right Basic credentials; the MLflow API says 403."""
+
+    def do_GET(self) -> None:
+        expected = "Basic " + base64.b64encode(b"bob:s3cret").decode()
+        if self.path == "/health":
+            ok = self.headers.get("Authorization") == expected
+            self.send_response(200 if ok else 401)
+        else:
+            self.send_response(403)
+        self.end_headers()
+        self.wfile.write(b"denied")
+
+    do_POST = do_GET
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_server_uri_with_credentials_is_checked_with_them_and_never_shown(monkeypatch):
+    """urllib would take ``user:pw@host`` for the host; the check sends them as a header."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AuthServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        with pytest.raises(TrackingError) as caught:
+            check_tracking(f"http://bob:s3cret@127.0.0.1:{port}", "x", timeout=5)
+        message = str(caught.value)
+        assert "not reachable" not in message  # /health accepted the credentials
+        assert f"cannot use the MLflow store http://bob:***@127.0.0.1:{port}" in message
+        assert "s3cret" not in message
+        with pytest.raises(TrackingError, match=r"not reachable \(HTTP 401") as caught:
+            check_tracking(f"http://bob:wrong@127.0.0.1:{port}", "x", timeout=5)
+        assert "wrong" not in str(caught.value)
+    finally:
+        server.shutdown()
+
+
+def test_an_unknown_store_scheme_is_one_line():
+    with pytest.raises(TrackingError, match="cannot use the MLflow store bogus://x") as caught:
+        check_tracking("bogus://x", "x")
+    assert "\n" not in str(caught.value)
 
 
 def test_runs_are_found_again_not_duplicated(tmp_path):

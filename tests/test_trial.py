@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,16 @@ from transformers import AutoModel, AutoTokenizer
 from ot_ray.config import load_config
 from ot_ray.data.sources import data_root
 from ot_ray.data.tasks import read_squad, read_xnli
+from ot_ray.errors import ConfigError
 from ot_ray.launch import resolve_paths
 from ot_ray.reporters import LocalReporter
 from ot_ray.training import StageState, TrainingError, run_steps
-from ot_ray.trial import language_averages, run_trial
+from ot_ray.trial import check_data, language_averages, run_trial
 
 EVAL = ["en", "de", "fr", "bg", "es", "el"]
+
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -137,15 +143,36 @@ def test_progress_log_has_intermediate_checkpoints(finished):
     assert (out / "checkpoint" / "state.json").exists()
 
 
-@pytest.mark.parametrize("method", ["none", "subot", "l2"])
-def test_each_method_runs_and_measures_alignment(cache, tmp_path, method):
-    extra = ["task.tasks=[]", f"alignment.method={method}"]
-    if method == "l2":
-        extra += ["alignment.link_noise={drop: 0.3, move: 0.2}"]
-    config = tiny_config(cache, tmp_path, *extra)
-    metrics = run_trial(config, LocalReporter(tmp_path), show_progress=False)
-    assert "align/retrieval_acc/de" in metrics and "align/aer/el" in metrics
-    assert ("align/steps" in metrics) == (method != "none")
+METHODS = {
+    "none": ["alignment.method=none"],
+    "wordot": ["alignment.method=wordot"],
+    "subot": ["alignment.method=subot"],
+    "l2": ["alignment.method=l2"],
+    "l2-noisy": ["alignment.method=l2", "alignment.link_noise={drop: 0.3, move: 0.2}"],
+}
+
+
+@pytest.fixture(scope="module")
+def by_method(cache, tmp_path_factory) -> dict[str, dict]:
+    """Stage 1 alone (no task) with each method, the same seed and data."""
+    runs = {}
+    for name, extra in METHODS.items():
+        out = tmp_path_factory.mktemp(name)
+        config = tiny_config(cache, out, "task.tasks=[]", *extra)
+        runs[name] = run_trial(config, LocalReporter(out), show_progress=False)
+    return runs
+
+
+def test_each_method_runs_its_own_loss_and_measures_alignment(by_method):
+    for name, metrics in by_method.items():
+        assert "align/retrieval_acc/de" in metrics and "align/aer/el" in metrics, name
+        assert ("align/steps" in metrics) == (name != "none"), name
+        # only the OT methods run the Sinkhorn solver
+        assert ("align/ot/sweeps" in metrics) == (name in ("wordot", "subot")), name
+    # each method's loss is its own (and link_noise is applied): the same data and seed give
+    # five different losses
+    losses = {name: by_method[name]["align/loss"] for name in METHODS if name != "none"}
+    assert len(set(losses.values())) == len(losses), losses
 
 
 def test_joint_variant_adds_the_alignment_loss_to_task_training(cache, tmp_path):
@@ -200,21 +227,34 @@ RESUME = ["task.tasks=[xnli]", "task.xnli.epochs=2"]
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(cache, tmp_path_factory) -> dict:
+def uninterrupted(cache, tmp_path_factory) -> tuple[dict, list[dict]]:
+    """The trial run straight through: its final metrics and every report it made."""
     out = tmp_path_factory.mktemp("straight")
-    return run_trial(tiny_config(cache, out, *RESUME), LocalReporter(out), show_progress=False)
+    final = run_trial(tiny_config(cache, out, *RESUME), LocalReporter(out), show_progress=False)
+    reports = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    return final, reports
 
 
-@pytest.mark.parametrize("crash_at", [1, 4])
+@pytest.mark.parametrize("stage", ["align", "xnli"])
 def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(
-    cache, tmp_path, uninterrupted, crash_at
+    cache, tmp_path, uninterrupted, stage
 ):
-    """Crash inside stage 1 (report 1) or in a task stage (report 4); resume; same metrics."""
-    straight = uninterrupted
+    """Crash at the first mid-stage checkpoint of stage 1 or of the task stage (so the
+    restored optimizer, scheduler and data position are used); resume; the same metrics."""
+    straight, reports = uninterrupted
+    crash_at = next(
+        number
+        for number, report in enumerate(reports, start=1)
+        if report["stage"] == stage and report["step"] > 0
+    )
     config = tiny_config(cache, tmp_path / "b", *RESUME)
     with pytest.raises(KeyboardInterrupt):
         run_trial(config, CrashAfter(tmp_path / "b", crash_at), show_progress=False)
+    crashed = json.loads((tmp_path / "b" / "progress.jsonl").read_text().splitlines()[-1])
+    assert crashed["stage"] == stage and crashed["step"] > 0
     resumed = run_trial(config, LocalReporter(tmp_path / "b", resume=True), show_progress=False)
+    first_after = json.loads((tmp_path / "b" / "progress.jsonl").read_text().splitlines()[crash_at])
+    assert first_after["global_step"] > crashed["global_step"]  # went on, did not start over
     scores = {k: v for k, v in straight.items() if k.startswith(("xnli/", "align/"))}
     assert {k: resumed[k] for k in scores} == pytest.approx(scores, abs=1e-9)
 
@@ -253,3 +293,54 @@ def test_language_averages_follow_the_paper_definition():
         "avg_targets": 50.0,
         "avg_all": 57.5,
     }
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "message"),
+    [
+        (
+            "alignment.layers=[3]",
+            "alignment.layers",
+            r"layer 3 does not exist: 'demo' has .* 2 layers",
+        ),
+        ("alignment.layers=[-4]", "alignment.layers", r"layer -4 does not exist"),
+        ("alignment.batch_size=41", "alignment.batch_size", r"41 is more than the 40 training"),
+        ("data.languages=[]", "data.languages", r"needs at least one target language"),
+        (
+            "data.parallel.train.languages=[de]",
+            "data.languages",
+            r"fr has no training pairs",
+        ),
+        ("model.name_or_path=/nonexistent/encoder", "model.name_or_path", r"cannot load"),
+    ],
+)
+def test_settings_the_trial_cannot_run_are_refused_before_it_starts(
+    cache, tmp_path, override, key, message
+):
+    """Each of these used to pass validation and fail in the workers, some after stage 1."""
+    config = tiny_config(cache, tmp_path, override)
+    with pytest.raises(ConfigError, match=message) as caught:
+        check_data(config)
+    assert caught.value.key == key
+    check_data(tiny_config(cache, tmp_path, "alignment.layers=[-3, 2]"))  # embeddings, top
+
+
+def test_a_refused_setting_exits_2_with_its_key_and_no_traceback(cache, tmp_path):
+    overrides = [*tiny_trial_overrides(str(cache), str(tmp_path)), "alignment.layers=[5]"]
+    command = [sys.executable, "jobs/train.py", "--in-process"]
+    for override in overrides:
+        command += ["--set", override]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: alignment.layers: layer 5 does not exist")
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_a_qa_window_needs_room_for_the_question():
+    with pytest.raises(ConfigError, match=r"task\.xquad: doc_stride 60 leaves no room"):
+        load_config(None, ["task.xquad.max_length=64", "task.xquad.doc_stride=60"])
+    assert load_config(None, ["task.xquad.max_length=64", "task.xquad.doc_stride=58"])

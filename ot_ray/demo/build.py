@@ -62,7 +62,12 @@ def check_world(path: Path, demo: DemoConfig) -> dict[str, object]:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise UserError(f"{path}: no {MANIFEST}; not a complete demo world (rebuild with --force)")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{manifest_path}: unreadable ({err}); rebuild with --force") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise UserError(f"{manifest_path}: not a demo-world manifest; rebuild with --force")
     if manifest.get("spec") != _spec(demo):
         raise UserError(
             f"{manifest_path}: built with other settings than the config asks for "

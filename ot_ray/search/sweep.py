@@ -118,19 +118,10 @@ def sweep_dir(config: Config) -> Path:
     return Path(config.tune.storage_path).expanduser().resolve() / config.tune.name
 
 
-def run_sweep(
-    config: Config, *, resume: bool, repo: Path, connect: Callable[[], None]
-) -> SweepOutcome:
-    """Run (or resume) the sweep of an already resolved ``config``.
-
-    Everything that can be wrong with the request (an existing or missing sweep, the tracking
-    store) is checked before ``connect`` starts or joins the Ray cluster.
-    """
-    import optuna
-    import ray
+def check_sweep_request(config: Config, *, resume: bool) -> Path:
+    """The sweep's folder, after checking the request fits it (a new sweep must not overwrite
+    one, ``--resume`` needs one); cheap, so the CLI says it before the world is built."""
     from ray import tune
-
-    from ot_ray.search.milestones import MilestoneOptunaSearch
 
     if not config.tune.search_space:
         raise SweepError("tune.search_space is empty: nothing to search")
@@ -143,6 +134,21 @@ def run_sweep(
             f"a sweep named {config.tune.name!r} exists at {directory}; pass --resume to "
             "continue it or set tune.name to start another"
         )
+    return directory
+
+
+def run_sweep(
+    config: Config, *, resume: bool, repo: Path, connect: Callable[[], None]
+) -> SweepOutcome:
+    """Run (or resume) the sweep of an already resolved ``config``.
+
+    Everything that can be wrong with the request (an existing or missing sweep, the tracking
+    store) is checked before ``connect`` starts or joins the Ray cluster.
+    """
+    import ray
+    from ray import tune
+
+    directory = check_sweep_request(config, resume=resume)
     uri = tracking_uri(config)
     experiment_id = check_tracking(uri, config.tracking.experiment)
     parent = _parent_run(config, directory, uri, experiment_id, repo)
@@ -162,34 +168,8 @@ def run_sweep(
     if resume:
         tuner = tune.Tuner.restore(str(directory), trainable=trainable)
     else:
-        space, points = config.tune.search_space, config.tune.points_to_evaluate
-        search = MilestoneOptunaSearch(
-            space=DefineByRun(space, points),
-            metric=config.tune.metric,
-            mode=config.tune.mode,
-            points_to_evaluate=optuna_points(space, points) or None,
-            sampler=optuna.samplers.TPESampler(seed=config.tune.seed),
-            milestones=len(config.task.tasks),
-        )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=search,
-                scheduler=make_scheduler(config, directory),
-                num_samples=config.tune.num_samples,
-                max_concurrent_trials=concurrent_trials(config, ray.cluster_resources()),
-                metric=config.tune.metric,
-                mode=config.tune.mode,
-                trial_name_creator=trial_name,
-                trial_dirname_creator=trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=config.tune.name,
-                storage_path=str(directory.parent),
-                progress_reporter=progress_table(config),
-                verbose=1,
-            ),
-        )
+        concurrent = concurrent_trials(config, ray.cluster_resources())
+        tuner = new_tuner(config, trainable, directory, max_concurrent_trials=concurrent)
     grid = tuner.fit()
     outcome = SweepOutcome(config.tune.name, directory, parent, experiment_id, uri)
     pruned = pruned_trials(directory)
@@ -199,11 +179,55 @@ def run_sweep(
     return outcome
 
 
+def new_tuner(config: Config, trainable: Any, directory: Path, *, max_concurrent_trials: int):
+    """The sweep's ``Tuner``: Optuna (TPE) samples ``tune.search_space`` after the
+    ``points_to_evaluate``, and the scheduler cuts weak trials at task milestones."""
+    import optuna
+    from ray import tune
+
+    from ot_ray.search.milestones import MilestoneOptunaSearch
+
+    space, points = config.tune.search_space, config.tune.points_to_evaluate
+    search = MilestoneOptunaSearch(
+        space=DefineByRun(space, points),
+        metric=config.tune.metric,
+        mode=config.tune.mode,
+        points_to_evaluate=optuna_points(space, points) or None,
+        sampler=optuna.samplers.TPESampler(seed=config.tune.seed),
+        milestones=len(config.task.tasks),
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=search,
+            scheduler=make_scheduler(config, directory),
+            num_samples=config.tune.num_samples,
+            max_concurrent_trials=max_concurrent_trials,
+            metric=config.tune.metric,
+            mode=config.tune.mode,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=config.tune.name,
+            storage_path=str(directory.parent),
+            progress_reporter=progress_table(config),
+            verbose=1,
+        ),
+    )
+
+
 def _parent_run(config: Config, directory: Path, uri: str, experiment_id: str, repo: Path) -> str:
     """The sweep's MLflow run: created once, its id kept in ``sweep.json`` for ``--resume``."""
     state = directory / STATE_FILE
     if state.exists():  # --resume: the sweep goes on in its run (closed KILLED on Ctrl-C)
-        run_id = json.loads(state.read_text(encoding="utf-8"))["parent_run_id"]
+        try:
+            run_id = json.loads(state.read_text(encoding="utf-8"))["parent_run_id"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+            raise SweepError(
+                f"{state}: unreadable ({type(err).__name__}: {err}); it names the sweep's MLflow "
+                "run: restore it from a backup, or start another sweep with tune.name"
+            ) from None
         mlflow_client(uri).update_run(run_id, status="RUNNING")
         return run_id
     client = mlflow_client(uri)

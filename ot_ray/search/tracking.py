@@ -8,6 +8,7 @@ step as MLflow step; params, tags and artifacts from the Tune trial process.
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import subprocess
@@ -23,6 +24,7 @@ from ray.train import UserCallback
 
 from ot_ray.config import Config
 from ot_ray.errors import UserError
+from ot_ray.uris import redacted
 
 SWEEP_TAG = "ot_ray.sweep"
 TRIAL_TAG = "ot_ray.trial_id"
@@ -45,13 +47,25 @@ def tracking_uri(config: Config, *, base: Path | None = None) -> str:
     return uri
 
 
-def redacted(uri: str) -> str:
-    """``uri`` without a password, for messages and logs."""
+def _health_request(uri: str) -> urllib.request.Request:
+    """The server's ``/health`` request, with the URI's user info (or MLflow's credential
+    variables) sent as an ``Authorization`` header: urllib would take them for the host name."""
     parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    url = urllib.parse.urlunsplit(parts._replace(netloc=hostport, query=""))
+    request = urllib.request.Request(url.rstrip("/") + "/health")
+    user, _, password = userinfo.partition(":")
+    user = urllib.parse.unquote(user) if at else os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    password = (
+        urllib.parse.unquote(password) if at else os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    )
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if user:
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {basic}")
+    elif token:
+        request.add_header("Authorization", f"Bearer {token}")
+    return request
 
 
 def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0) -> str:
@@ -62,10 +76,13 @@ def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0) -> str:
     """
     if uri.startswith(("http://", "https://")):
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as answer:
+            with urllib.request.urlopen(_health_request(uri), timeout=timeout) as answer:
                 answer.read()
         except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
+            reason = str(getattr(err, "reason", err))
+            if isinstance(err, urllib.error.HTTPError):
+                reason = f"HTTP {err.code} {reason}"
+            reason = " ".join(reason.split()).replace(uri, redacted(uri))
             raise TrackingError(
                 f"MLflow tracking server {redacted(uri)} is not reachable ({reason}); start it "
                 "or set tracking.uri / MLFLOW_TRACKING_URI"
@@ -79,14 +96,14 @@ def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0) -> str:
             raise TrackingError(f"cannot write the MLflow store {path}: {folder} is not writable")
         if path.exists() and not os.access(path, os.W_OK):
             raise TrackingError(f"cannot write the MLflow store {path}: the file is read-only")
-    client = mlflow_client(uri)
     try:
+        client = mlflow_client(uri)
         found = client.get_experiment_by_name(experiment)
         if found is not None:
             return found.experiment_id
         return client.create_experiment(experiment)
     except Exception as err:  # any backend failure is the user's store, not our bug
-        message = " ".join(str(err).split())[:300]
+        message = " ".join(str(err).split()).replace(uri, redacted(uri))[:300]
         raise TrackingError(f"cannot use the MLflow store {redacted(uri)}: {message}") from None
 
 
