@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from ot_ray.errors import ConfigError
-from ot_ray.uris import credentials_in
+from ot_ray.uris import credentials_in, redacted, where_secrets_go
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -503,9 +503,7 @@ class TrackingConfig(Section):
         secret = credentials_in(uri)
         if secret is not None:
             raise ValueError(
-                f"the URI carries {secret}, and configs are logged; put the URI in "
-                "MLFLOW_TRACKING_URI, or the credentials in MLFLOW_TRACKING_USERNAME / "
-                "MLFLOW_TRACKING_PASSWORD / MLFLOW_TRACKING_TOKEN"
+                f"the URI carries {secret}, and configs are logged; {where_secrets_go(uri)}"
             )
         return uri
 
@@ -520,6 +518,21 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _batches_shared_by_workers(self) -> Config:
+        # every worker takes a share of each batch (the DDP split), so none may be left empty
+        workers = self.train.num_workers
+        for key, size in (
+            ("alignment.batch_size", self.alignment.batch_size),
+            ("task.xnli.batch_size", self.task.xnli.batch_size),
+            ("task.xquad.batch_size", self.task.xquad.batch_size),
+        ):
+            if size < workers:
+                raise ValueError(
+                    f"{key}: {size} cannot be shared by train.num_workers {workers} workers"
+                )
+        return self
 
     @model_validator(mode="after")
     def _search_metrics_exist(self) -> Config:
@@ -548,18 +561,21 @@ METRIC_FAMILIES = (
 #: Single metrics of the alignment stage (means over the steps of a report).
 ALIGNMENT_METRICS = (
     "align/loss",
-    "align/regulariser",
-    "align/empty_pairs",
     "align/ot/sweeps",
     "align/ot/marginal_error",
+    "align/steps",
     "xnli/train_loss",
     "xquad/train_loss",
+    "xnli/steps",
+    "xquad/steps",
 )
 
 
 def unknown_metric(name: str, languages: list[str]) -> str | None:
     """Why ``name`` is not a metric a trial reports (None when it is one)."""
     if name == "objective" or name in ALIGNMENT_METRICS:
+        return None
+    if name.startswith(("xnli/joint/", "xquad/joint/")):  # the joint variant's last-step terms
         return None
     family, _, suffix = name.rpartition("/")
     if family not in METRIC_FAMILIES:
@@ -590,8 +606,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data, origins = _read_tree(Path(path), [])
     for override in overrides or []:
         key, value = parse_override(override)
-        _assign(data, key, value, origin=f"--set {override}")
-        origins[key] = f"--set {override}"
+        shown = f"--set {_redacted_override(override)}"  # messages quote it: no secrets
+        _assign(data, key, value, origin=shown)
+        origins[key] = shown
     return _validated(data, origins, source)
 
 
@@ -603,6 +620,12 @@ def load_config_data(data: dict[str, Any], overrides: dict[str, Any], *, origin:
         _assign(data, key, value, origin=f"{origin} {key}={value!r}")
         origins[key] = f"{origin} {key}={value!r}"
     return _validated(data, origins, origin)
+
+
+def _redacted_override(text: str) -> str:
+    """``key=value`` with the value's URI secrets hidden (error messages quote overrides)."""
+    key, sep, value = text.partition("=")
+    return f"{key}{sep}{redacted(value.strip())}" if sep else text
 
 
 def _validated(data: dict[str, Any], origins: dict[str, str], source: str) -> Config:
@@ -644,7 +667,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(
-            f"the value {raw!r} is not valid YAML ({_one_line(err)})", source=f"--set {text}"
+            f"the value {raw!r} is not valid YAML ({_one_line(err)})",
+            source=f"--set {_redacted_override(text)}",
         ) from None
     return key, value
 
@@ -736,7 +760,7 @@ def _assign(data: dict[str, Any], dotted: str, value: Any, *, origin: str) -> No
     node = data
     for depth, part in enumerate(parts[:-1]):
         if part not in node:  # start from the section's defaults, not from nothing
-            node[part] = _section_default(parts[: depth + 1])
+            node[part] = _section_default(parts[: depth + 1], leaf=parts[-1])
         child = node[part]
         if not isinstance(child, dict):
             prefix = ".".join(parts[: depth + 1])
@@ -749,10 +773,15 @@ def _assign(data: dict[str, Any], dotted: str, value: Any, *, origin: str) -> No
     node[parts[-1]] = value
 
 
-def _section_default(parts: list[str]) -> dict[str, Any]:
+#: The fields that say where a source's data comes from: setting one replaces the others.
+SOURCE_ORIGIN_FIELDS = ("path", "second_path", "alignments", "hub", "hub_config", "data_files")
+
+
+def _section_default(parts: list[str], *, leaf: str) -> dict[str, Any]:
     """The default of the section ``parts`` names, as plain data: some sections' defaults are
     not their fields' defaults (``task.xquad`` sets lr and epochs), so ``--set
-    task.xquad.doc_stride=64`` must start from them."""
+    task.xquad.doc_stride=64`` must start from them. A source's default origin is dropped when
+    ``leaf`` gives another one (``--set data.xnli.test.hub=...``)."""
     model: type[BaseModel] = Config
     default: Any = None
     for part in parts:
@@ -765,7 +794,10 @@ def _section_default(parts: list[str]) -> dict[str, Any]:
         else:
             default = getattr(default, part)
         model = annotation
-    return default.model_dump(mode="json") if isinstance(default, BaseModel) else {}
+    dumped = default.model_dump(mode="json", exclude_defaults=True)
+    if model is SourceSpec and leaf in SOURCE_ORIGIN_FIELDS:
+        dumped = {k: v for k, v in dumped.items() if k not in SOURCE_ORIGIN_FIELDS}
+    return dumped
 
 
 def _rewrite(err: ValidationError, origins: dict[str, str], source: str) -> ConfigError:
@@ -785,15 +817,20 @@ def _rewrite(err: ValidationError, origins: dict[str, str], source: str) -> Conf
             expected = f"unknown key (allowed here: {', '.join(sorted(allowed))}){suggestion}"
             messages.append(f"{where}: {key}: {expected}")
         elif problem["type"] == "value_error":
-            # a section's check that names one of its keys first ("search_space.x: ...") is
-            # located at that key's line
-            head = _expected(problem["msg"]).split(": ", 1)[0]
-            if key and " " not in head and f"{key}.{head}" in origins:
+            message = _expected(problem["msg"])
+            head = message.split(": ", 1)[0]
+            if not key and is_config_key(head):
+                # a whole-config check names its key first ("tune.metric: ...")
+                key, message = head, message.split(": ", 1)[1]
+                where = _origin_of(key, origins, source)
+                first_key = first_key or key
+            elif key and " " not in head and f"{key}.{head}" in origins:
+                # a section's check that names one of its keys ("search_space.x: ...") is
+                # located at that key's line
                 where = origins[f"{key}.{head}"]
             overrides = [o for k, o in origins.items() if k.startswith(f"{key}.") and "--set" in o]
             after = f" (after {', '.join(overrides)})" if overrides else ""
-            keyed = f"{key}: " if key else ""  # whole-config checks name their keys
-            messages.append(f"{where}: {keyed}{_expected(problem['msg'])}{after}")
+            messages.append(f"{where}: {key}: {message}{after}")
         else:
             messages.append(
                 f"{where}: {key or '<top level>'}: expected {_expected(problem['msg'])}; "

@@ -74,7 +74,13 @@ def check_data(config: Config) -> None:
     pivot = data.pivot
     evaluated = data.all_eval_languages
     check_model(config)
-    if config.alignment.method != "none" or config.alignment.joint_weight:
+    alignment = config.alignment
+    searched = config.tune.search_space.get("alignment.method")
+    aligns = alignment.method != "none" or alignment.joint_weight
+    if aligns or (searched is not None and set(searched.choices or []) - {"none"}):
+        batch_size = _largest(config, "alignment.batch_size", alignment.batch_size)
+        pack = _largest(config, "alignment.pack_sentences", alignment.pack_sentences)
+        batches = 0
         if not data.languages:
             raise ConfigError(
                 f"alignment.method {config.alignment.method} needs at least one target "
@@ -92,13 +98,22 @@ def check_data(config: Config) -> None:
             corpus = read_parallel_sources(sources, root=root, lang=lang, pivot=pivot)
             if data.pairs_per_language:
                 corpus = corpus.resized(data.pairs_per_language, config.train.seed + k)
-            rows = len(packed(corpus, config.alignment.pack_sentences))
-            if rows < config.alignment.batch_size:
+            rows = len(packed(corpus, pack))
+            if rows < batch_size:
                 raise ConfigError(
-                    f"{config.alignment.batch_size} is more than the {rows} training rows of "
-                    f"{lang} ({corpus.origin}), which would never be aligned",
+                    f"{batch_size} is more than the {rows} training rows of {lang} "
+                    f"({corpus.origin}), which would never be aligned",
                     key="alignment.batch_size",
                 )
+            per_epoch = rows // batch_size  # as the stage draws them (whole batches only)
+            epochs = alignment.epochs
+            batches += min(math.ceil(epochs) * per_epoch, max(1, round(per_epoch * epochs)))
+        grad_accum = _largest(config, "alignment.grad_accum", alignment.grad_accum)
+        if batches < grad_accum:
+            raise ConfigError(
+                f"{grad_accum} micro-batches per step, but stage 1 has only {batches}",
+                key="alignment.grad_accum",
+            )
     for lang in evaluated[1:]:
         if data.parallel.dev.covers(lang):
             read_parallel(data.parallel.dev, root=root, lang=lang, pivot=pivot)
@@ -115,6 +130,14 @@ def check_data(config: Config) -> None:
                     read_nli(spec, root=root, lang=lang, pivot=pivot, training=False)
                 else:
                     read_qa(spec, root=root, lang=lang, pivot=pivot)
+
+
+def _largest(config: Config, key: str, value: float) -> int:
+    """``value``, or the largest the search can sample for ``key`` (checks hold for all)."""
+    spec = config.tune.search_space.get(key)
+    if spec is None:
+        return int(value)
+    return int(max(spec.choices) if spec.choices is not None else spec.high)
 
 
 def check_model(config: Config) -> None:

@@ -3,42 +3,80 @@ config cannot carry them, and hidden wherever a URI is printed or logged."""
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 
-SECRET_QUERY_KEYS = ("token", "password", "secret", "key", "auth")
+#: Query parameters that carry a secret (exact names, lower case; also ``*_token`` etc.).
+SECRET_QUERY_NAMES = frozenset(
+    {"token", "access_token", "auth_token", "id_token", "refresh_token", "auth", "sig"}
+    | {"password", "passwd", "pwd", "secret", "client_secret", "api_key", "apikey"}
+)
+SECRET_QUERY_SUFFIXES = ("_token", "_secret", "_password", "-token", "-secret", "-password")
+#: Schemes whose user-info part is a credential even without a password (a token as user).
+TOKEN_USER_SCHEMES = ("http", "https")
 
 
 def _secret_name(name: str) -> bool:
-    return any(part in name.lower() for part in SECRET_QUERY_KEYS)
+    name = name.lower()
+    return name in SECRET_QUERY_NAMES or name.endswith(SECRET_QUERY_SUFFIXES)
+
+
+def _secret_user(scheme: str, userinfo: str) -> bool:
+    return ":" in userinfo or scheme.lower() in TOKEN_USER_SCHEMES
 
 
 def redacted(uri: str) -> str:
-    """``uri`` with its user info's password (or a bare token in its place) and secret-looking
-    query values replaced by ``***``."""
-    parts = urllib.parse.urlsplit(uri)
+    """``uri`` with the password of its user info (or a token standing as the user) and the
+    values of secret query parameters replaced by ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:  # not parseable (a stray bracket): hide anything that looks like user info
+        return re.sub(r"//[^/@]*@", "//***@", uri)
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
         user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
+        if colon:
+            netloc = f"{user}:***@{hostport}"
+        elif _secret_user(parts.scheme, userinfo):
+            netloc = f"***@{hostport}"
     pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = parts.query
     if any(_secret_name(name) for name, _ in pairs):
         query = urllib.parse.urlencode(
             [(name, "***" if _secret_name(name) else value) for name, value in pairs], safe="*"
         )
-    else:
-        query = parts.query
     if netloc == parts.netloc and query == parts.query:
         return uri
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def credentials_in(uri: str) -> str | None:
-    """What secret ``uri`` carries (user info, a secret-looking query parameter), or None."""
-    parts = urllib.parse.urlsplit(uri)
-    if "@" in parts.netloc:
-        return "a user name or password"
+    """What secret ``uri`` carries (a password or token in its user info, a secret query
+    parameter), or None. A database user name without a password is not one."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:  # not parseable: anything that looks like user info counts
+        return "a password or token in its user info" if re.search(r"//[^/@]*@", uri) else None
+    userinfo = parts.netloc.rpartition("@")[0]
+    if userinfo and _secret_user(parts.scheme, userinfo):
+        return "a password or token in its user info"
     for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
         if _secret_name(name):
             return f"the query parameter {name!r}"
     return None
+
+
+def where_secrets_go(uri: str) -> str:
+    """Advice for a URI that carried a secret: MLflow's variables for a server, the whole URI
+    in the environment (or the database's own credential store) otherwise."""
+    scheme = urllib.parse.urlsplit(uri).scheme.lower() if "://" in uri else ""
+    if scheme in TOKEN_USER_SCHEMES:
+        return (
+            "put the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD / "
+            "MLFLOW_TRACKING_TOKEN, or the whole URI in MLFLOW_TRACKING_URI"
+        )
+    return (
+        "put the whole URI in MLFLOW_TRACKING_URI, or keep the password in the database's own "
+        "credential store (e.g. ~/.pgpass)"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,3 +103,13 @@ def tiny_trial_overrides(cache: str, output: str) -> list[str]:
         "train.checkpoint_every=4",
         f"train.output_dir={output}",
     ]
+
+
+def refuse_reading(monkeypatch) -> None:
+    """Every ``Path.open`` fails as an unreadable file does (tests may run as root, where
+    ``chmod`` does not stop reading)."""
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)

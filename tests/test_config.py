@@ -11,6 +11,8 @@ import pytest
 from ot_ray.config import Config, dump_config, load_config, parse_override
 from ot_ray.errors import ConfigError
 
+DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
 
@@ -184,3 +186,19 @@ def test_cli_user_errors_exit_2_without_traceback(args, expected):
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_every_batch_must_be_shared_by_all_workers():
+    with pytest.raises(ConfigError, match=r"task\.xquad\.batch_size: 2 cannot be shared by .* 4"):
+        load_config(None, ["train.num_workers=4", "task.xquad.batch_size=2"])
+
+
+def test_setting_one_key_of_a_section_keeps_the_sections_defaults():
+    """task.xquad's default sets lr and epochs, which its fields lack; a source's default path
+    gives way when the override names a Hub dataset instead."""
+    config = load_config(None, ["task.xquad.doc_stride=64"])
+    assert (config.task.xquad.doc_stride, config.task.xquad.lr) == (64, 3e-5)
+    config = load_config(None, ["data.parallel.train.languages=[de]"])
+    assert config.data.parallel.train.path == "{root}/parallel/{lang}-{pivot}.tsv"
+    source = load_config(DEMO, ["data.xnli.test.hub=facebook/xnli"]).data.xnli.test
+    assert (source.hub, source.path) == ("facebook/xnli", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write_small_world
+from conftest import refuse_reading, write_small_world
 
 from ot_ray.data.parallel import packed, read_line_aligned, read_parallel_tsv
 from ot_ray.errors import DataError
@@ -123,11 +123,7 @@ def test_a_directory_or_an_unreadable_file_is_named(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"corpus\.tsv: is a directory"):
         read_line_aligned(source, folder)
     locked = write(tmp_path / "locked.tsv", "a\tb\n")
-
-    def refuse(self, *args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(self))
-
-    monkeypatch.setattr(Path, "open", refuse)  # tests may run as root, where chmod is ignored
+    refuse_reading(monkeypatch)
     with pytest.raises(DataError, match=r"locked\.tsv: cannot read the file: Permission denied"):
         read_parallel_tsv(locked)
 

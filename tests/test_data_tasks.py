@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_small_world
+from conftest import refuse_reading, write_small_world
 
 from ot_ray.data.tasks import NLI_LABELS, read_squad, read_xnli
 from ot_ray.demo.nli import LABELS as DEMO_LABELS
@@ -174,10 +174,13 @@ def test_task_readers_name_a_directory_or_an_unreadable_file(tmp_path, monkeypat
     with pytest.raises(DataError, match=r"xquad\.json: is a directory, not a file"):
         read_squad(squad_folder)
     locked = write(tmp_path / "locked.jsonl", "{}\n")
-
-    def refuse(self, *args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(self))
-
-    monkeypatch.setattr(Path, "open", refuse)  # tests may run as root, where chmod is ignored
+    refuse_reading(monkeypatch)
     with pytest.raises(DataError, match=r"locked\.jsonl: cannot read the file: Permission denied"):
         read_xnli(locked)
+
+
+def test_numbered_squad_questions_keep_their_numbers_as_ids(tmp_path):
+    path = write(tmp_path / "s.json", squad_document(qa(qid=7), qa(qid="8")))
+    assert [example.id for example in read_squad(path)] == ["7", "8"]
+    with pytest.raises(DataError, match=r"id '7' repeats"):
+        read_squad(write(tmp_path / "t.json", squad_document(qa(qid=7), qa(qid="7"))))

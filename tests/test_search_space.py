@@ -3,6 +3,7 @@ turning a trial's values into a config, and config files that extend others."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
@@ -22,6 +23,8 @@ from ot_ray.search.space import (
     trial_overrides,
 )
 from ot_ray.search.sweep import trial_outcome
+
+DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 SPACE_YAML = """
 tune:
@@ -156,7 +159,7 @@ def test_points_must_lie_in_the_space_and_objective_must_not_use_test(tmp_path):
         load_config(None, ["tune.objective=[xnli/test/acc/avg_targets]"])
     # tune.metric is what ASHA, Optuna and the best trial select on
     with pytest.raises(ConfigError, match=r"must not select on test metrics \(xnli/test/acc/de"):
-        load_config("configs/demo.yaml", ["tune.metric=xnli/test/acc/de"])
+        load_config(DEMO, ["tune.metric=xnli/test/acc/de"])
 
 
 @pytest.mark.parametrize(
@@ -176,8 +179,8 @@ def test_points_must_lie_in_the_space_and_objective_must_not_use_test(tmp_path):
 def test_search_metrics_must_be_ones_a_trial_reports(override, message):
     """A misspelt metric would leave every trial's objective NaN for the whole sweep."""
     with pytest.raises(ConfigError, match=message):
-        load_config("configs/demo.yaml", [override])
-    config = load_config("configs/demo.yaml", ["tune.metric=xquad/dev/f1/de"])
+        load_config(DEMO, [override])
+    config = load_config(DEMO, ["tune.metric=xquad/dev/f1/de"])
     assert config.tune.metric == "xquad/dev/f1/de"
 
 

@@ -69,17 +69,32 @@ def test_passwords_never_appear_in_messages():
 @pytest.mark.parametrize(
     ("uri", "what"),
     [
-        ("postgresql://me:secret@db:5432/mlflow", "a user name or password"),
-        ("https://TOKEN@mlflow.example.org", "a user name or password"),
-        ("https://mlflow.example.org/?token=abc", "the query parameter 'token'"),
+        ("postgresql://me:Zq9secret@db:5432/mlflow", "a password or token in its user info"),
+        ("https://Zq9token@mlflow.example.org", "a password or token in its user info"),
+        ("https://mlflow.example.org/?token=Zq9abc", "the query parameter 'token'"),
+        ("https://mlflow.example.org/?X-Api-Token=Zq9abc", "the query parameter 'X-Api-Token'"),
     ],
 )
 def test_a_config_cannot_carry_tracking_credentials(uri, what):
-    """Configs are logged (MLflow params, best.yaml, show_config): secrets go in the env."""
-    with pytest.raises(
-        ConfigError, match=rf"tracking\.uri: the URI carries {what}.*MLFLOW_TRACKING_URI"
-    ):
+    """Configs are logged (MLflow params, best.yaml, show_config): secrets go in the env. The
+    error quotes the override without the secret."""
+    pattern = rf"tracking\.uri: the URI carries {what}.*MLFLOW_TRACKING_URI"
+    with pytest.raises(ConfigError, match=pattern) as caught:
         load_config(None, [f"tracking.uri={uri}"])
+    assert "Zq9" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "postgresql://mlflow@db/mlflow",  # password in ~/.pgpass or IAM
+        "postgresql://db/mlflow?sslkey=/etc/ssl/client.key&sslmode=verify-full",
+        "databricks://profile",
+        "https://mlflow.example.org/prefix/?author=x",
+    ],
+)
+def test_uris_without_secrets_are_accepted(uri):
+    assert load_config(None, [f"tracking.uri={uri}"]).tracking.uri == uri
 
 
 class AuthServer(http.server.BaseHTTPRequestHandler):
@@ -183,3 +198,20 @@ def test_the_job_stops_before_ray_when_the_server_is_unreachable(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr and "ray" not in done.stdout.lower()
     assert not (tmp_path / "out").exists() and not (tmp_path / "sweeps").exists()
+
+
+def test_a_sqlite_store_keeps_its_artifacts_next_to_the_database(tmp_path, monkeypatch):
+    """Not in ./mlruns of wherever the sweep ran: the store and its artifacts move together
+    (the laptop image keeps both in its volume)."""
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store}/mlflow.db"
+    experiment = check_tracking(uri, "artifacts")
+    client = MlflowClient(uri)
+    assert client.get_experiment(experiment).artifact_location == (store / "mlartifacts").as_uri()
+    run = client.create_run(experiment)
+    (tmp_path / "note.txt").write_text("kept", encoding="utf-8")
+    client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
+    assert list(store.glob("mlartifacts/*/artifacts/note.txt"))
+    assert not (tmp_path / "mlruns").exists()

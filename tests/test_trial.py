@@ -170,7 +170,7 @@ def test_each_method_runs_its_own_loss_and_measures_alignment(by_method):
         # only the OT methods run the Sinkhorn solver
         assert ("align/ot/sweeps" in metrics) == (name in ("wordot", "subot")), name
     # each method's loss is its own (and link_noise is applied): the same data and seed give
-    # five different losses
+    # four different losses
     losses = {name: by_method[name]["align/loss"] for name in METHODS if name != "none"}
     assert len(set(losses.values())) == len(losses), losses
 
@@ -312,6 +312,7 @@ def test_language_averages_follow_the_paper_definition():
             r"fr has no training pairs",
         ),
         ("model.name_or_path=/nonexistent/encoder", "model.name_or_path", r"cannot load"),
+        ("alignment.grad_accum=21", "alignment.grad_accum", r"21 micro-batches .* only 20"),
     ],
 )
 def test_settings_the_trial_cannot_run_are_refused_before_it_starts(
@@ -323,6 +324,17 @@ def test_settings_the_trial_cannot_run_are_refused_before_it_starts(
         check_data(config)
     assert caught.value.key == key
     check_data(tiny_config(cache, tmp_path, "alignment.layers=[-3, 2]"))  # embeddings, top
+
+
+def test_what_the_search_can_sample_is_checked_too(cache, tmp_path):
+    """The base config runs no alignment, but the search samples it, with a batch too large."""
+    space = (
+        "tune.search_space={alignment.method: {choices: [none, wordot]}, "
+        "alignment.batch_size: {choices: [8, 64]}}"
+    )
+    config = tiny_config(cache, tmp_path, "alignment.method=none", space)
+    with pytest.raises(ConfigError, match=r"64 is more than the 40 training rows of de"):
+        check_data(config)
 
 
 def test_a_refused_setting_exits_2_with_its_key_and_no_traceback(cache, tmp_path):

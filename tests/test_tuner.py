@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import ray
@@ -17,6 +18,8 @@ from ot_ray.config import load_config
 from ot_ray.search.scheduler import pruned_trials
 from ot_ray.search.space import REFERENCE_KEY
 from ot_ray.search.sweep import best_trial, new_tuner, trial_outcome
+
+DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 # Ray's workers cannot import this test module: ship the scripted trial by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -46,7 +49,7 @@ def local_ray():
 
 def test_weak_trials_are_cut_at_a_milestone_and_the_baseline_runs_to_the_end(local_ray, tmp_path):
     config = load_config(
-        "configs/demo.yaml",
+        DEMO,
         [
             "tune.num_samples=8",
             "tune.seed=3",

@@ -142,6 +142,8 @@ def read_squad(path: Path) -> list[QAExample]:
                 at = f"{in_paragraph}.qas[{q}]"
                 answers = _json_list(qa, "answers", at, path)
                 qid, question = qa.get("id"), qa.get("question")
+                if isinstance(qid, int) and not isinstance(qid, bool):
+                    qid = str(qid)  # some SQuAD-format files number their questions
                 if not isinstance(qid, str) or not qid or not isinstance(question, str):
                     raise DataError(
                         f"{at}: needs a string id and a string question, found id "

@@ -54,17 +54,18 @@ def _health_request(uri: str) -> urllib.request.Request:
     userinfo, at, hostport = parts.netloc.rpartition("@")
     url = urllib.parse.urlunsplit(parts._replace(netloc=hostport, query=""))
     request = urllib.request.Request(url.rstrip("/") + "/health")
-    user, _, password = userinfo.partition(":")
-    user = urllib.parse.unquote(user) if at else os.environ.get("MLFLOW_TRACKING_USERNAME", "")
-    password = (
-        urllib.parse.unquote(password) if at else os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
-    )
     token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if at:
+        user, _, password = (urllib.parse.unquote(part) for part in userinfo.partition(":"))
+    elif token:  # MLflow's own order: a token wins over a user name and password
+        request.add_header("Authorization", f"Bearer {token}")
+        return request
+    else:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+        password = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
     if user:
         basic = base64.b64encode(f"{user}:{password}".encode()).decode()
         request.add_header("Authorization", f"Basic {basic}")
-    elif token:
-        request.add_header("Authorization", f"Bearer {token}")
     return request
 
 
@@ -101,10 +102,20 @@ def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0) -> str:
         found = client.get_experiment_by_name(experiment)
         if found is not None:
             return found.experiment_id
-        return client.create_experiment(experiment)
+        return client.create_experiment(experiment, artifact_location=artifact_location(uri))
     except Exception as err:  # any backend failure is the user's store, not our bug
         message = " ".join(str(err).split()).replace(uri, redacted(uri))[:300]
         raise TrackingError(f"cannot use the MLflow store {redacted(uri)}: {message}") from None
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: ``mlartifacts/`` next to
+    the database, so both move (or persist in a volume) together. MLflow's default would be
+    ``./mlruns`` in whatever directory the sweep ran from. None (the store's default) for
+    servers and other databases."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
 
 
 def mlflow_client(uri: str):
