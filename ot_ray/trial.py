@@ -10,6 +10,7 @@ worker group resumes where it stopped instead of starting over.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import statistics
@@ -57,6 +58,8 @@ EVAL_SPLITS = ("dev", "test")
 #: Stage-1 step values reported as their mean over the steps since the last report.
 STAGE1_MEANS = ("align/loss", "align/ot/sweeps", "align/ot/marginal_error")
 
+
+logger = logging.getLogger(__name__)
 
 #: Held-out pairs per language whose transport plan is drawn after alignment.
 PLANS_PICTURED = 2
@@ -233,6 +236,14 @@ class Trial:
         transformers.set_seed(self.config.train.seed + 1000 * distributed.rank())
         self.restored = self.reporter.latest_checkpoint()
         state = read_state(self.restored) if self.restored else TrialState()
+        if self.restored:  # a restarted worker group: counted, and said where it goes on
+            state.metrics["restarts"] = state.metrics.get("restarts", 0.0) + 1
+            if self.is_main:
+                logger.warning(
+                    "ot-ray: resuming stage %s at step %d from its checkpoint",
+                    state.stage,
+                    state.step,
+                )
         if self.restored and (self.restored / "predictions").exists():
             shutil.copytree(self.restored / "predictions", self.predictions, dirs_exist_ok=True)
         encoder = self._encoder(state)

@@ -301,8 +301,11 @@ def test_a_killed_worker_is_restarted_and_the_trial_finishes_from_its_checkpoint
         log = (tmp_path / "sweep.log").open("w")
         driver = background_driver(args, env, log)
         checkpoints = str(tmp_path / "sweeps" / "e2e" / "train" / "*" / "checkpoint_*")
-        # the first checkpoint, inside stage 1
-        wait_while_running(driver, log, lambda: glob.glob(checkpoints), "a checkpoint", poll=0.5)
+        # Two checkpoints in storage: the first is surely registered with Ray Train by then (a
+        # worker killed while its first upload is in flight restarts from nothing, rightly).
+        wait_while_running(
+            driver, log, lambda: len(glob.glob(checkpoints)) >= 2, "two checkpoints", poll=0.5
+        )
         victims = ray_worker_pids()
         assert len(victims) == 1
         os.kill(victims[0], signal.SIGKILL)
@@ -315,13 +318,7 @@ def test_a_killed_worker_is_restarted_and_the_trial_finishes_from_its_checkpoint
         assert f"xnli/test/acc/{lang}" in metrics and f"xquad/test/f1/{lang}" in metrics
     text = (tmp_path / "sweep.log").read_text()
     assert "finished" in text and "failed" not in text.split("## Sweep")[-1]
-    # Restored, not restarted: a restart from step 0 would log stage 1's first steps twice.
-    client = MlflowClient(store)
-    experiment = client.get_experiment_by_name("e2e").experiment_id
-    runs = client.search_runs([experiment])
-    (child,) = [run for run in runs if "ot_ray.trial_id" in run.data.tags]
-    steps = [m.step for m in client.get_metric_history(child.info.run_id, "align/loss")]
-    assert len(steps) >= 2 and steps == sorted(set(steps)), steps
+    assert metrics["restarts"] == 1  # restored from the checkpoint, not started from nothing
 
 
 def test_two_node_cluster_runs_a_two_worker_trial_with_shared_storage(cache, tmp_path):

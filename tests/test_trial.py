@@ -257,6 +257,7 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(
     assert first_after["global_step"] > crashed["global_step"]  # went on, did not start over
     scores = {k: v for k, v in straight.items() if k.startswith(("xnli/", "align/"))}
     assert {k: resumed[k] for k in scores} == pytest.approx(scores, abs=1e-9)
+    assert resumed["restarts"] == 1 and "restarts" not in straight
 
 
 def test_a_nan_loss_stops_with_stage_and_step():
