@@ -46,7 +46,7 @@ from ot_ray.data.sources import (
     read_qa,
 )
 from ot_ray.data.tokenized import tokenize_parallel
-from ot_ray.errors import ConfigError
+from ot_ray.errors import ConfigError, DataError
 from ot_ray.reporters import Reporter
 from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predictions
 from ot_ray.tasks.stage import fine_tune
@@ -77,46 +77,7 @@ def check_data(config: Config) -> None:
     pivot = data.pivot
     evaluated = data.all_eval_languages
     check_model(config)
-    alignment = config.alignment
-    searched = config.tune.search_space.get("alignment.method")
-    aligns = alignment.method != "none" or alignment.joint_weight
-    if aligns or (searched is not None and set(searched.choices or []) - {"none"}):
-        batch_size = _largest(config, "alignment.batch_size", alignment.batch_size)
-        pack = _largest(config, "alignment.pack_sentences", alignment.pack_sentences)
-        batches = 0
-        if not data.languages:
-            raise ConfigError(
-                f"alignment.method {config.alignment.method} needs at least one target "
-                "language to align",
-                key="data.languages",
-            )
-        for k, lang in enumerate(data.languages):
-            sources = data.parallel.train_sources(lang)
-            if not sources:
-                raise ConfigError(
-                    f"{lang} has no training pairs (data.parallel.train.languages or "
-                    "data.parallel.by_language leave it out), so it would never be aligned",
-                    key="data.languages",
-                )
-            corpus = read_parallel_sources(sources, root=root, lang=lang, pivot=pivot)
-            if data.pairs_per_language:
-                corpus = corpus.resized(data.pairs_per_language, config.train.seed + k)
-            rows = len(packed(corpus, pack))
-            if rows < batch_size:
-                raise ConfigError(
-                    f"{batch_size} is more than the {rows} training rows of {lang} "
-                    f"({corpus.origin}), which would never be aligned",
-                    key="alignment.batch_size",
-                )
-            per_epoch = rows // batch_size  # as the stage draws them (whole batches only)
-            epochs = alignment.epochs
-            batches += min(math.ceil(epochs) * per_epoch, max(1, round(per_epoch * epochs)))
-        grad_accum = _largest(config, "alignment.grad_accum", alignment.grad_accum)
-        if batches < grad_accum:
-            raise ConfigError(
-                f"{grad_accum} micro-batches per step, but stage 1 has only {batches}",
-                key="alignment.grad_accum",
-            )
+    _check_alignment_data(config, root)
     for lang in evaluated[1:]:
         if data.parallel.dev.covers(lang):
             read_parallel(data.parallel.dev, root=root, lang=lang, pivot=pivot)
@@ -133,6 +94,55 @@ def check_data(config: Config) -> None:
                     read_nli(spec, root=root, lang=lang, pivot=pivot, training=False)
                 else:
                     read_qa(spec, root=root, lang=lang, pivot=pivot)
+
+
+def _check_alignment_data(config: Config, root: str) -> None:
+    """Stage 1 (if this trial or the search runs it) has target languages whose training pairs
+    each fill a batch, and enough batches for one optimizer step: the stage draws whole
+    batches per language, and a language without one would silently never be aligned."""
+    data, alignment = config.data, config.alignment
+    searched = config.tune.search_space.get("alignment.method")
+    sampled = searched is not None and set(searched.choices or []) - {"none"}
+    if alignment.method == "none" and not alignment.joint_weight and not sampled:
+        return
+    if not data.languages:
+        raise ConfigError(
+            f"alignment.method {alignment.method} needs at least one target language to align",
+            key="data.languages",
+        )
+    batch_size = _largest(config, "alignment.batch_size", alignment.batch_size)
+    pack = _largest(config, "alignment.pack_sentences", alignment.pack_sentences)
+    batches = 0
+    for lang in data.languages:
+        sources = data.parallel.train_sources(lang)
+        if not sources:
+            raise ConfigError(
+                f"{lang} has no training pairs (data.parallel.train.languages or "
+                "data.parallel.by_language leave it out), so it would never be aligned",
+                key="data.languages",
+            )
+        corpus = read_parallel_sources(sources, root=root, lang=lang, pivot=data.pivot)
+        if not len(corpus):
+            raise DataError(
+                f"no sentence pairs ({corpus.skipped_empty} skipped for an empty side)",
+                path=corpus.origin,
+            )
+        rows = math.ceil((data.pairs_per_language or len(corpus)) / pack)
+        if rows < batch_size:
+            raise ConfigError(
+                f"{batch_size} is more than the {rows} training rows of {lang} "
+                f"({corpus.origin}), which would never be aligned",
+                key="alignment.batch_size",
+            )
+        per_epoch = rows // batch_size  # as the stage draws them (whole batches only)
+        epochs = alignment.epochs
+        batches += min(math.ceil(epochs) * per_epoch, max(1, round(per_epoch * epochs)))
+    grad_accum = _largest(config, "alignment.grad_accum", alignment.grad_accum)
+    if batches < grad_accum:
+        raise ConfigError(
+            f"{grad_accum} micro-batches per step, but stage 1 has only {batches}",
+            key="alignment.grad_accum",
+        )
 
 
 def _largest(config: Config, key: str, value: float) -> int:

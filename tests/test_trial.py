@@ -16,7 +16,7 @@ from transformers import AutoModel, AutoTokenizer
 from ot_ray.config import load_config
 from ot_ray.data.sources import data_root
 from ot_ray.data.tasks import read_squad, read_xnli
-from ot_ray.errors import ConfigError
+from ot_ray.errors import ConfigError, DataError
 from ot_ray.launch import resolve_paths
 from ot_ray.reporters import LocalReporter
 from ot_ray.training import StageState, TrainingError, run_steps
@@ -325,6 +325,14 @@ def test_settings_the_trial_cannot_run_are_refused_before_it_starts(
         check_data(config)
     assert caught.value.key == key
     check_data(tiny_config(cache, tmp_path, "alignment.layers=[-3, 2]"))  # embeddings, top
+
+
+def test_a_corpus_of_empty_pairs_is_named_before_the_trial_starts(cache, tmp_path):
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("\tein satz\nthe sentence\t \n", encoding="utf-8")
+    config = tiny_config(cache, tmp_path, f"data.parallel.train={{path: {empty}}}")
+    with pytest.raises(DataError, match=r"empty\.tsv: no sentence pairs \(2 skipped"):
+        check_data(config)
 
 
 def test_what_the_search_can_sample_is_checked_too(cache, tmp_path):
