@@ -359,6 +359,10 @@ class TrainConfig(Section):
         default=None, description="Ray Train storage (checkpoints); default <output_dir>/ray."
     )
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU).")
+    tf32: bool = Field(
+        True,
+        description="TF32 float32 matmuls on GPU outside bf16 autocast (never in the OT costs).",
+    )
     compile: bool = Field(
         False, description="torch.compile the trained models (GPU; the first steps compile)."
     )

@@ -47,6 +47,7 @@ from ot_ray.data.sources import (
 )
 from ot_ray.data.tokenized import tokenize_parallel
 from ot_ray.errors import ConfigError, DataError
+from ot_ray.precision import allow_tf32
 from ot_ray.reporters import Reporter
 from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predictions
 from ot_ray.tasks.stage import fine_tune
@@ -211,7 +212,7 @@ class Trial:
         index = torch.cuda.current_device() if use_cuda else None
         self.device = torch.device("cuda", index) if use_cuda else torch.device("cpu")
         if use_cuda:
-            torch.backends.cuda.matmul.allow_tf32 = True
+            allow_tf32(config.train.tf32)
         self.out = Path(config.train.output_dir).expanduser()
         self.cache = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else None
         self.cache = self.cache or self.out / "cache"

@@ -323,6 +323,116 @@ def test_pods_mount_what_they_declare_and_reference_what_exists():
     assert checked >= 5
 
 
+#: Volume types the "restricted" Pod Security Standard admits.
+RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+    "projected", "secret",
+}  # fmt: skip
+
+
+def restricted_violations(spec: dict[str, Any], extra_containers=()) -> list[str]:
+    """What in a pod spec the "restricted" Pod Security Standard refuses, for the fields these
+    manifests set or could plausibly set: host namespaces and ports, volume types, privilege,
+    escalation, capabilities, root, seccomp (not sysctls, procMount, SELinux or AppArmor, which
+    no manifest here touches)."""
+    pod = spec.get("securityContext", {})
+    found = [key for key in ("hostNetwork", "hostPID", "hostIPC") if spec.get(key)]
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        found += [f"volume {volume['name']}: {k}" for k in kinds - RESTRICTED_VOLUMES]
+    containers = [*spec.get("initContainers", []), *spec["containers"], *extra_containers]
+    for container in containers:
+        own = container.get("securityContext", {})
+        name = container.get("name", "autoscaler")
+        if own.get("privileged"):
+            found.append(f"{name}: privileged")
+        if any(port.get("hostPort") for port in container.get("ports", [])):
+            found.append(f"{name}: host port")
+        if own.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation is not false")
+        capabilities = own.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []):
+            found.append(f"{name}: capabilities not dropped")
+        if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: capabilities added")
+        if own.get("runAsNonRoot", pod.get("runAsNonRoot")) is not True:
+            found.append(f"{name}: may run as root")
+        if 0 in (own.get("runAsUser"), pod.get("runAsUser")):
+            found.append(f"{name}: runs as uid 0")
+        seccomp = (own.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: no seccomp profile")
+    return found
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard():
+    """The namespace enforces "restricted", so a pod that falls short would be refused at
+    creation: every template must pass, the autoscaler sidecar (autoscalerOptions) included."""
+    (namespace,) = of_kind("Namespace")
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    autoscaler = {}
+    for _, doc in manifests():
+        cluster = ray_cluster_spec(doc)
+        if cluster and cluster.get("enableInTreeAutoscaling"):
+            options = cluster["autoscalerOptions"]
+            autoscaler[doc["metadata"]["name"]] = [{"securityContext": options["securityContext"]}]
+    checked = 0
+    for where, spec in pod_specs():
+        is_head = where.endswith(" head")
+        extra = autoscaler.get(where.split("/")[-1].split()[0], []) if is_head else []
+        assert restricted_violations(spec, extra) == [], where
+        checked += 1
+    assert checked >= 5 and autoscaler
+
+
+def test_the_restricted_check_catches_what_the_standard_refuses():
+    (deployment,) = of_kind("Deployment")
+    spec = yaml.safe_load(yaml.safe_dump(deployment["spec"]["template"]["spec"]))
+    spec["hostNetwork"] = True
+    spec["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    del spec["securityContext"]["seccompProfile"]
+    container = spec["containers"][0]
+    container["securityContext"] = {"capabilities": {"add": ["SYS_ADMIN"]}, "runAsUser": 0}
+    container["ports"][0]["hostPort"] = 5000
+    context = {"privileged": True, "runAsNonRoot": False, "seccompProfile": {"type": "Localhost"}}
+    spec["initContainers"] = [{"name": "init", "securityContext": context}]
+    sidecar = {"securityContext": {"allowPrivilegeEscalation": False}}  # as autoscalerOptions
+    assert restricted_violations(spec, [sidecar]) == [
+        "hostNetwork",
+        "volume host: hostPath",
+        "init: privileged",
+        "init: allowPrivilegeEscalation is not false",
+        "init: capabilities not dropped",
+        "init: may run as root",
+        "mlflow: host port",
+        "mlflow: allowPrivilegeEscalation is not false",
+        "mlflow: capabilities not dropped",
+        "mlflow: capabilities added",
+        "mlflow: runs as uid 0",
+        "mlflow: no seccomp profile",
+        "autoscaler: capabilities not dropped",
+        "autoscaler: no seccomp profile",
+    ]
+
+
+def test_ray_pods_admit_this_namespace_and_the_operator_on_the_dashboard_only():
+    policies = {doc["metadata"]["name"]: doc["spec"] for doc in of_kind("NetworkPolicy")}
+    ray = policies["ray-pods-ingress"]
+    assert ray["podSelector"] == {
+        "matchExpressions": [{"key": "ray.io/node-type", "operator": "Exists"}]
+    }
+    assert ray["policyTypes"] == ["Ingress"]
+    same_namespace, operator = ray["ingress"]
+    assert same_namespace == {"from": [{"podSelector": {}}]}
+    operator_pods = {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}
+    # any namespace: the README's Helm install puts the operator in `default`, not `ot-ray`
+    assert operator["from"] == [{"namespaceSelector": {}, "podSelector": operator_pods}]
+    assert operator["ports"] == [{"protocol": "TCP", "port": 8265}]
+    mlflow = policies["mlflow-same-namespace"]
+    assert [rule["from"] for rule in mlflow["ingress"]] == [[{"podSelector": {}}]]
+
+
 def test_images_and_ray_versions_match_the_dockerfile():
     version = PYPROJECT["project"]["version"]
     ray_version = dockerfile_args()["RAY_VERSION"]

@@ -6,6 +6,8 @@ is present and are skipped elsewhere; the compile and copy helpers are also chec
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from transformers import BertConfig, BertModel
 
 from ot_ray.config import SinkhornConfig
 from ot_ray.ot import sinkhorn_divergence
+from ot_ray.precision import allow_tf32
 from ot_ray.training import compiled, to_device
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -70,6 +73,27 @@ def test_the_ot_divergence_on_cuda_matches_the_cpu(dtype):
     torch.testing.assert_close(ours.double().cpu(), reference, rtol=tolerance, atol=tolerance)
 
 
+def encoder_like_states(generator: torch.Generator):
+    """24 pairs of 60 words in 768 dimensions: a sentence and a permuted noisy copy of it, the
+    target side 20 to 60 words long; costs up to ~190."""
+    x = torch.randn(24, 60, 768, generator=generator) * 0.4
+    noise = torch.randn(x.shape, generator=generator)
+    y = x[:, torch.randperm(60, generator=generator)] + 0.3 * noise
+    x_mask = torch.ones(24, 60, dtype=torch.bool)
+    y_mask = torch.arange(60)[None, :] < torch.randint(20, 61, (24, 1), generator=generator)
+    return x, y, x_mask, y_mask
+
+
+def divergence_and_gradient(inputs, dtype: torch.dtype, options: SinkhornConfig):
+    x, y, x_mask, y_mask = (t.cuda() for t in inputs)
+    states = x.to(dtype).requires_grad_(True)
+    value = sinkhorn_divergence(
+        states, y.to(dtype), x_mask, y_mask, epsilon=0.0025, options=options
+    )
+    value.sum().backward()
+    return value.detach().double().cpu(), states.grad.double().cpu()
+
+
 @needs_cuda
 @pytest.mark.parametrize("n_iters", [None, 50])
 def test_the_fused_kernel_is_as_accurate_as_the_torch_loop_at_the_paper_eps(n_iters):
@@ -79,27 +103,12 @@ def test_the_fused_kernel_is_as_accurate_as_the_torch_loop_at_the_paper_eps(n_it
     measured on the CPU, the torch loop's float32 gradient is 0.3% off its float64 one), so each
     float32 backend is compared with the float64 torch loop and must be about as close as the
     other."""
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(24, 60, 768, generator=generator) * 0.4
-    noise = torch.randn(x.shape, generator=generator)
-    y = x[:, torch.randperm(60, generator=generator)] + 0.3 * noise
-    x_mask = torch.ones(24, 60, dtype=torch.bool)
-    y_mask = torch.arange(60)[None, :] < torch.randint(20, 61, (24, 1), generator=generator)
+    inputs = encoder_like_states(torch.Generator().manual_seed(0))
     results = {}
     for backend, dtype in (("native", torch.float64), ("native", torch.float32), ("fused", None)):
         options = SinkhornConfig(backend=backend, n_iters=n_iters)
         dtype = dtype or torch.float32
-        states = x.to("cuda", dtype).requires_grad_(True)
-        value = sinkhorn_divergence(
-            states,
-            y.to("cuda", dtype),
-            x_mask.cuda(),
-            y_mask.cuda(),
-            epsilon=0.0025,
-            options=options,
-        )
-        value.sum().backward()
-        results[(backend, dtype)] = (value.detach().double().cpu(), states.grad.double().cpu())
+        results[(backend, dtype)] = divergence_and_gradient(inputs, dtype, options)
     value, grad = results[("native", torch.float64)]
     errors = {}
     for key in (("native", torch.float32), ("fused", torch.float32)):
@@ -108,6 +117,74 @@ def test_the_fused_kernel_is_as_accurate_as_the_torch_loop_at_the_paper_eps(n_it
         errors[key[0]] = float((other_grad - grad).norm() / grad.norm())
     print(f"float32 gradient error against float64: {errors}")
     assert errors["fused"] < 2 * errors["native"] + 1e-4 and errors["fused"] < 1e-2
+
+
+@needs_cuda
+def test_the_ot_costs_keep_full_float32_where_a_trial_allows_tf32():
+    """A trial allows TF32 matmuls (``train.tf32``), which keep 10 bits of mantissa. With TF32
+    allowed the float32 divergence must stay as close to float64 as it is with TF32 off; had its
+    cost GEMMs used TF32, the gradient's error would be 2.5 times float32's on these states
+    (emulated on the CPU, ``benchmarks/probe_tf32_costs.py``: 9.6e-3 against 3.9e-3)."""
+    inputs = encoder_like_states(torch.Generator().manual_seed(5))
+    options = SinkhornConfig(backend="native")
+    value, grad = divergence_and_gradient(inputs, torch.float64, options)
+    errors = {}
+    for tf32 in (False, True):
+        allow_tf32(tf32)
+        try:
+            other_value, other_grad = divergence_and_gradient(inputs, torch.float32, options)
+        finally:
+            allow_tf32(False)
+        torch.testing.assert_close(other_value, value, rtol=1e-4, atol=1e-3)
+        errors[tf32] = float((other_grad - grad).norm() / grad.norm())
+    print(f"float32 gradient error against float64, TF32 off / allowed: {errors}")
+    assert errors[True] < 1.5 * errors[False] + 1e-4 and errors[True] < 1e-2
+
+
+@needs_cuda
+def test_a_float32_trial_on_the_gpu_gives_the_cpu_s_results(tmp_path: Path):
+    """bf16 and TF32 off, the torch-loop solver on both, and an encoder without dropout (the CPU
+    and CUDA generators draw different masks from one seed): the same trial on the GPU and on
+    the CPU may then differ only by the order of float32 sums, so losses and scores must agree.
+    Data order and head initialisation come from CPU generators on both."""
+    from conftest import tiny_trial_overrides
+
+    from ot_ray.config import load_config
+    from ot_ray.data.sources import model_path
+    from ot_ray.launch import resolve_paths
+    from ot_ray.reporters import LocalReporter
+    from ot_ray.trial import run_trial
+
+    def trial_config(device: str, encoder: Path | None = None):
+        overrides = tiny_trial_overrides(str(tmp_path / "cache"), str(tmp_path / device))
+        overrides += [
+            f"train.use_gpu={device == 'cuda'}",
+            "train.bf16=false",
+            "train.tf32=false",
+            "alignment.ot.solver.backend=native",
+        ]
+        overrides += [f"model.name_or_path={encoder}"] if encoder else []
+        return resolve_paths(load_config(None, overrides))
+
+    encoder = tmp_path / "encoder-without-dropout"
+    shutil.copytree(model_path(trial_config("cpu")), encoder)  # builds the small world
+    settings = json.loads((encoder / "config.json").read_text(encoding="utf-8"))
+    settings.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (encoder / "config.json").write_text(json.dumps(settings), encoding="utf-8")
+    results = {}
+    for device in ("cpu", "cuda"):
+        config = trial_config(device, encoder)
+        results[device] = run_trial(config, LocalReporter(tmp_path / device), show_progress=False)
+    cpu, gpu = results["cpu"], results["cuda"]
+    scores = [k for k in cpu if k.startswith(("xnli/", "xquad/", "align/retrieval_acc/"))]
+    scores = [k for k in scores if isinstance(cpu[k], float) and "/loss" not in k]
+    gaps = {k: abs(cpu[k] - gpu[k]) for k in scores}
+    loss_gap = abs(cpu["align/loss"] - gpu["align/loss"]) / abs(cpu["align/loss"])
+    print(f"align/loss relative gap {loss_gap:.2e}; largest score gaps: "
+          f"{sorted(gaps.items(), key=lambda kv: -kv[1])[:8]}")  # fmt: skip
+    assert cpu["align/steps"] == gpu["align/steps"] > 0
+    assert loss_gap < 1e-3
+    assert len(scores) > 10 and max(gaps.values()) <= 2.5  # about two of 90 examples
 
 
 @needs_cuda

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ot_ray.precision import full_float32_matmuls
+
 CostName = Literal["sqeuclidean", "cosine"]
 
 
@@ -15,13 +17,35 @@ def cost_matrix(x: Tensor, y: Tensor, cost: CostName = "sqeuclidean") -> Tensor:
     """Pairwise costs (B, n, m) between ``x`` (B, n, D) and ``y`` (B, m, D).
 
     ``sqeuclidean`` is |x - y|^2 / 2 (GeomLoss's p=2 convention), computed with one batched GEMM;
-    ``cosine`` is 1 - cos(x, y).
+    ``cosine`` is 1 - cos(x, y). The GEMMs, and those of their gradient, run without TF32 even
+    where the trial allows it: the solver divides these costs by eps.
     """
     if cost == "sqeuclidean":
-        return _sqeuclidean(x, y, _half_sq_norms(x), _half_sq_norms(y))
+        half_norms = _half_sq_norms(x)[:, :, None] + _half_sq_norms(y)[:, None, :]
+        return (half_norms - _FullFloat32Bmm.apply(x, y.transpose(1, 2))).clamp_min_(0.0)
     if cost == "cosine":
-        return 1.0 - torch.bmm(F.normalize(x, dim=-1), F.normalize(y, dim=-1).transpose(1, 2))
+        unit_x, unit_y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+        return 1.0 - _FullFloat32Bmm.apply(unit_x, unit_y.transpose(1, 2))
     raise ValueError(f"unknown cost {cost!r}; expected 'sqeuclidean' or 'cosine'")
+
+
+class _FullFloat32Bmm(torch.autograd.Function):
+    """``torch.bmm(a, b)`` with TF32 off in the forward and in the two GEMMs of its gradient
+    (autograd's own backward would run them after the forward's guard is gone)."""
+
+    @staticmethod
+    @full_float32_matmuls()
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a, b)
+        return torch.bmm(a, b)
+
+    @staticmethod
+    @full_float32_matmuls()
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        a, b = ctx.saved_tensors
+        grad_a = torch.bmm(grad, b.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_b = torch.bmm(a.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
 
 
 def debiasing_costs(x: Tensor, y: Tensor, cost: CostName = "sqeuclidean") -> Tensor:
@@ -55,6 +79,7 @@ class _DebiasingSqEuclidean(torch.autograd.Function):
     """
 
     @staticmethod
+    @full_float32_matmuls()
     def forward(ctx, x: Tensor, y: Tensor) -> Tensor:  # type: ignore[override]
         x_norms, y_norms = _half_sq_norms(x), _half_sq_norms(y)
         costs = torch.cat(
@@ -68,6 +93,7 @@ class _DebiasingSqEuclidean(torch.autograd.Function):
         return costs
 
     @staticmethod
+    @full_float32_matmuls()
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         x, y = ctx.saved_tensors
         g_xy, g_xx, g_yy = grad.view(3, *x.shape[:2], x.shape[1])

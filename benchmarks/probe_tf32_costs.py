@@ -1,0 +1,122 @@
+"""What would TF32 matmuls do to the OT loss at the paper's eps? Emulated on the CPU.
+
+A GPU trial allows TF32 (``train.tf32``), whose tensor cores round each GEMM input to 10 bits of
+mantissa and accumulate in float32. The squared-Euclidean costs are one GEMM each
+(|x|^2/2 + |y|^2/2 - <x, y>), and their gradient two more, so without
+``ot_ray.precision.full_float32_matmuls`` they would all be computed that way. This rounds the
+inputs of those GEMMs as TF32 does, and compares costs, the debiased divergence and its gradient
+with float64 and with plain float32, on encoder-like states (a sentence and a permuted noisy
+copy in 768 dimensions) at two scales of the states.
+
+    python benchmarks/probe_tf32_costs.py [--pairs 24] [--words 60]
+
+No GPU needed: the rounding is done by hand, so the figures are an emulation, not a measurement
+of cuBLAS.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from ot_ray.config import SinkhornConfig
+from ot_ray.ot import costs, sinkhorn_divergence
+from ot_ray.ot import divergence as divergence_module
+
+EPSILON = 0.0025  # the paper's
+
+
+def tf32_rounded(tensor: torch.Tensor) -> torch.Tensor:
+    """float32 values rounded to TF32's 10 mantissa bits (to nearest, ties away from zero)."""
+    bits = tensor.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+class Tf32Bmm(torch.autograd.Function):
+    """``torch.bmm`` as tensor cores run it in TF32: inputs rounded, float32 accumulation; the
+    gradient's two GEMMs likewise."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return torch.bmm(tf32_rounded(a), tf32_rounded(b))
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        grad, a, b = tf32_rounded(grad), tf32_rounded(a), tf32_rounded(b)
+        return torch.bmm(grad, b.transpose(1, 2)), torch.bmm(a.transpose(1, 2), grad)
+
+
+def tf32_cost(x, y):
+    """|x - y|^2 / 2 as ``ot_ray.ot.costs`` computes it, its GEMM (forward and backward) in TF32."""
+    half_norms = costs._half_sq_norms(x)[:, :, None] + costs._half_sq_norms(y)[:, None, :]
+    return (half_norms - Tf32Bmm.apply(x, y.transpose(1, 2))).clamp_min(0.0)
+
+
+def tf32_debiasing_costs(x, y, cost="sqeuclidean"):
+    """``costs.debiasing_costs`` (xy, xx, yy stacked) with TF32 GEMMs."""
+    return torch.cat([tf32_cost(x, y), tf32_cost(x, x), tf32_cost(y, y)])
+
+
+def states(pairs: int, words: int, scale: float, generator: torch.Generator):
+    x = torch.randn(pairs, words, 768, generator=generator) * scale
+    noise = torch.randn(x.shape, generator=generator)
+    y = x[:, torch.randperm(words, generator=generator)] + 0.75 * scale * noise
+    x_mask = torch.ones(pairs, words, dtype=torch.bool)
+    lengths = torch.randint(max(1, words // 3), words + 1, (pairs, 1), generator=generator)
+    return x, y, x_mask, torch.arange(words)[None, :] < lengths
+
+
+def divergence(inputs, dtype: torch.dtype, tf32: bool):
+    """Divergence and gradient, with the costs' GEMMs emulating TF32 when asked."""
+    x, y, x_mask, y_mask = inputs
+    exact = divergence_module.debiasing_costs
+    divergence_module.debiasing_costs = tf32_debiasing_costs if tf32 else exact
+    try:
+        leaf = x.to(dtype).clone().requires_grad_(True)
+        value = sinkhorn_divergence(
+            leaf,
+            y.to(dtype),
+            x_mask,
+            y_mask,
+            epsilon=EPSILON,
+            options=SinkhornConfig(backend="native"),
+        )
+        value.sum().backward()
+    finally:
+        divergence_module.debiasing_costs = exact
+    return value.detach().double(), leaf.grad.double()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=24)
+    parser.add_argument("--words", type=int, default=60)
+    args = parser.parse_args()
+    print(f"eps {EPSILON}, default solver (torch loop), {args.pairs} pairs x {args.words} words")
+    columns = ["states", "costs up to", "max cost error: float32", "TF32"]
+    columns += ["divergence rel. error: float32", "TF32", "gradient rel. error: float32", "TF32"]
+    print("| " + " | ".join([*columns, "min gradient cosine, TF32"]) + " |")
+    print("|---" * 9 + "|")
+    for scale in (0.4, 0.7):
+        inputs = states(args.pairs, args.words, scale, torch.Generator().manual_seed(5))
+        x, y = inputs[0], inputs[1]
+        exact = costs.cost_matrix(x.double(), y.double())
+        as_float32 = costs.cost_matrix(x, y).double()
+        as_tf32 = tf32_cost(x, y)
+        value, grad = divergence(inputs, torch.float64, tf32=False)
+        cells = [f"x {scale}", f"{float(exact.max()):.0f}"]
+        cells += [f"{float((c - exact).abs().max()):.1e}" for c in (as_float32, as_tf32.double())]
+        results = [divergence(inputs, torch.float32, tf32) for tf32 in (False, True)]
+        cells += [f"{float(((v - value).abs() / value.abs()).max()):.1e}" for v, _ in results]
+        cells += [f"{float((g - grad).norm() / grad.norm()):.1e}" for _, g in results]
+        cosine = F.cosine_similarity(results[1][1].flatten(1), grad.flatten(1))
+        cells.append(f"{float(cosine.min()):.4f}")
+        print("| " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
