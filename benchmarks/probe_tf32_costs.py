@@ -8,7 +8,7 @@ inputs of those GEMMs as TF32 does, and compares costs, the debiased divergence 
 with float64 and with plain float32, on encoder-like states (a sentence and a permuted noisy
 copy in 768 dimensions) at two scales of the states.
 
-    python benchmarks/probe_tf32_costs.py [--pairs 24] [--words 60]
+    python benchmarks/probe_tf32_costs.py [--pairs 24] [--words 60] [--rounding truncate]
 
 No GPU needed: the rounding is done by hand, so the figures are an emulation, not a measurement
 of cuBLAS.
@@ -28,10 +28,19 @@ from ot_ray.ot import divergence as divergence_module
 EPSILON = 0.0025  # the paper's
 
 
-def tf32_rounded(tensor: torch.Tensor) -> torch.Tensor:
-    """float32 values rounded to TF32's 10 mantissa bits (to nearest, ties away from zero)."""
+#: How the 13 low mantissa bits go: "nearest" (ties away from zero, as PTX's cvt.rna.tf32) or
+#: "truncate" (dropped, as when the tensor cores just ignore them); which one cuBLAS does is
+#: not documented, so the probe can show both.
+ROUNDING = {"nearest": 0x1000, "truncate": 0}
+
+
+def tf32_rounded(tensor: torch.Tensor, rounding: str | None = None) -> torch.Tensor:
+    """float32 values with TF32's 10 mantissa bits (``rounding``: see ROUNDING)."""
     bits = tensor.contiguous().view(torch.int32)
-    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+    return ((bits + ROUNDING[rounding or MODE["rounding"]]) & ~0x1FFF).view(torch.float32)
+
+
+MODE = {"rounding": "nearest"}  # set from --rounding
 
 
 class Tf32Bmm(torch.autograd.Function):
@@ -95,8 +104,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=24)
     parser.add_argument("--words", type=int, default=60)
+    parser.add_argument("--rounding", choices=sorted(ROUNDING), default="nearest")
     args = parser.parse_args()
-    print(f"eps {EPSILON}, default solver (torch loop), {args.pairs} pairs x {args.words} words")
+    MODE["rounding"] = args.rounding
+    print(
+        f"eps {EPSILON}, default solver (torch loop), {args.pairs} pairs x {args.words} words, "
+        f"TF32 inputs rounded: {args.rounding}"
+    )
     columns = ["states", "costs up to", "max cost error: float32", "TF32"]
     columns += ["divergence rel. error: float32", "TF32", "gradient rel. error: float32", "TF32"]
     print("| " + " | ".join([*columns, "min gradient cosine, TF32"]) + " |")

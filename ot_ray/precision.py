@@ -38,9 +38,10 @@ def full_float32_matmuls() -> Iterator[None]:
     """Float32 matmuls at full precision inside the block, whatever the process allows outside.
 
     TF32 keeps 10 bits of mantissa, and the solver divides the costs by eps. Emulated on
-    encoder-like states (``benchmarks/probe_tf32_costs.py``): costs up to ~600 come out up to
-    0.025 off (float32: 2e-4), and at the paper's eps of 0.0025 the divergence's gradient is 2.5%
-    off its float64 value instead of float32's 1.5%, its value 5e-5 instead of 3e-6.
+    encoder-like states (``benchmarks/probe_tf32_costs.py``, inputs rounded to nearest): costs
+    up to ~600 come out up to 0.025 off (float32: 2e-4), and at the paper's eps of 0.0025 the
+    divergence's gradient is 2.5% off its float64 value instead of float32's 1.5%, its value 5e-5
+    instead of 3e-6 (with the low bits truncated instead: costs 0.3 off, the value 7e-4).
     """
     matmul = torch.backends.cuda.matmul
     if _legacy_flag_in_use():
