@@ -8,15 +8,19 @@ inputs of those GEMMs as TF32 does, and compares costs, the debiased divergence 
 with float64 and with plain float32, on encoder-like states (a sentence and a permuted noisy
 copy in 768 dimensions) at two scales of the states.
 
-    python benchmarks/probe_tf32_costs.py [--pairs 24] [--words 60] [--rounding truncate]
+    python benchmarks/probe_tf32_costs.py [--pairs 24] [--words 60] [--rounding truncate|device]
 
 No GPU needed: the rounding is done by hand, so the figures are an emulation, not a measurement
-of cuBLAS.
+of cuBLAS. ``--rounding device`` measures it instead: on a GPU, the same states and GEMMs run on
+the device with TF32 allowed, as a trial does, the TF32 column with the cost GEMMs unguarded (as
+before ``full_float32_matmuls``) and the float32 column as the costs run now. On a CPU, which has
+no TF32, both columns are then plain float32.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -24,23 +28,23 @@ import torch.nn.functional as F
 from ot_ray.config import SinkhornConfig
 from ot_ray.ot import costs, sinkhorn_divergence
 from ot_ray.ot import divergence as divergence_module
+from ot_ray.precision import allow_tf32
 
 EPSILON = 0.0025  # the paper's
 
 
 #: How the 13 low mantissa bits go: "nearest" (ties away from zero, as PTX's cvt.rna.tf32) or
 #: "truncate" (dropped, as when the tensor cores just ignore them); which one cuBLAS does is
-#: not documented, so the probe can show both.
-ROUNDING = {"nearest": 0x1000, "truncate": 0}
+#: not documented, so the probe can show both. "device" leaves the rounding to the GPU.
+ROUNDING = {"nearest": 0x1000, "truncate": 0, "device": None}
 
 
-def tf32_rounded(tensor: torch.Tensor, rounding: str | None = None) -> torch.Tensor:
+def tf32_rounded(tensor: torch.Tensor, rounding: str) -> torch.Tensor:
     """float32 values with TF32's 10 mantissa bits (``rounding``: see ROUNDING)."""
+    if ROUNDING[rounding] is None:
+        return tensor
     bits = tensor.contiguous().view(torch.int32)
-    return ((bits + ROUNDING[rounding or MODE["rounding"]]) & ~0x1FFF).view(torch.float32)
-
-
-MODE = {"rounding": "nearest"}  # set from --rounding
+    return ((bits + ROUNDING[rounding]) & ~0x1FFF).view(torch.float32)
 
 
 class Tf32Bmm(torch.autograd.Function):
@@ -48,26 +52,28 @@ class Tf32Bmm(torch.autograd.Function):
     gradient's two GEMMs likewise."""
 
     @staticmethod
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, rounding):
         ctx.save_for_backward(a, b)
-        return torch.bmm(tf32_rounded(a), tf32_rounded(b))
+        ctx.rounding = rounding
+        return torch.bmm(tf32_rounded(a, rounding), tf32_rounded(b, rounding))
 
     @staticmethod
     def backward(ctx, grad):
-        a, b = ctx.saved_tensors
-        grad, a, b = tf32_rounded(grad), tf32_rounded(a), tf32_rounded(b)
-        return torch.bmm(grad, b.transpose(1, 2)), torch.bmm(a.transpose(1, 2), grad)
+        grad, a, b = (tf32_rounded(t, ctx.rounding) for t in (grad, *ctx.saved_tensors))
+        return torch.bmm(grad, b.transpose(1, 2)), torch.bmm(a.transpose(1, 2), grad), None
 
 
-def tf32_cost(x, y):
+def tf32_cost(x, y, rounding: str):
     """|x - y|^2 / 2 as ``ot_ray.ot.costs`` computes it, its GEMM (forward and backward) in TF32."""
     half_norms = costs._half_sq_norms(x)[:, :, None] + costs._half_sq_norms(y)[:, None, :]
-    return (half_norms - Tf32Bmm.apply(x, y.transpose(1, 2))).clamp_min(0.0)
+    return (half_norms - Tf32Bmm.apply(x, y.transpose(1, 2), rounding)).clamp_min(0.0)
 
 
-def tf32_debiasing_costs(x, y, cost="sqeuclidean"):
+def tf32_debiasing_costs(x, y, cost="sqeuclidean", *, rounding: str):
     """``costs.debiasing_costs`` (xy, xx, yy stacked) with TF32 GEMMs."""
-    return torch.cat([tf32_cost(x, y), tf32_cost(x, x), tf32_cost(y, y)])
+    return torch.cat(
+        [tf32_cost(x, y, rounding), tf32_cost(x, x, rounding), tf32_cost(y, y, rounding)]
+    )
 
 
 def states(pairs: int, words: int, scale: float, generator: torch.Generator):
@@ -79,11 +85,13 @@ def states(pairs: int, words: int, scale: float, generator: torch.Generator):
     return x, y, x_mask, torch.arange(words)[None, :] < lengths
 
 
-def divergence(inputs, dtype: torch.dtype, tf32: bool):
-    """Divergence and gradient, with the costs' GEMMs emulating TF32 when asked."""
+def divergence(inputs, dtype: torch.dtype, tf32_rounding: str | None):
+    """Divergence and gradient, with the costs' GEMMs in TF32 when a rounding is given."""
     x, y, x_mask, y_mask = inputs
     exact = divergence_module.debiasing_costs
-    divergence_module.debiasing_costs = tf32_debiasing_costs if tf32 else exact
+    if tf32_rounding is not None:
+        rounded = functools.partial(tf32_debiasing_costs, rounding=tf32_rounding)
+        divergence_module.debiasing_costs = rounded
     try:
         leaf = x.to(dtype).clone().requires_grad_(True)
         value = sinkhorn_divergence(
@@ -106,10 +114,13 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=60)
     parser.add_argument("--rounding", choices=sorted(ROUNDING), default="nearest")
     args = parser.parse_args()
-    MODE["rounding"] = args.rounding
+    on_gpu = args.rounding == "device" and torch.cuda.is_available()
+    device = torch.device("cuda" if on_gpu else "cpu")
+    where = torch.cuda.get_device_name() if on_gpu else "CPU"
+    allow_tf32(on_gpu)  # as a GPU trial does (train.tf32); the guarded costs turn it off
     print(
         f"eps {EPSILON}, default solver (torch loop), {args.pairs} pairs x {args.words} words, "
-        f"TF32 inputs rounded: {args.rounding}"
+        f"TF32 inputs rounded: {args.rounding} ({where}, torch {torch.__version__})"
     )
     columns = ["states", "costs up to", "max cost error: float32", "TF32"]
     columns += ["divergence rel. error: float32", "TF32", "gradient rel. error: float32", "TF32"]
@@ -117,14 +128,15 @@ def main() -> None:
     print("|---" * 9 + "|")
     for scale in (0.4, 0.7):
         inputs = states(args.pairs, args.words, scale, torch.Generator().manual_seed(5))
+        inputs = tuple(t.to(device) for t in inputs)
         x, y = inputs[0], inputs[1]
         exact = costs.cost_matrix(x.double(), y.double())
         as_float32 = costs.cost_matrix(x, y).double()
-        as_tf32 = tf32_cost(x, y)
-        value, grad = divergence(inputs, torch.float64, tf32=False)
+        as_tf32 = tf32_cost(x, y, args.rounding)
+        value, grad = divergence(inputs, torch.float64, None)
         cells = [f"x {scale}", f"{float(exact.max()):.0f}"]
         cells += [f"{float((c - exact).abs().max()):.1e}" for c in (as_float32, as_tf32.double())]
-        results = [divergence(inputs, torch.float32, tf32) for tf32 in (False, True)]
+        results = [divergence(inputs, torch.float32, r) for r in (None, args.rounding)]
         cells += [f"{float(((v - value).abs() / value.abs()).max()):.1e}" for v, _ in results]
         cells += [f"{float((g - grad).norm() / grad.norm()):.1e}" for _, g in results]
         cosine = F.cosine_similarity(results[1][1].flatten(1), grad.flatten(1))

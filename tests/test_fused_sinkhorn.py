@@ -112,3 +112,15 @@ def test_what_the_kernel_cannot_hold_is_refused_with_the_remedy(fused):
 def test_auto_uses_the_torch_loop_on_the_cpu():
     assert SinkhornConfig().backend == "auto"
     assert resolve_backend("auto", torch.zeros(1, 2, 2)) == "native"
+
+
+def test_every_tile_gets_a_power_of_two_warp_count_that_grows_with_it(fused):
+    """Triton takes only powers of two; square tiles get the counts timed fastest on an H200
+    (README, "Warps per program"), and no tile gets fewer warps than a smaller one."""
+    blocks = [fused._block(side) for side in (1, 16, 17, 33, 65, fused.MAX_SIDE)]
+    assert blocks == [16, 16, 32, 64, 128, 128]
+    assert [fused._warps(b * b) for b in (16, 32, 64, 128)] == [2, 4, 8, 16]
+    tiles = sorted({n * m for n in blocks for m in blocks})
+    counts = [fused._warps(elements) for elements in tiles]
+    assert all(count & (count - 1) == 0 and 2 <= count <= 16 for count in counts)
+    assert counts == sorted(counts)

@@ -117,8 +117,11 @@ def _block(side: int) -> int:
 
 
 def _warps(elements: int) -> int:
-    """Warps per program: about 32 matrix entries a thread (two tiles of them stay live)."""
-    return max(1, min(8, elements // 1024))
+    """Warps per program: one per 8 rows of a square tile (16x16: 2, 128x128: 16), a power of
+    two as Triton needs. Each sweep is a chain of latency-bound row and column reductions, so
+    more warps shorten it even with few entries a thread: timed on an H200 for square tiles of
+    16 to 128 (``benchmarks/bench_fused_warps.py``)."""
+    return 1 << max(1, min(4, (elements.bit_length() - 7) // 2))
 
 
 if triton is not None:
