@@ -1,4 +1,4 @@
-"""What would TF32 matmuls do to the OT loss at the paper's eps? Emulated on the CPU.
+"""What would TF32 matmuls do to the OT loss at the paper's eps? Emulated on the CPU, or measured.
 
 A GPU trial allows TF32 (``train.tf32``), whose tensor cores round each GEMM input to 10 bits of
 mantissa and accumulate in float32. The squared-Euclidean costs are one GEMM each
@@ -10,17 +10,18 @@ copy in 768 dimensions) at two scales of the states.
 
     python benchmarks/probe_tf32_costs.py [--pairs 24] [--words 60] [--rounding truncate|device]
 
-No GPU needed: the rounding is done by hand, so the figures are an emulation, not a measurement
-of cuBLAS. ``--rounding device`` measures it instead: on a GPU, the same states and GEMMs run on
-the device with TF32 allowed, as a trial does, the TF32 column with the cost GEMMs unguarded (as
-before ``full_float32_matmuls``) and the float32 column as the costs run now. On a CPU, which has
-no TF32, both columns are then plain float32.
+Rounding to nearest or by truncation needs no GPU: it is done by hand, so those figures are an
+emulation, not a measurement of cuBLAS. ``--rounding device`` measures it instead: on a GPU,
+the same states and GEMMs run on the device with TF32 allowed, as a trial does, the TF32 column
+with the cost GEMMs unguarded (the same GEMMs as before ``full_float32_matmuls``, summed in
+another order) and the float32 column as the costs run now.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +115,9 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=60)
     parser.add_argument("--rounding", choices=sorted(ROUNDING), default="nearest")
     args = parser.parse_args()
-    on_gpu = args.rounding == "device" and torch.cuda.is_available()
+    on_gpu = args.rounding == "device"
+    if on_gpu and not torch.cuda.is_available():
+        sys.exit("probe_tf32_costs.py: --rounding device needs a CUDA GPU (a CPU has no TF32)")
     device = torch.device("cuda" if on_gpu else "cpu")
     where = torch.cuda.get_device_name() if on_gpu else "CPU"
     allow_tf32(on_gpu)  # as a GPU trial does (train.tf32); the guarded costs turn it off
