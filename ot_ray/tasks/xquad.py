@@ -28,14 +28,33 @@ def qa_collate(dataset: datasets.Dataset, rows: list[int]) -> dict[str, torch.Te
     return {name: torch.tensor(picked[name], dtype=torch.long) for name in names}
 
 
-def _settings(tokenizer, config: QATrainConfig, kind: str) -> dict[str, object]:
-    return {
-        "tokenizer": tokenizer_digest(tokenizer),
-        "max_length": config.max_length,
-        "doc_stride": config.doc_stride,
-        "kind": kind,
-        "v": 1,
-    }
+#: How each kind of window is cut: training windows carry answer positions, evaluation windows
+#: their question id and context offsets.
+_FEATURES = {"train": train_features, "eval": eval_features}
+
+
+def _windows_dataset(
+    kind: str,
+    examples: Sequence[QAExample],
+    tokenizer: PreTrainedTokenizerBase,
+    config: QATrainConfig,
+    cache_dir: Path | None,
+) -> datasets.Dataset:
+    """The HF recipe's windows of one kind, cached on disk under the settings that shape them."""
+    features = _FEATURES[kind]
+    return cached_map(
+        squad_columns(examples),
+        lambda batch: features(batch, tokenizer, config.max_length, config.doc_stride),
+        cache_dir=cache_dir,
+        name=f"qa-{kind}",
+        settings={
+            "tokenizer": tokenizer_digest(tokenizer),
+            "max_length": config.max_length,
+            "doc_stride": config.doc_stride,
+            "kind": kind,
+            "v": 1,
+        },
+    )
 
 
 def qa_train_dataset(
@@ -45,13 +64,7 @@ def qa_train_dataset(
     cache_dir: Path | None,
 ) -> datasets.Dataset:
     """Training windows with answer positions (HF recipe), cached on disk."""
-    return cached_map(
-        squad_columns(examples),
-        lambda batch: train_features(batch, tokenizer, config.max_length, config.doc_stride),
-        cache_dir=cache_dir,
-        name="qa-train",
-        settings=_settings(tokenizer, config, "train"),
-    )
+    return _windows_dataset("train", examples, tokenizer, config, cache_dir)
 
 
 def qa_eval_dataset(
@@ -61,13 +74,7 @@ def qa_eval_dataset(
     cache_dir: Path | None,
 ) -> datasets.Dataset:
     """Evaluation windows with their question id and context offsets, cached on disk."""
-    return cached_map(
-        squad_columns(examples),
-        lambda batch: eval_features(batch, tokenizer, config.max_length, config.doc_stride),
-        cache_dir=cache_dir,
-        name="qa-eval",
-        settings=_settings(tokenizer, config, "eval"),
-    )
+    return _windows_dataset("eval", examples, tokenizer, config, cache_dir)
 
 
 def evaluate_qa(
