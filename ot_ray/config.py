@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -25,16 +29,41 @@ from pydantic import (
 from ot_ray.errors import ConfigError
 from ot_ray.uris import credentials_in, redacted, where_secrets_go
 
-PositiveFloat = Annotated[float, Field(gt=0)]
+# Finite only: an infinite rate, eps or epoch count would train to NaN or never end.
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+#: numpy takes seeds below 2**32, and each worker adds 1000 x its rank to the trial's.
+Seed = Annotated[int, Field(ge=0, lt=2**31)]
 
 
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors and assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic would read ``true`` as 1 for a number: a slip (``num_workers=yes``) that
+        would silently change a setting."""
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            kinds = _plain_types(cls.model_fields[info.field_name].annotation)
+            if kinds & {int, float} and not kinds & {bool, Any}:
+                raise ValueError(f"expected a number, found {str(value).lower()} (a boolean)")
+        return value
+
+
+def _plain_types(annotation: Any) -> set[Any]:
+    """The types a field's annotation admits, through ``Annotated`` and unions."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _plain_types(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_plain_types(arg) for arg in typing.get_args(annotation)))
+    return {annotation}
 
 
 class ModelConfig(Section):
@@ -93,7 +122,7 @@ class DemoConfig(Section):
         description="Where the generated data and tiny encoder live; default ~/.cache/ot-ray "
         "(or $OT_RAY_CACHE).",
     )
-    seed: int = 0
+    seed: Seed = 0
     sizes: WorldSizes = Field(default_factory=WorldSizes)
     encoder: EncoderPretraining = Field(default_factory=EncoderPretraining)
 
@@ -203,6 +232,14 @@ class DataConfig(Section):
         if self.pivot in self.languages:
             raise ValueError(f"the pivot language {self.pivot!r} must not be in data.languages")
         return self
+
+    @field_validator("languages", "eval_languages")
+    @classmethod
+    def _each_language_once(cls, named: list[str]) -> list[str]:
+        twice = sorted({lang for lang in named if named.count(lang) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} named more than once in {named}")
+        return named
 
     @property
     def all_eval_languages(self) -> list[str]:
@@ -336,6 +373,14 @@ class TaskConfig(Section):
     """Stage 2: zero-shot transfer tasks trained on the pivot and evaluated on every language."""
 
     tasks: list[Literal["xnli", "xquad"]] = Field(default_factory=lambda: ["xnli", "xquad"])
+
+    @field_validator("tasks")
+    @classmethod
+    def _each_task_once(cls, tasks: list[str]) -> list[str]:
+        if len(set(tasks)) < len(tasks):
+            raise ValueError(f"a task is named twice in {tasks} (it would be trained twice)")
+        return tasks
+
     xnli: TaskTrainConfig = Field(
         default_factory=lambda: TaskTrainConfig(lr=2e-5, epochs=5, batch_size=32, max_length=128)
     )
@@ -350,7 +395,7 @@ class TrainConfig(Section):
     num_workers: PositiveInt = 1
     use_gpu: bool = False
     cpus_per_worker: PositiveFloat = 1.0
-    seed: int = 0
+    seed: Seed = 0
     output_dir: str = "outputs"
     run_name: str | None = Field(
         default=None, description="Ray Train run name (default: derived from the config)."
@@ -382,8 +427,8 @@ class ParamSpec(Section):
     ``int``); ``when`` samples it only if earlier parameters have the given value(s)."""
 
     choices: list[Any] | None = None
-    low: float | None = None
-    high: float | None = None
+    low: FiniteFloat | None = None
+    high: FiniteFloat | None = None
     log: bool = False
     step: PositiveFloat | None = None
     is_int: bool = Field(False, alias="int")
@@ -431,7 +476,7 @@ class SchedulerConfig(Section):
 
     name: Literal["asha", "fifo"] = "asha"
     grace_period: PositiveInt = 1
-    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+    reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 2.0
 
 
 class TuneConfig(Section):
@@ -444,7 +489,7 @@ class TuneConfig(Section):
     )
     metric: str = Field("objective", description="The reported metric the search optimises.")
     mode: Literal["max", "min"] = "max"
-    seed: int = 0
+    seed: Seed = 0
     max_concurrent_trials: PositiveInt | None = Field(
         default=None, description="Default: as many trials as the cluster's CPUs/GPUs hold."
     )
@@ -668,13 +713,53 @@ def parse_override(text: str) -> tuple[str, Any]:
             source="--set",
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=ConfigLoader) if raw.strip() else None
     except yaml.YAMLError as err:
+        quote = f" (quote a text value: --set '{key}=\"...\"')" if raw.lstrip()[:1] in "{[" else ""
         raise ConfigError(
-            f"the value {raw!r} is not valid YAML ({_one_line(err)})",
+            f"the value {raw!r} is not valid YAML ({_one_line(err)}){quote}",
             source=f"--set {_redacted_override(text)}",
         ) from None
     return key, value
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's numbers: ``1e-5`` is a float (YAML 1.1 reads the
+    text "1e-5"), and ``010`` or ``1:30`` are not the octal 8 or the base-60 90 (``250_000``
+    stays an integer)."""
+
+
+class ConfigDumper(yaml.SafeDumper):
+    """Quotes every string that :class:`ConfigLoader` would read as a number (a revision such
+    as ``1234e56``), so what is written reads back the same."""
+
+
+for _yaml_class in (ConfigLoader, ConfigDumper):
+    _yaml_class.yaml_implicit_resolvers = {
+        first: [(tag, rule) for tag, rule in resolvers if not tag.endswith((":int", ":float"))]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    _yaml_class.add_implicit_resolver(
+        "tag:yaml.org,2002:int",
+        re.compile(r"^[-+]?[0-9][0-9_]*$|^0o[0-7]+$|^0x[0-9a-fA-F]+$"),
+        list("-+0123456789"),
+    )
+    _yaml_class.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(
+            r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"
+            r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+        ),
+        list("-+0123456789."),
+    )
+
+
+def _yaml_1_2_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = loader.construct_scalar(node)
+    return int(text, 0) if text[:2] in ("0o", "0x") else int(text.replace("_", ""), 10)
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:int", _yaml_1_2_int)
 
 
 def _read_tree(path: Path, chain: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -720,9 +805,13 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"not UTF-8 text (byte {err.start})", source=str(path)) from None
+    except OSError as err:  # permissions, a device
+        raise ConfigError(
+            f"cannot read the file: {err.strerror or err}", source=str(path)
+        ) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=ConfigLoader)
+        data = yaml.load(text, Loader=ConfigLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
@@ -887,4 +976,4 @@ def _one_line(err: Exception) -> str:
 
 def dump_config(config: Config) -> str:
     """YAML text of ``config`` that :func:`load_config` reads back to an equal config."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return yaml.dump(config.model_dump(mode="json"), Dumper=ConfigDumper, sort_keys=False)

@@ -92,7 +92,14 @@ def parse_pharaoh(line: str) -> set[Link]:
     links = set()
     for pair in line.split():
         source, sep, target = pair.partition("-")
-        if not sep or not source.isdigit() or not target.isdigit():
+        # ASCII digits only: str.isdigit also takes superscripts (int() then fails) and other
+        # scripts' digits (read as numbers)
+        if (
+            not sep
+            or not (source + target).isascii()
+            or not source.isdigit()
+            or not target.isdigit()
+        ):
             raise ValueError(f"not a Pharaoh link: {pair!r} (expected i-j with 0-based integers)")
         links.add((int(source), int(target)))
     return links

@@ -46,7 +46,7 @@ from ot_ray.data.sources import (
     read_qa,
 )
 from ot_ray.data.tokenized import tokenize_parallel
-from ot_ray.errors import ConfigError, DataError
+from ot_ray.errors import ConfigError
 from ot_ray.precision import allow_tf32
 from ot_ray.reporters import Reporter
 from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predictions
@@ -123,11 +123,6 @@ def _check_alignment_data(config: Config, root: str) -> None:
                 key="data.languages",
             )
         corpus = read_parallel_sources(sources, root=root, lang=lang, pivot=data.pivot)
-        if not len(corpus):
-            raise DataError(
-                f"no sentence pairs ({corpus.skipped_empty} skipped for an empty side)",
-                path=corpus.origin,
-            )
         rows = math.ceil((data.pairs_per_language or len(corpus)) / pack)
         if rows < batch_size:
             raise ConfigError(

@@ -202,3 +202,73 @@ def test_setting_one_key_of_a_section_keeps_the_sections_defaults():
     assert config.data.parallel.train.path == "{root}/parallel/{lang}-{pivot}.tsv"
     source = load_config(DEMO, ["data.xnli.test.hub=facebook/xnli"]).data.xnli.test
     assert (source.hub, source.path) == ("facebook/xnli", None)
+
+
+def test_numbers_are_read_as_yaml_1_2_writes_them(tmp_path):
+    """PyYAML reads YAML 1.1: ``1e-5`` as text (so a search point ``1e-5`` was "outside its
+    space"), ``010`` as the octal 8 and ``1:30`` as the base-60 90, each silently."""
+    path = _write(
+        tmp_path,
+        "alignment:\n  lr: 1e-5\n  batch_size: 010\n"
+        "tune:\n  search_space:\n    alignment.lr: {low: 1e-6, high: 1e-4, log: true}\n"
+        "  points_to_evaluate:\n    start: {alignment.lr: 1e-5}\n",
+    )
+    config = load_config(path, ["train.num_workers=0x2", "data.pairs_per_language=250_000"])
+    assert config.alignment.lr == 1e-5 and config.alignment.batch_size == 10
+    assert config.tune.points_to_evaluate["start"]["alignment.lr"] == 1e-5
+    assert config.train.num_workers == 2 and config.data.pairs_per_language == 250_000
+    with pytest.raises(ConfigError, match=r"train\.num_workers: expected a valid integer.*'1:30'"):
+        load_config(None, ["train.num_workers=1:30"])
+
+
+def test_a_dumped_text_that_reads_as_a_number_is_quoted(tmp_path):
+    """A revision such as ``1234e56`` is text; written unquoted it would read back as 1.2e59."""
+    config = load_config(None, ['model.revision="1234e56"', "alignment.lr=1e-5"])
+    text = dump_config(config)
+    assert "revision: '1234e56'" in text
+    assert load_config(_write(tmp_path, text)) == config
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.num_workers=true", "train.num_workers: expected a number, found true"),
+        ("alignment.lr=yes", "alignment.lr: expected a number, found true"),
+        ("alignment.ot.tau=false", "alignment.ot.tau: expected a number, found false"),
+        ("alignment.lr=.inf", "alignment.lr: expected a finite number"),
+        ("alignment.epochs=.inf", "alignment.epochs: expected a finite number"),
+        ("train.seed=-1", "train.seed: expected greater than or equal to 0"),
+        ("train.seed=4294967296", "train.seed: expected less than 2147483648"),
+        ("tune.seed=-3", "tune.seed: expected greater than or equal to 0"),
+        ("task.tasks=[xnli, xquad, xnli]", "task.tasks: a task is named twice"),
+        ("data.languages=[de, fr, de]", "data.languages: de named more than once"),
+        ("data.eval_languages=[el, el]", "data.eval_languages: el named more than once"),
+    ],
+)
+def test_values_that_would_silently_change_or_break_a_run_are_refused(override, expected):
+    """A boolean read as 1, an infinite rate, a seed numpy refuses inside a worker, a task that
+    would be trained twice: each refused at start-up, naming the override and the key."""
+    with pytest.raises(ConfigError) as info:
+        load_config(REPO / "configs" / "demo.yaml", [override])
+    assert str(info.value).startswith(f"--set {override}: ")
+    assert expected in str(info.value)
+
+
+def test_booleans_still_set_boolean_and_mixed_settings():
+    config = load_config(None, ["train.use_gpu=true", "alignment.ot.solver.eps_scaling=null"])
+    assert config.train.use_gpu is True and config.alignment.ot.solver.eps_scaling is None
+
+
+def test_a_text_value_with_braces_gets_a_quoting_hint():
+    with pytest.raises(
+        ConfigError, match=r"quote a text value: --set 'data\.parallel\.train\.path="
+    ):
+        load_config(None, ["data.parallel.train.path={root}/{lang}.tsv"])
+    quoted = load_config(None, ['data.parallel.train.path="{root}/{lang}.tsv"'])
+    assert quoted.data.parallel.train.path == "{root}/{lang}.tsv"
+
+
+def test_a_config_that_cannot_be_read_is_named_without_a_traceback():
+    """A device or an unreadable file (root reads anything, so a device stands in for both)."""
+    with pytest.raises(ConfigError, match=r"/proc/self/mem: cannot read the file"):
+        load_config("/proc/self/mem")

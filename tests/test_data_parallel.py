@@ -138,3 +138,17 @@ def test_resizing_an_empty_corpus_names_its_files(tmp_path):
         read_line_aligned(source, target).resized(10, seed=0)
     with pytest.raises(DataError, match=r"empty\.tsv: no sentence pairs"):
         packed(corpus, 2).resized(10, seed=0)
+
+
+def test_a_byte_order_mark_is_not_read_as_a_word(tmp_path):
+    """Windows editors start UTF-8 files with one; kept, it became the first word of the first
+    sentence, and the gold link 0-0 pointed at it."""
+    tsv = read_parallel_tsv(
+        write(tmp_path / "c.tsv", "\ufeffhello world\tbonjour\n"),
+        write(tmp_path / "c.pharaoh", "\ufeff0-0\n"),
+    )
+    assert tsv.sources == ["hello world"] and tsv.links == [{(0, 0)}]
+    aligned = read_line_aligned(
+        write(tmp_path / "de.txt", "\ufeffhallo welt\n"), write(tmp_path / "en.txt", "\ufeffhi\n")
+    )
+    assert (aligned.sources, aligned.targets) == (["hallo welt"], ["hi"])

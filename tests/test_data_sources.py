@@ -200,11 +200,62 @@ def test_bad_squad_rows_from_the_hub(tmp_path):
         read_qa(null, lang="en", **WHERE)
 
 
-def test_an_empty_corpus_names_its_sources_when_resized(tmp_path):
-    local = write_jsonl(tmp_path / "a.jsonl", [{"translation": {"de": "", "en": "x"}}])
+def test_an_empty_source_is_named_when_it_is_read(tmp_path):
+    """Each source of a language's list, so the file at fault is the one named."""
+    full = write_jsonl(tmp_path / "a.jsonl", [{"translation": {"de": "y", "en": "x"}}])
     tsv = tmp_path / "b.tsv"
     tsv.write_text("\tz\n", encoding="utf-8")
-    specs = [hub_json(local), SourceSpec(path=str(tsv))]
-    corpus = read_parallel_sources(specs, lang="de", **WHERE)
-    with pytest.raises(DataError, match=r"json:train:.*a\.jsonl \+ .*b\.tsv: no sentence pairs"):
-        corpus.resized(5, seed=0)
+    specs = [hub_json(full), SourceSpec(path=str(tsv))]
+    with pytest.raises(DataError, match=r"b\.tsv: no sentence pairs \(1 skipped for an empty side"):
+        read_parallel_sources(specs, lang="de", **WHERE)
+
+
+def test_an_empty_evaluation_split_is_named_before_anything_is_scored(tmp_path):
+    """Zero rows used to pass every check and fail only when scored, after the training."""
+    header_only = tmp_path / "test-de.tsv"
+    header_only.write_text("premise\thypothesis\tlabel\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"test-de\.tsv: no examples$"):
+        read_nli(SourceSpec(path=str(header_only)), lang="de", training=False, **WHERE)
+    squad = tmp_path / "test-de.json"
+    squad.write_text('{"data": []}', encoding="utf-8")
+    with pytest.raises(DataError, match=r"test-de\.json: no questions"):
+        read_qa(SourceSpec(path=str(squad)), lang="de", **WHERE)
+    empty = write_jsonl(tmp_path / "dev.jsonl", [{"premise": "", "hypothesis": "b", "label": 0}])
+    with pytest.raises(DataError, match=r"json:train:.*dev\.jsonl: no examples \(1 skipped"):
+        read_nli(hub_json(empty), lang="de", training=True, **WHERE)
+    (tmp_path / "dev.tsv").write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match=r"dev\.tsv: no sentence pairs$"):
+        read_parallel(SourceSpec(path=str(tmp_path / "dev.tsv")), lang="de", **WHERE)
+
+
+@pytest.mark.parametrize(
+    ("kind", "row", "message"),
+    [
+        ("qa", {"answers": [{"text": "the mat", "answer_start": 15}]}, r"needs answers as \{text"),
+        ("qa", {"answers": {"text": "the mat", "answer_start": 15}}, r"needs answers as \{text"),
+        ("qa", {"answers": {"text": ["the mat"], "answer_start": [True]}}, r"non-negative"),
+        (
+            "qa",
+            {"question": " ", "answers": {"text": ["a"], "answer_start": [5]}},
+            r"empty question",
+        ),
+        ("nli", {"premise": 5}, r"row 1: premise and hypothesis must be strings, found 5"),
+        ("nli", {"label": True}, r"row 1: label True is not one of 0..2"),
+        ("parallel", {"translation": {"de": 5, "en": "x"}}, r"row 1: sentences must be strings"),
+    ],
+)
+def test_hub_rows_of_the_wrong_shape_are_named_not_a_traceback(tmp_path, kind, row, message):
+    """SQuAD-file style answers in a Hub-schema dataset, numbers for sentences, a boolean label:
+    each used to end in an AttributeError or TypeError, or to be accepted."""
+    base = {
+        "qa": {"id": "q1", "context": "The cat sat on the mat.", "question": "Where?"},
+        "nli": {"premise": "a", "hypothesis": "b", "label": 0},
+        "parallel": {},
+    }[kind]
+    spec = hub_json(write_jsonl(tmp_path / "rows.jsonl", [base | row]))
+    read = {"qa": read_qa, "parallel": read_parallel}.get(kind)
+    with pytest.raises(DataError, match=message):
+        if read is None:
+            read_nli(spec, lang="de", training=True, **WHERE)
+        else:
+            read(spec, lang="de", **WHERE)

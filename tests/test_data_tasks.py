@@ -184,3 +184,34 @@ def test_numbered_squad_questions_keep_their_numbers_as_ids(tmp_path):
     assert [example.id for example in read_squad(path)] == ["7", "8"]
     with pytest.raises(DataError, match=r"id '7' repeats"):
         read_squad(write(tmp_path / "t.json", squad_document(qa(qid=7), qa(qid="7"))))
+
+
+def test_a_header_that_names_a_column_twice_is_refused(tmp_path):
+    """The last of two ``premise`` columns used to win silently."""
+    path = write(tmp_path / "x.tsv", "premise\thypothesis\tlabel\tpremise\na\tb\tneutral\tc\n")
+    with pytest.raises(DataError, match=r"x\.tsv:1: header names column\(s\) \['premise'\] more"):
+        read_xnli(path)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
+    path = write(tmp_path / "x.tsv", "\ufeffpremise\thypothesis\tlabel\na\tb\tneutral\n")
+    assert read_xnli(path).premises == ["a"]
+
+
+def test_an_empty_squad_question_is_refused(tmp_path):
+    with pytest.raises(DataError, match=rf"{AT}\[0\]: question 'q1' is empty"):
+        read_squad(write(tmp_path / "s.json", squad_document(qa(question="  "))))
+
+
+@pytest.mark.parametrize("name", ["x.jsonl", "s.json"])
+def test_json_a_parser_gives_up_on_is_named_not_a_traceback(tmp_path, name):
+    """Nested past Python's recursion limit: a RecursionError, not a JSONDecodeError."""
+    deep = "[" * 100_000 + "]" * 100_000
+    path = write(tmp_path / name, deep + "\n")
+    with pytest.raises(DataError, match=rf"{name}(:1)?: invalid JSON: maximum recursion depth"):
+        read_squad(path) if name.endswith(".json") else read_xnli(path)
+
+
+def test_a_jsonl_suffix_in_capitals_is_still_jsonl(tmp_path):
+    path = write(tmp_path / "x.JSONL", '{"premise": "a", "hypothesis": "b", "label": 1}\n')
+    assert read_xnli(path).labels == [1]

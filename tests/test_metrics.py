@@ -82,7 +82,7 @@ def test_pharaoh_round_trip_and_errors():
     assert parse_pharaoh("0-0 2-1 1-1\n") == {(0, 0), (1, 1), (2, 1)}
     assert format_pharaoh({(2, 1), (0, 0)}) == "0-0 2-1"
     assert parse_pharaoh("") == set()
-    for bad in ("0-", "a-1", "0:1", "-1-2"):
+    for bad in ("0-", "a-1", "0:1", "-1-2", "\u00b2-0", "\u0661-0"):  # superscript 2, Arabic 1
         with pytest.raises(ValueError, match="not a Pharaoh link"):
             parse_pharaoh(bad)
 

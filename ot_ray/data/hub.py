@@ -41,7 +41,14 @@ def parallel_from_hub(dataset: Any, lang: str, pivot: str, *, described: str) ->
                 f"row {row_number}: translation has no {lang!r} and {pivot!r} sides",
                 path=described,
             )
-        source, target = (row[lang] or "").strip(), (row[pivot] or "").strip()
+        sides = [row[lang], row[pivot]]
+        if not all(side is None or isinstance(side, str) for side in sides):
+            raise DataError(
+                f"row {row_number}: sentences must be strings, found {lang!r}: {sides[0]!r}, "
+                f"{pivot!r}: {sides[1]!r}",
+                path=described,
+            )
+        source, target = (sides[0] or "").strip(), (sides[1] or "").strip()
         if not source or not target:
             corpus.skipped_empty += 1
             continue
@@ -59,10 +66,17 @@ def nli_from_hub(dataset: Any, *, described: str, skip_empty: bool) -> NLIData:
         if label == UNLABELLED and skip_empty:
             data.skipped_empty += 1
             continue
-        if not isinstance(label, int) or not 0 <= label < len(NLI_LABELS):
+        valid = isinstance(label, int) and not isinstance(label, bool)
+        if not valid or not 0 <= label < len(NLI_LABELS):
             raise DataError(
                 f"row {row_number}: label {label!r} is not one of 0..{len(NLI_LABELS) - 1} "
                 f"({', '.join(NLI_LABELS)})",
+                path=described,
+            )
+        if not all(side is None or isinstance(side, str) for side in (premise, hypothesis)):
+            raise DataError(
+                f"row {row_number}: premise and hypothesis must be strings, found "
+                f"{premise!r} and {hypothesis!r}",
                 path=described,
             )
         if skip_empty and not ((premise or "").strip() and (hypothesis or "").strip()):
@@ -85,6 +99,8 @@ def squad_from_hub(dataset: Any, *, described: str) -> list[QAExample]:
                 f"row {row_number} (id {row['id']}): context and question must be strings",
                 path=described,
             )
+        if not row["question"].strip():
+            raise DataError(f"row {row_number} (id {row['id']}): empty question", path=described)
         if str(row["id"]) in seen:
             raise DataError(
                 f"row {row_number}: id {row['id']} repeats that of row {seen[str(row['id'])]}",
@@ -92,14 +108,21 @@ def squad_from_hub(dataset: Any, *, described: str) -> list[QAExample]:
             )
         seen[str(row["id"])] = row_number
         answers = row["answers"] or {}
-        texts, starts = list(answers.get("text", [])), list(answers.get("answer_start", []))
+        texts, starts = _answer_lists(answers)
         if not texts or len(texts) != len(starts):
             raise DataError(
-                f"row {row_number} (id {row['id']}): needs answers with as many texts as starts",
+                f"row {row_number} (id {row['id']}): needs answers as {{text: [...], "
+                f"answer_start: [...]}} with as many texts as starts, found {answers!r:.120}",
                 path=described,
             )
         for text, start in zip(texts, starts, strict=True):
-            if not isinstance(text, str) or not text or not isinstance(start, int) or start < 0:
+            if (
+                not isinstance(text, str)
+                or not text
+                or isinstance(start, bool)
+                or not isinstance(start, int)
+                or start < 0
+            ):
                 raise DataError(
                     f"row {row_number} (id {row['id']}): answer {text!r} at {start!r} needs a "
                     "non-empty text and a non-negative answer_start",
@@ -121,3 +144,15 @@ def squad_from_hub(dataset: Any, *, described: str) -> list[QAExample]:
             )
         )
     return examples
+
+
+def _answer_lists(answers: Any) -> tuple[list, list]:
+    """The Hub schema's ``{text: [...], answer_start: [...]}``; anything else gives no answers
+    (and so the error that names the row), where a list of SQuAD-file style answer objects or a
+    bare string would otherwise fail with a bare ``AttributeError`` or be read letter by letter."""
+    if not isinstance(answers, Mapping):
+        return [], []
+    texts, starts = answers.get("text", []), answers.get("answer_start", [])
+    if not isinstance(texts, list | tuple) or not isinstance(starts, list | tuple):
+        return [], []
+    return list(texts), list(starts)

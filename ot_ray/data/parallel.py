@@ -81,7 +81,8 @@ def packed(corpus: ParallelCorpus, k: int) -> ParallelCorpus:
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text without the newline); non-UTF-8 bytes name their line."""
+    """(1-based line number, text without the newline); non-UTF-8 bytes name their line. A
+    UTF-8 byte-order mark (Windows editors write one) is dropped, not read as a first word."""
     try:
         handle = path.open("rb")
     except FileNotFoundError:
@@ -100,6 +101,8 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
                     path=path,
                     line=number,
                 ) from None
+            if number == 1:
+                text = text.removeprefix("\ufeff")
             yield number, text.rstrip("\r\n")
 
 

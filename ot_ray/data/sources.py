@@ -8,13 +8,17 @@ Hub datasets are loaded with ``datasets.load_dataset`` and converted from the Hu
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from pathlib import Path
+from typing import TypeVar
 
 from ot_ray.config import Config, SourceSpec
 from ot_ray.data import hub
 from ot_ray.data.parallel import ParallelCorpus, read_line_aligned, read_parallel_tsv
 from ot_ray.data.tasks import NLIData, QAExample, read_squad, read_xnli
 from ot_ray.errors import DataError
+
+Found = TypeVar("Found", bound=Sized)
 
 
 def data_root(config: Config) -> str:
@@ -54,12 +58,15 @@ def read_parallel(spec: SourceSpec, *, root: str, lang: str, pivot: str) -> Para
     values = _filled(spec, root=root, lang=lang, pivot=pivot)
     if spec.hub is not None:
         dataset = _load_hub(spec, values)
-        return hub.parallel_from_hub(dataset, lang, pivot, described=_describe(spec, values))
-    path = Path(values["path"])
-    alignments = Path(values["alignments"]) if values["alignments"] else None
-    if values["second_path"]:
-        return read_line_aligned(path, Path(values["second_path"]), alignments)
-    return read_parallel_tsv(path, alignments)
+        corpus = hub.parallel_from_hub(dataset, lang, pivot, described=_describe(spec, values))
+    else:
+        path = Path(values["path"])
+        alignments = Path(values["alignments"]) if values["alignments"] else None
+        if values["second_path"]:
+            corpus = read_line_aligned(path, Path(values["second_path"]), alignments)
+        else:
+            corpus = read_parallel_tsv(path, alignments)
+    return _not_empty(corpus, "sentence pairs", corpus.skipped_empty, corpus.origin)
 
 
 def read_parallel_sources(
@@ -83,18 +90,30 @@ def read_nli(spec: SourceSpec, *, root: str, lang: str, pivot: str, training: bo
     """Premise/hypothesis/label triples; evaluation keeps empty rows (one prediction per line)."""
     values = _filled(spec, root=root, lang=lang, pivot=pivot)
     if spec.hub is not None:
-        dataset = _load_hub(spec, values)
-        return hub.nli_from_hub(dataset, described=_describe(spec, values), skip_empty=training)
-    return read_xnli(Path(values["path"]), skip_empty=training)
+        described = _describe(spec, values)
+        data = hub.nli_from_hub(_load_hub(spec, values), described=described, skip_empty=training)
+        return _not_empty(data, "examples", data.skipped_empty, described)
+    data = read_xnli(Path(values["path"]), skip_empty=training)
+    return _not_empty(data, "examples", data.skipped_empty, values["path"])
 
 
 def read_qa(spec: SourceSpec, *, root: str, lang: str, pivot: str) -> list[QAExample]:
     """SQuAD v1.1 questions with their contexts and gold answers."""
     values = _filled(spec, root=root, lang=lang, pivot=pivot)
     if spec.hub is not None:
-        dataset = _load_hub(spec, values)
-        return hub.squad_from_hub(dataset, described=_describe(spec, values))
-    return read_squad(Path(values["path"]))
+        described = _describe(spec, values)
+        examples = hub.squad_from_hub(_load_hub(spec, values), described=described)
+        return _not_empty(examples, "questions", 0, described)
+    return _not_empty(read_squad(Path(values["path"])), "questions", 0, values["path"])
+
+
+def _not_empty(found: Found, what: str, skipped: int, origin: object) -> Found:
+    """``found`` itself, unless it is empty: a split with nothing in it would otherwise pass
+    every check and fail only when it is scored, after the training it was meant to score."""
+    if not len(found):
+        why = f" ({skipped} skipped for an empty side)" if skipped else ""
+        raise DataError(f"no {what}{why}", path=origin)
+    return found
 
 
 def _filled(spec: SourceSpec, **where: str) -> dict[str, str | None]:

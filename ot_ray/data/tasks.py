@@ -47,7 +47,7 @@ def read_xnli(path: Path, *, skip_empty: bool = True) -> NLIData:
     ``skip_empty`` drops (and counts) rows with an empty side, for training; evaluation keeps them
     so that predictions stay one per input line, as XTREME's files expect.
     """
-    rows = _jsonl_rows(path) if path.suffix == ".jsonl" else _tsv_rows(path)
+    rows = _jsonl_rows(path) if path.suffix.lower() == ".jsonl" else _tsv_rows(path)
     data = NLIData()
     for number, row in rows:
         label = _label(row["label"], path, number)
@@ -66,6 +66,9 @@ def _tsv_rows(path: Path):
     if header_line is None:
         raise DataError("empty file; expected a header premise<TAB>hypothesis<TAB>label", path=path)
     header = header_line[1].split("\t")
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise DataError(f"header names column(s) {repeated} more than once", path=path, line=1)
     missing = [c for c in NLI_COLUMNS if c not in header]
     if missing:
         raise DataError(f"header {header} lacks column(s) {missing}", path=path, line=1)
@@ -84,8 +87,9 @@ def _jsonl_rows(path: Path):
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"invalid JSON: {err.msg}", path=path, line=number) from None
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, too deep, too many digits
+            message = err.msg if isinstance(err, json.JSONDecodeError) else _one_line(err)
+            raise DataError(f"invalid JSON: {message}", path=path, line=number) from None
         missing = [c for c in NLI_COLUMNS if c not in row] if isinstance(row, dict) else NLI_COLUMNS
         if missing:
             raise DataError(f"missing field(s) {list(missing)}", path=path, line=number)
@@ -127,6 +131,8 @@ def read_squad(path: Path) -> list[QAExample]:
         document = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from None
+    except (ValueError, RecursionError) as err:  # nested too deep, a number too long
+        raise DataError(f"invalid JSON: {_one_line(err)}", path=path) from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise DataError('not SQuAD JSON: expected {"data": [...]} at the top', path=path)
     examples = []
@@ -150,6 +156,8 @@ def read_squad(path: Path) -> list[QAExample]:
                         f"{_shown(qid)} and question {_shown(question)}",
                         path=path,
                     )
+                if not question.strip():
+                    raise DataError(f"{at}: question {qid!r} is empty", path=path)
                 if qid in seen:
                     raise DataError(f"{at}: id {qid!r} repeats that of {seen[qid]}", path=path)
                 seen[qid] = at
@@ -202,4 +210,10 @@ def _json_list(parent: object, key: str, where: str, path: Path) -> list:
 def _shown(value: object, limit: int = 80) -> str:
     """A JSON value as the file spells it (``null``, ``true``), cut short for a message."""
     text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _one_line(err: Exception, limit: int = 200) -> str:
+    """A parser's message on one line, cut short (Python's can quote a whole number)."""
+    text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= limit else f"{text[: limit - 3]}..."

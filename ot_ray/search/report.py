@@ -13,9 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ot_ray.config import Config
+from ot_ray.config import Config, dump_config
 from ot_ray.plots import optuna_figures, scores_against_baseline
 from ot_ray.search.space import apply_params, rebuilt_study
 from ot_ray.search.sweep import SweepOutcome, TrialOutcome
@@ -79,10 +77,7 @@ def finish_sweep(outcome: SweepOutcome, config: Config, user_config: Config) -> 
         if outcome.best is not None:
             best_config = apply_params(user_config, outcome.best.params, origin="best trial")
             path = outcome.sweep_dir / config.tune.best_config
-            path.write_text(
-                yaml.safe_dump(best_config.model_dump(mode="json"), sort_keys=False),
-                encoding="utf-8",
-            )
+            path.write_text(dump_config(best_config), encoding="utf-8")
             client.log_artifact(parent, str(path))
             client.set_tag(parent, "best_trial", outcome.best.trial_id)
             best_metrics = {
