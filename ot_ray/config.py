@@ -15,6 +15,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy
 import yaml
 from pydantic import (
     BaseModel,
@@ -47,13 +48,29 @@ class Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        """pydantic would read ``true`` as 1 for a number: a slip (``num_workers=yes``) that
-        would silently change a setting."""
-        if isinstance(value, bool) and info.field_name in cls.model_fields:
-            kinds = _plain_types(cls.model_fields[info.field_name].annotation)
-            if kinds & {int, float} and not kinds & {bool, Any}:
-                raise ValueError(f"expected a number, found {str(value).lower()} (a boolean)")
+        """pydantic would read ``true`` as 1 for a number (or a list of numbers, such as layer
+        indices): a slip (``num_workers=yes``) that would silently change a setting."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None:
+            return value
+        kinds = _plain_types(field.annotation)
+        if isinstance(value, list):
+            kinds = {
+                item
+                for kind in kinds
+                if typing.get_origin(kind) is list
+                for item in _plain_types(typing.get_args(kind)[0])
+            }
+            found = next((v for v in value if _is_boolean(v)), None)
+        else:
+            found = value if _is_boolean(value) else None
+        if found is not None and kinds & {int, float} and not kinds & {bool, Any}:
+            raise ValueError(f"expected a number, found {str(bool(found)).lower()} (a boolean)")
         return value
+
+
+def _is_boolean(value: Any) -> bool:
+    return isinstance(value, bool | numpy.bool_)
 
 
 def _plain_types(annotation: Any) -> set[Any]:
@@ -535,7 +552,29 @@ class TuneConfig(Section):
                     raise ValueError(
                         f"points_to_evaluate.{label}.{key}: {value!r} is outside its search space"
                     )
+                if "." in key:
+                    _check_setting(key, value, f"points_to_evaluate.{label}.{key}")
+        for name, spec in self.search_space.items():
+            if "." in name:
+                for value in spec.choices or [spec.low, spec.high]:
+                    value = round(value) if spec.is_int and spec.choices is None else value
+                    _check_setting(name, value, f"search_space.{name}")
         return self
+
+
+def _check_setting(dotted: str, value: Any, where: str) -> None:
+    """What a trial will set ``dotted`` to, checked now against that setting's type and bounds,
+    rather than in a trial partway through the sweep."""
+    *path, leaf = dotted.split(".")
+    section = Config()
+    for part in path:
+        section = getattr(section, part)
+    try:
+        setattr(section.model_copy(), leaf, value)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        detail = problem["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{where}: {value!r} cannot be {dotted} ({detail})") from None
 
 
 class TrackingConfig(Section):
@@ -714,8 +753,10 @@ def parse_override(text: str) -> tuple[str, Any]:
         )
     try:
         value = yaml.load(raw, Loader=ConfigLoader) if raw.strip() else None
-    except yaml.YAMLError as err:
-        quote = f" (quote a text value: --set '{key}=\"...\"')" if raw.lstrip()[:1] in "{[" else ""
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: a tag such as !!int on bad text
+        quote = ""
+        if raw.lstrip()[:1] in "{[":
+            quote = f" (if it is text, quote it: --set '{key}=\"...\"')"
         raise ConfigError(
             f"the value {raw!r} is not valid YAML ({_one_line(err)}){quote}",
             source=f"--set {_redacted_override(text)}",
@@ -730,15 +771,18 @@ class ConfigLoader(yaml.SafeLoader):
 
 
 class ConfigDumper(yaml.SafeDumper):
-    """Quotes every string that :class:`ConfigLoader` would read as a number (a revision such
-    as ``1234e56``), so what is written reads back the same."""
+    """Quotes every string that :class:`ConfigLoader` (or a YAML 1.1 reader) would read as a
+    number, such as the revision ``1234e56``, so what is written reads back the same."""
 
 
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, rule) for tag, rule in resolvers if not tag.endswith((":int", ":float"))]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigDumper.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in yaml.SafeDumper.yaml_implicit_resolvers.items()
+}
 for _yaml_class in (ConfigLoader, ConfigDumper):
-    _yaml_class.yaml_implicit_resolvers = {
-        first: [(tag, rule) for tag, rule in resolvers if not tag.endswith((":int", ":float"))]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
     _yaml_class.add_implicit_resolver(
         "tag:yaml.org,2002:int",
         re.compile(r"^[-+]?[0-9][0-9_]*$|^0o[0-7]+$|^0x[0-9a-fA-F]+$"),
@@ -812,7 +856,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     try:
         node = yaml.compose(text, Loader=ConfigLoader)
         data = yaml.load(text, Loader=ConfigLoader)
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: a tag such as !!int on bad text
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
         problem = getattr(err, "problem", None) or _one_line(err)
@@ -925,9 +969,11 @@ def _rewrite(err: ValidationError, origins: dict[str, str], source: str) -> Conf
             after = f" (after {', '.join(overrides)})" if overrides else ""
             messages.append(f"{where}: {key}: {message}{after}")
         else:
+            # a revision such as 1234e56 or 0123 reads as a number in YAML: quoting keeps text
+            quote = problem["type"] == "string_type" and type(found) in (int, float, bool)
             messages.append(
                 f"{where}: {key or '<top level>'}: expected {_expected(problem['msg'])}; "
-                f"found {_describe(found)}"
+                f"found {_describe(found)}" + ("; quote it to keep it as text" if quote else "")
             )
     error = ConfigError("\n".join(messages))
     error.key = first_key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -223,10 +224,11 @@ def test_numbers_are_read_as_yaml_1_2_writes_them(tmp_path):
 
 def test_a_dumped_text_that_reads_as_a_number_is_quoted(tmp_path):
     """A revision such as ``1234e56`` is text; written unquoted it would read back as 1.2e59."""
-    config = load_config(None, ['model.revision="1234e56"', "alignment.lr=1e-5"])
-    text = dump_config(config)
-    assert "revision: '1234e56'" in text
-    assert load_config(_write(tmp_path, text)) == config
+    for revision in ("1234e56", "1:30", "0b101"):  # the last two read as numbers in YAML 1.1
+        config = load_config(None, [f'model.revision="{revision}"', "alignment.lr=1e-5"])
+        text = dump_config(config)
+        assert f"revision: '{revision}'" in text
+        assert load_config(_write(tmp_path, text)) == config
 
 
 @pytest.mark.parametrize(
@@ -238,7 +240,13 @@ def test_a_dumped_text_that_reads_as_a_number_is_quoted(tmp_path):
         ("alignment.lr=.inf", "alignment.lr: expected a finite number"),
         ("alignment.epochs=.inf", "alignment.epochs: expected a finite number"),
         ("train.seed=-1", "train.seed: expected greater than or equal to 0"),
-        ("train.seed=4294967296", "train.seed: expected less than 2147483648"),
+        ("train.seed=2147483648", "train.seed: expected less than 2147483648"),
+        ("alignment.layers=[-1, true]", "alignment.layers: expected a number, found true"),
+        (
+            "model.revision=1e3",
+            "model.revision: expected a valid string; found 1000.0 (float); quote",
+        ),
+        ("train.seed=!!int 0b11", "is not valid YAML"),
         ("tune.seed=-3", "tune.seed: expected greater than or equal to 0"),
         ("task.tasks=[xnli, xquad, xnli]", "task.tasks: a task is named twice"),
         ("data.languages=[de, fr, de]", "data.languages: de named more than once"),
@@ -254,14 +262,39 @@ def test_values_that_would_silently_change_or_break_a_run_are_refused(override, 
     assert expected in str(info.value)
 
 
-def test_booleans_still_set_boolean_and_mixed_settings():
-    config = load_config(None, ["train.use_gpu=true", "alignment.ot.solver.eps_scaling=null"])
-    assert config.train.use_gpu is True and config.alignment.ot.solver.eps_scaling is None
+def test_booleans_and_limits_still_set_what_they_should():
+    config = load_config(None, ["train.use_gpu=true", "train.seed=2147483647"])
+    assert config.train.use_gpu is True and config.train.seed == 2**31 - 1
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        ("{train.num_workers: {choices: [true, 2]}}", "True cannot be train.num_workers"),
+        ("{train.seed: {choices: [0, 2147483648]}}", "2147483648 cannot be train.seed"),
+        ("{alignment.lr: {low: -1.0, high: 1.0}}", "-1.0 cannot be alignment.lr"),
+        ("{alignment.layers: {choices: [[-1], [true]]}}", "[True] cannot be alignment.layers"),
+    ],
+)
+def test_search_values_a_trial_could_not_set_are_refused_at_start_up(space, expected):
+    """Otherwise they fail inside a trial, partway through the sweep."""
+    with pytest.raises(ConfigError, match=rf"tune: search_space\.\S+: {re.escape(expected)}"):
+        load_config(DEMO, ["tune.points_to_evaluate={}", f"tune.search_space={space}"])
+    point = "{p: {unbalanced: false, alignment.ot.tau: 0.0}}"
+    with pytest.raises(ConfigError, match=r"points_to_evaluate\.p\.alignment\.ot\.tau: 0\.0"):
+        load_config(
+            DEMO,
+            [
+                "tune.search_space={unbalanced: {choices: [false]}, alignment.ot.tau: "
+                "{choices: [0.0, 1.0], when: {unbalanced: false}}}",
+                f"tune.points_to_evaluate={point}",
+            ],
+        )
 
 
 def test_a_text_value_with_braces_gets_a_quoting_hint():
     with pytest.raises(
-        ConfigError, match=r"quote a text value: --set 'data\.parallel\.train\.path="
+        ConfigError, match=r"if it is text, quote it: --set 'data\.parallel\.train\.path="
     ):
         load_config(None, ["data.parallel.train.path={root}/{lang}.tsv"])
     quoted = load_config(None, ['data.parallel.train.path="{root}/{lang}.tsv"'])

@@ -193,6 +193,12 @@ def test_a_header_that_names_a_column_twice_is_refused(tmp_path):
         read_xnli(path)
 
 
+def test_empty_trailing_header_columns_are_not_repeats(tmp_path):
+    """A spreadsheet's export can end every line in tabs."""
+    path = write(tmp_path / "x.tsv", "premise\thypothesis\tlabel\t\t\na\tb\tneutral\t\t\n")
+    assert read_xnli(path).labels == [1]
+
+
 def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
     path = write(tmp_path / "x.tsv", "\ufeffpremise\thypothesis\tlabel\na\tb\tneutral\n")
     assert read_xnli(path).premises == ["a"]

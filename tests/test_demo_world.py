@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import SMALL_DEMO as SMALL
 
-from ot_ray.config import DemoConfig
+from ot_ray.config import ConfigDumper, ConfigLoader, DemoConfig
 from ot_ray.demo.build import MANIFEST, check_world, ensure_demo_world, world_dir
 from ot_ray.demo.encoder import read_documents
 from ot_ray.errors import UserError
@@ -220,10 +220,10 @@ def test_cache_location_follows_config_then_environment(tmp_path, monkeypatch):
 
 
 def small_config_file(tmp_path: Path) -> Path:
-    config = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
+    config = yaml.load((REPO / "configs/demo.yaml").read_text(), Loader=ConfigLoader)
     config["data"]["demo"] = {k: v for k, v in SMALL.items() if k != "seed"}
     path = tmp_path / "small.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    path.write_text(yaml.dump(config, Dumper=ConfigDumper), encoding="utf-8")
     return path
 
 

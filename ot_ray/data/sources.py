@@ -92,7 +92,9 @@ def read_nli(spec: SourceSpec, *, root: str, lang: str, pivot: str, training: bo
     if spec.hub is not None:
         described = _describe(spec, values)
         data = hub.nli_from_hub(_load_hub(spec, values), described=described, skip_empty=training)
-        return _not_empty(data, "examples", data.skipped_empty, described)
+        return _not_empty(
+            data, "examples", data.skipped_empty, described, "an empty side or no label"
+        )
     data = read_xnli(Path(values["path"]), skip_empty=training)
     return _not_empty(data, "examples", data.skipped_empty, values["path"])
 
@@ -107,11 +109,13 @@ def read_qa(spec: SourceSpec, *, root: str, lang: str, pivot: str) -> list[QAExa
     return _not_empty(read_squad(Path(values["path"])), "questions", 0, values["path"])
 
 
-def _not_empty(found: Found, what: str, skipped: int, origin: object) -> Found:
+def _not_empty(
+    found: Found, what: str, skipped: int, origin: object, reason: str = "an empty side"
+) -> Found:
     """``found`` itself, unless it is empty: a split with nothing in it would otherwise pass
     every check and fail only when it is scored, after the training it was meant to score."""
     if not len(found):
-        why = f" ({skipped} skipped for an empty side)" if skipped else ""
+        why = f" ({skipped} skipped for {reason})" if skipped else ""
         raise DataError(f"no {what}{why}", path=origin)
     return found
 

@@ -66,7 +66,7 @@ def _tsv_rows(path: Path):
     if header_line is None:
         raise DataError("empty file; expected a header premise<TAB>hypothesis<TAB>label", path=path)
     header = header_line[1].split("\t")
-    repeated = sorted({c for c in header if header.count(c) > 1})
+    repeated = sorted({c for c in header if c and header.count(c) > 1})
     if repeated:
         raise DataError(f"header names column(s) {repeated} more than once", path=path, line=1)
     missing = [c for c in NLI_COLUMNS if c not in header]
