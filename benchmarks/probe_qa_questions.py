@@ -83,7 +83,7 @@ def main() -> None:
             count += 1
         return count
 
-    train = read_qa(spec.train, root=root, lang=pivot, pivot=pivot)
+    train = read_qa(spec.train, root=root, lang=pivot, pivot=pivot, training=True)
     source = getattr(spec, args.split)
     pivot_eval = read_qa(source, root=root, lang=pivot, pivot=pivot)
     target_eval = read_qa(source, root=root, lang=args.lang, pivot=pivot)

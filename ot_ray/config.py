@@ -12,6 +12,7 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -144,6 +145,10 @@ class DemoConfig(Section):
     encoder: EncoderPretraining = Field(default_factory=EncoderPretraining)
 
 
+#: What a source's strings may name: see :class:`SourceSpec`.
+PLACEHOLDERS = ("root", "lang", "pivot", "pair")
+
+
 class SourceSpec(Section):
     """Where one split of one dataset comes from: a local file or an HF Hub dataset.
 
@@ -167,6 +172,21 @@ class SourceSpec(Section):
     languages: list[str] | None = Field(
         default=None, description="Only these languages have this split (default: all)."
     )
+
+    @field_validator("path", "second_path", "alignments", "hub", "hub_config", "data_files")
+    @classmethod
+    def _known_placeholders(cls, template: str | None) -> str | None:
+        """A misspelt ``{lnag}`` would otherwise fail only when a worker reads the data."""
+        if template is not None:
+            try:
+                template.format(**dict.fromkeys(PLACEHOLDERS, "x" * 16))
+            except (KeyError, IndexError, ValueError, AttributeError, TypeError) as err:
+                raise ValueError(
+                    f"bad placeholder in {template!r} ({type(err).__name__}: {err}); the "
+                    f"placeholders are {' '.join('{' + name + '}' for name in PLACEHOLDERS)} "
+                    "(double a brace meant literally: {{ }})"
+                ) from None
+        return template
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceSpec:
@@ -496,6 +516,10 @@ class SchedulerConfig(Section):
     reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 2.0
 
 
+#: The keys of one search-space entry, as written in a config (``int``, not ``is_int``).
+_PARAM_SPEC_KEYS = frozenset(field.alias or name for name, field in ParamSpec.model_fields.items())
+
+
 class TuneConfig(Section):
     """Ray Tune + Optuna search over the rest of this config."""
 
@@ -521,6 +545,18 @@ class TuneConfig(Section):
     storage_path: str = Field("outputs/sweeps", description="Tune + Train storage (shared).")
     best_config: str = Field("best.yaml", description="Written after the sweep, under the run.")
 
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _named_by_config_keys(cls, space: Any) -> Any:
+        """Checked before the entries, so a misspelt key is named as such rather than by the
+        error its half-written entry gives (``--set ...epsilonn.low=0.1``: no ``high``)."""
+        for name in space if isinstance(space, dict) else []:
+            if isinstance(name, str) and "." in name and not is_config_key(name):
+                close = difflib.get_close_matches(name, list(_setting_keys()), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise ValueError(f"{name}: not a config key{hint}")
+        return space
+
     @model_validator(mode="after")
     def _space_consistent(self) -> TuneConfig:
         for metric in [*self.objective, self.metric]:
@@ -530,19 +566,23 @@ class TuneConfig(Section):
                 )
         switches = {key for spec in self.search_space.values() for key in spec.when}
         for name, spec in self.search_space.items():
-            if "." in name and not is_config_key(name):
-                raise ValueError(f"search_space.{name}: not a config key")
             if "." not in name and name not in switches:
                 raise ValueError(
                     f"search_space.{name}: not a config key (those have a dot, e.g. "
                     "alignment.lr), and no parameter's 'when' uses it as a switch"
                 )
-            for key in spec.when:
+            for key, wanted in spec.when.items():
                 if key not in self.search_space:
                     raise ValueError(
                         f"search_space.{name}: 'when' refers to {key!r}, which is not a "
                         "parameter of the search space"
                     )
+                for value in wanted if isinstance(wanted, list) else [wanted]:
+                    if not self.search_space[key].contains(value):
+                        raise ValueError(
+                            f"search_space.{name}: 'when' asks for {key} = {value!r}, which "
+                            f"{key} never takes{_boolean_word_hint(value, self.search_space[key])}"
+                        )
         sampling_order(self.search_space)  # raises on a cycle of conditions
         for label, point in self.points_to_evaluate.items():
             for key, value in point.items():
@@ -550,7 +590,8 @@ class TuneConfig(Section):
                     raise ValueError(f"points_to_evaluate.{label}.{key}: not in search_space")
                 if not self.search_space[key].contains(value):
                     raise ValueError(
-                        f"points_to_evaluate.{label}.{key}: {value!r} is outside its search space"
+                        f"points_to_evaluate.{label}.{key}: {value!r} is outside its search "
+                        f"space{_boolean_word_hint(value, self.search_space[key])}"
                     )
                 if "." in key:
                     _check_setting(key, value, f"points_to_evaluate.{label}.{key}")
@@ -560,6 +601,24 @@ class TuneConfig(Section):
                     value = round(value) if spec.is_int and spec.choices is None else value
                     _check_setting(name, value, f"search_space.{name}")
         return self
+
+
+def _boolean_word_hint(value: Any, spec: ParamSpec) -> str:
+    """YAML 1.1 read ``yes``/``no``/``on``/``off`` as booleans; a config reads them as text,
+    so a ``when`` or point written that way misses boolean choices, or the other way round."""
+    choices = spec.choices or []
+    word = None
+    if _is_boolean_word(value) and any(isinstance(choice, bool) for choice in choices):
+        word = value
+    elif isinstance(value, bool):
+        word = next((choice for choice in choices if _is_boolean_word(choice)), None)
+    if word is None:
+        return ""
+    return f" (a config reads {word} as text, not a boolean: write true or false)"
+
+
+def _is_boolean_word(value: Any) -> bool:
+    return isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n")
 
 
 def _check_setting(dotted: str, value: Any, where: str) -> None:
@@ -696,6 +755,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, value = parse_override(override)
         shown = f"--set {_redacted_override(override)}"  # messages quote it: no secrets
         _assign(data, key, value, origin=shown)
+        origins = {k: where for k, where in origins.items() if not k.startswith(f"{key}.")}
         origins[key] = shown
     return _validated(data, origins, source)
 
@@ -724,8 +784,19 @@ def _validated(data: dict[str, Any], origins: dict[str, str], source: str) -> Co
         raise _rewrite(err, origins, source) from None
 
 
-def is_config_key(dotted: str) -> bool:
-    """Whether ``dotted`` names a setting (a leaf or a whole section) of :class:`Config`."""
+def _setting_keys(model: type[BaseModel] | None = None, prefix: str = "") -> Iterator[str]:
+    """Every dotted key of a setting (not of a section) in :class:`Config`."""
+    for name, field in (model or Config).model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _setting_keys(annotation, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def is_config_key(dotted: str, *, sections: bool = True) -> bool:
+    """Whether ``dotted`` names a setting of :class:`Config`: a leaf, or (if ``sections``) a
+    whole section."""
     model: type[BaseModel] = Config
     parts = dotted.split(".")
     for depth, part in enumerate(parts):
@@ -735,6 +806,8 @@ def is_config_key(dotted: str) -> bool:
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
+            if depth == len(parts) - 1 and not sections:
+                return False
         elif depth < len(parts) - 1:
             return False
     return True
@@ -765,9 +838,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's numbers: ``1e-5`` is a float (YAML 1.1 reads the
-    text "1e-5"), and ``010`` or ``1:30`` are not the octal 8 or the base-60 90 (``250_000``
-    stays an integer)."""
+    """PyYAML's safe loader with YAML 1.2's numbers and booleans: ``1e-5`` is a float (YAML 1.1
+    reads the text "1e-5"), ``010`` or ``1:30`` are not the octal 8 or the base-60 90
+    (``250_000`` stays an integer), and only ``true``/``false`` are booleans, so the language
+    code ``no`` (Norwegian) stays text; a yes/no setting still takes ``yes``, ``on``, ``1``."""
 
 
 class ConfigDumper(yaml.SafeDumper):
@@ -776,9 +850,12 @@ class ConfigDumper(yaml.SafeDumper):
 
 
 ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, rule) for tag, rule in resolvers if not tag.endswith((":int", ":float"))]
+    first: [(tag, rule) for tag, rule in resolvers if not tag.endswith((":int", ":float", ":bool"))]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 ConfigDumper.yaml_implicit_resolvers = {
     first: list(resolvers) for first, resolvers in yaml.SafeDumper.yaml_implicit_resolvers.items()
 }
@@ -823,6 +900,12 @@ def _read_tree(path: Path, chain: list[Path]) -> tuple[dict[str, Any], dict[str,
     if not base_path.is_file():
         raise ConfigError(f"no such config file {base_path}", source=where, key="extends")
     base, base_origins = _read_tree(base_path, [*chain, path.resolve()])
+    replaced = [key for key in origins if key.rsplit(".", 1)[-1] in REPLACED]
+    base_origins = {
+        key: where
+        for key, where in base_origins.items()
+        if not any(key.startswith(f"{whole}.") for whole in replaced)
+    }
     return _merged(base, data), {**base_origins, **origins}
 
 
@@ -842,9 +925,10 @@ def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    if not path.is_file():
-        what = "a directory, not a config file" if path.is_dir() else "no such config file"
-        raise ConfigError(what, source=str(path))
+    if path.is_dir():
+        raise ConfigError("a directory, not a config file", source=str(path))
+    if not path.exists():
+        raise ConfigError("no such config file", source=str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -864,14 +948,51 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         detail = f"{problem} ({context})" if context else problem
         raise ConfigError(f"invalid YAML: {detail}", source=where) from None
     if data is None:
-        return {}, {}
+        # an empty file is more likely a slip (a truncated copy, /dev/null) than a wish for
+        # the built-in defaults, which a file holding {} asks for
+        raise ConfigError(
+            "the config file has no settings (a file holding {} means the built-in defaults)",
+            source=str(path),
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"expected a mapping at the top level, found {type(data).__name__}", source=str(path)
         )
+    _refuse_cycles(node, set(), set(), path)
     lines: dict[str, int] = {}
     _collect_lines(node, "", lines, path)
-    return data, lines
+    return _unshared(data), lines
+
+
+def _unshared(value: Any) -> Any:
+    """``value`` with every alias made a copy of its anchor (YAML loads the same object), so
+    that ``--set task.xnli.epochs=5`` does not also change a ``task.xquad: *same``."""
+    if isinstance(value, dict):
+        return {key: _unshared(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unshared(item) for item in value]
+    return value
+
+
+def _refuse_cycles(node: yaml.Node, open_nodes: set[int], done: set[int], path: Path) -> None:
+    """An alias inside the node its anchor names (``a: &x {b: *x}``) makes an endless value.
+    ``done`` holds nodes already checked, which aliases may reach many times."""
+    if not isinstance(node, yaml.CollectionNode) or id(node) in done:
+        return
+    open_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        children = [(value, key.start_mark) for key, value in node.value]
+    else:
+        children = [(item, node.start_mark) for item in node.value]
+    for child, mark in children:
+        if id(child) in open_nodes:
+            raise ConfigError(
+                "an alias (*name) refers to a section or list that contains it, an endless value",
+                source=f"{path}:{mark.line + 1}",
+            )
+        _refuse_cycles(child, open_nodes, done, path)
+    open_nodes.discard(id(node))
+    done.add(id(node))
 
 
 def _collect_lines(node: yaml.Node | None, prefix: str, out: dict[str, int], path: Path) -> None:
@@ -893,7 +1014,7 @@ def _collect_lines(node: yaml.Node | None, prefix: str, out: dict[str, int], pat
 
 
 def _assign(data: dict[str, Any], dotted: str, value: Any, *, origin: str) -> None:
-    parts = dotted.split(".")
+    parts = _key_path(dotted)
     node = data
     for depth, part in enumerate(parts[:-1]):
         if part not in node:  # start from the section's defaults, not from nothing
@@ -908,6 +1029,25 @@ def _assign(data: dict[str, Any], dotted: str, value: Any, *, origin: str) -> No
             )
         node = child
     node[parts[-1]] = value
+
+
+def _key_path(dotted: str) -> list[str]:
+    """The mapping keys ``dotted`` walks through. Search spaces and named points are keyed by
+    dotted config keys, so ``tune.search_space.alignment.ot.epsilon.low`` is the ``low`` of
+    the entry ``alignment.ot.epsilon``, and ``tune.points_to_evaluate.paper.alignment.lr`` is
+    the entry ``alignment.lr`` of the point ``paper``."""
+    parts = dotted.split(".")
+    if parts[:2] == ["tune", "search_space"] and len(parts) > 3:
+        name = ".".join(parts[2:])
+        parent = ".".join(parts[2:-1])
+        switch = "." not in parent and not is_config_key(parent)  # a search-only switch
+        in_spec = parts[-1] in _PARAM_SPEC_KEYS or switch or is_config_key(parent, sections=False)
+        if not is_config_key(name) and in_spec:
+            return [*parts[:2], ".".join(parts[2:-1]), parts[-1]]
+        return [*parts[:2], name]
+    if parts[:2] == ["tune", "points_to_evaluate"] and len(parts) > 4:
+        return [*parts[:3], ".".join(parts[3:])]
+    return parts
 
 
 #: The fields that say where a source's data comes from: setting one replaces the others.
@@ -961,11 +1101,13 @@ def _rewrite(err: ValidationError, origins: dict[str, str], source: str) -> Conf
                 key, message = head, message.split(": ", 1)[1]
                 where = _origin_of(key, origins, source)
                 first_key = first_key or key
-            elif key and " " not in head and f"{key}.{head}" in origins:
+            elif key and " " not in head and _origin_of(f"{key}.{head}", origins, "") != where:
                 # a section's check that names one of its keys ("search_space.x: ...") is
                 # located at that key's line
-                where = origins[f"{key}.{head}"]
-            overrides = [o for k, o in origins.items() if k.startswith(f"{key}.") and "--set" in o]
+                where = _origin_of(f"{key}.{head}", origins, source)
+            overrides = [
+                o for k, o in origins.items() if "--set" in o and o != where and _related(k, key)
+            ]
             after = f" (after {', '.join(overrides)})" if overrides else ""
             messages.append(f"{where}: {key}: {message}{after}")
         else:
@@ -980,25 +1122,45 @@ def _rewrite(err: ValidationError, origins: dict[str, str], source: str) -> Conf
     return error
 
 
+def _related(one: str, other: str) -> bool:
+    """Whether one dotted key holds the other, or is it."""
+    return one == other or one.startswith(f"{other}.") or other.startswith(f"{one}.")
+
+
 def _origin_of(key: str, origins: dict[str, str], source: str) -> str:
-    """The most specific recorded origin of ``key`` or of the section that contains it."""
+    """Where ``key`` was written: its own origin or an override of a section holding it, else
+    the one place that wrote keys inside it (``--set a.b.c=1`` builds ``a.b``), else its
+    nearest enclosing section's line."""
     parts = key.split(".")
-    for end in range(len(parts), 0, -1):
-        candidate = ".".join(parts[:end])
-        if candidate in origins:
-            return origins[candidate]
-    return source
+    enclosing = next(
+        (
+            origins[k]
+            for k in (".".join(parts[:end]) for end in range(len(parts), 0, -1))
+            if k in origins
+        ),
+        source,
+    )
+    if key not in origins and "--set" not in enclosing:
+        inside = {where for name, where in origins.items() if name.startswith(f"{key}.")}
+        if len(inside) == 1:  # several: the enclosing section's, and "(after ...)" lists them
+            return inside.pop()
+    return enclosing
 
 
 def _allowed_keys(loc: list[str]) -> list[str]:
+    """The keys a config may write at ``loc``, through sections and the mappings and lists
+    that hold them (``tune.search_space.<name>`` is a :class:`ParamSpec`)."""
     model: type[BaseModel] = Config
-    for part in loc:
+    parts = iter(loc)
+    for part in parts:
         field = model.model_fields.get(part)
         annotation = getattr(field, "annotation", None)
+        while typing.get_origin(annotation) in (dict, list) and next(parts, None) is not None:
+            annotation = typing.get_args(annotation)[-1]  # the value or item type
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
-    return list(model.model_fields)
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def _describe(value: Any) -> str:

@@ -87,7 +87,7 @@ def check_data(config: Config) -> None:
         if task == "xnli":
             read_nli(sources.train, root=root, lang=pivot, pivot=pivot, training=True)
         else:
-            read_qa(sources.train, root=root, lang=pivot, pivot=pivot)
+            read_qa(sources.train, root=root, lang=pivot, pivot=pivot, training=True)
         for split in EVAL_SPLITS:
             spec = getattr(sources, split)
             for lang in (x for x in evaluated if spec.covers(x)):
@@ -502,7 +502,8 @@ class Trial:
             model_class = transformers.AutoModelForSequenceClassification
             extra = {"num_labels": 3}
         else:
-            examples = read_qa(spec.train, root=self.root, lang=pivot, pivot=pivot)
+            examples = read_qa(spec.train, root=self.root, lang=pivot, pivot=pivot, training=True)
+            self._count("data/xquad_train/skipped_empty", examples.skipped_empty)
             examples = examples[: settings.max_train]
             train = qa_train_dataset(examples, self.tokenizer, settings, self.cache)
             self._count("data/xquad_train/question_truncated", sum(train["question_truncated"]))

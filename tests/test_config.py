@@ -148,8 +148,12 @@ def test_top_level_must_be_a_mapping(tmp_path):
 
 
 def test_cross_field_rule_mentions_the_override():
-    with pytest.raises(ConfigError, match=r"pivot language 'en'.*after --set data.languages"):
+    """Named first when it alone wrote into the section; listed after the file's line when
+    the section also came from the file."""
+    with pytest.raises(ConfigError, match=r"^--set data\.languages=\[en, de\]: data: the pivot"):
         load_config(None, ["data.languages=[en, de]"])
+    with pytest.raises(ConfigError, match=r"demo\.yaml:\d+: data: .*after --set data\.languages"):
+        load_config(DEMO, ["data.languages=[en, de]"])
 
 
 def test_trust_remote_code_is_off_by_default():
@@ -235,7 +239,8 @@ def test_a_dumped_text_that_reads_as_a_number_is_quoted(tmp_path):
     ("override", "expected"),
     [
         ("train.num_workers=true", "train.num_workers: expected a number, found true"),
-        ("alignment.lr=yes", "alignment.lr: expected a number, found true"),
+        ("alignment.lr=True", "alignment.lr: expected a number, found true"),
+        ("alignment.lr=yes", "alignment.lr: expected a valid number"),  # text, as in YAML 1.2
         ("alignment.ot.tau=false", "alignment.ot.tau: expected a number, found false"),
         ("alignment.lr=.inf", "alignment.lr: expected a finite number"),
         ("alignment.epochs=.inf", "alignment.epochs: expected a finite number"),
@@ -305,3 +310,175 @@ def test_a_config_that_cannot_be_read_is_named_without_a_traceback():
     """A device or an unreadable file (root reads anything, so a device stands in for both)."""
     with pytest.raises(ConfigError, match=r"/proc/self/mem: cannot read the file"):
         load_config("/proc/self/mem")
+
+
+def test_only_true_and_false_are_booleans(tmp_path):
+    """YAML 1.1 read the language code ``no`` (Norwegian) as false; a yes/no setting still
+    takes the words pydantic knows, and a dumped ``no`` reads back as text."""
+    config = load_config(
+        _write(tmp_path, "data:\n  languages: [de, no]\ntrain:\n  use_gpu: off\n"),
+        ["tune.search_space.train.use_gpu={choices: [on]}", "task.xnli.lr=1e-4"],
+    )
+    assert config.data.languages == ["de", "no"]
+    assert config.train.use_gpu is False
+    assert load_config(None, ["train.use_gpu=yes"]).train.use_gpu is True
+    assert load_config(_write(tmp_path, dump_config(config))) == config
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("train: &t\n  seed: 1\n  nested: *t\n", 3),
+        ("data:\n  languages: &l [de, *l]\n", 2),
+    ],
+)
+def test_a_yaml_alias_inside_its_own_anchor_is_refused(tmp_path, text, line):
+    """An endless value: the line collector and pydantic would recurse without end."""
+    with pytest.raises(ConfigError, match=rf"config\.yaml:{line}: an alias .* contains it"):
+        load_config(_write(tmp_path, text))
+
+
+def test_shared_anchors_are_still_allowed_and_an_override_changes_one_place(tmp_path):
+    """The same mapping used twice is not a cycle; YAML loads it as one object, which a
+    ``--set`` of one of its places must not change in the other."""
+    text = "task:\n  xnli: &task {lr: 1.0e-4, epochs: 2, batch_size: 8, max_length: 256}\n"
+    text += "  xquad: *task\n"
+    config = load_config(_write(tmp_path, text))
+    assert config.task.xnli.lr == config.task.xquad.lr == 1.0e-4
+    assert config.task.xquad.doc_stride == 128
+    changed = load_config(_write(tmp_path, text), ["task.xnli.epochs=5"])
+    assert (changed.task.xnli.epochs, changed.task.xquad.epochs) == (5, 2)
+
+
+@pytest.mark.parametrize("text", ["", "# a comment only\n", "---\n"])
+def test_a_config_file_without_settings_is_refused(tmp_path, text):
+    """A truncated copy would otherwise run the defaults (the demo) without a word."""
+    with pytest.raises(ConfigError, match=r"config\.yaml: the config file has no settings"):
+        load_config(_write(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"^/dev/null: the config file has no settings"):
+        load_config("/dev/null")
+
+
+def test_one_bound_of_a_searched_key_is_set_from_the_command_line():
+    """Search spaces are keyed by dotted config keys: the last part is the entry's own key."""
+    config = load_config(
+        DEMO,
+        [
+            "tune.search_space.alignment.ot.epsilon.low=2.0e-3",
+            "tune.points_to_evaluate.paper.alignment.ot.epsilon=3.0e-3",
+        ],
+    )
+    epsilon = config.tune.search_space["alignment.ot.epsilon"]
+    assert (epsilon.low, epsilon.high, epsilon.log) == (2.0e-3, 5.0e-2, True)
+    assert config.tune.points_to_evaluate["paper"]["alignment.ot.epsilon"] == 3.0e-3
+    assert config.tune.points_to_evaluate["paper"]["alignment.method"] == "wordot"
+    override = "tune.search_space.alignment.ot.epsilon.lo=0.1"
+    with pytest.raises(ConfigError) as info:
+        load_config(DEMO, [override])
+    assert str(info.value) == (
+        f"--set {override}: tune.search_space.alignment.ot.epsilon.lo: unknown key (allowed "
+        "here: choices, high, int, log, low, step, when); did you mean 'low'?"
+    )
+
+
+def test_a_misspelt_searched_key_is_not_taken_for_an_entry_of_a_section():
+    """``alignment.lrr`` is no setting: naming it is the error, not a key of ``alignment``."""
+    with pytest.raises(ConfigError, match=r"alignment\.lrr: not a config key; did you mean al"):
+        load_config(DEMO, ["tune.search_space.alignment.lrr={low: 1.0e-4, high: 1.0e-3}"])
+    with pytest.raises(ConfigError, match=r"search_space: alignment\.ot\.epsilonn: not a config"):
+        load_config(DEMO, ["tune.search_space.alignment.ot.epsilonn.low=0.1"])  # no high
+
+
+def test_an_error_inside_a_section_names_the_overrides_that_wrote_there():
+    """Several overrides inside the failing key: none is singled out, all are listed after;
+    an override of a whole section is named first, not one written inside it later."""
+    overrides = ["data.xnli.test.languages=[de]", "data.xnli.test.path=null"]
+    with pytest.raises(ConfigError) as info:
+        load_config(DEMO, overrides)
+    message = str(info.value)
+    assert message.split(":")[0].endswith("demo.yaml")
+    assert all(f"--set {override}" in message for override in overrides)
+    whole = ["data.xnli={test: {path: null}}", "data.xnli.test.languages=[de]"]
+    with pytest.raises(
+        ConfigError, match=r"^--set data\.xnli=\{test: \{path: null\}\}: data\.xnli\.test"
+    ):
+        load_config(DEMO, whole)
+
+
+def test_an_error_is_not_placed_at_file_lines_an_override_or_a_derived_file_replaced():
+    replaced = [
+        "tune.search_space={alignment.lr: {low: 1}}",
+        "tune.search_space.alignment.lr.log=true",
+    ]
+    with pytest.raises(ConfigError, match=r"^--set tune\.search_space=\{alignment"):
+        load_config(DEMO, replaced)
+    derived = REPO / "configs" / "paper_largewordot.yaml"  # replaces paper_mbert's space whole
+    with pytest.raises(ConfigError, match=r"^--set tune\.search_space\.alignment\.method\.low=1: "):
+        load_config(derived, ["tune.search_space.alignment.method.low=1"])
+
+
+def test_a_misspelt_key_inside_a_list_of_sources_lists_the_keys_allowed_there():
+    with pytest.raises(ConfigError, match=r"unknown key \(allowed here: alignments, .*'path'\?"):
+        load_config(None, ["data.parallel.by_language.sw=[{pathh: x.tsv}]"])
+    with pytest.raises(ConfigError, match=r"^--set data\.parallel\.by_language\.sw\.x=1: .*list"):
+        load_config(DEMO, ["data.parallel.by_language.sw.x=1"])  # named, not DEMO's data line
+
+
+def test_a_bad_placeholder_is_refused_at_start_up_with_its_key():
+    override = 'data.xnli.test.path="{root}/xnli/{langg}.tsv"'
+    with pytest.raises(ConfigError) as info:
+        load_config(DEMO, [override])
+    assert str(info.value).startswith(
+        f"--set {override}: data.xnli.test.path: bad placeholder in '{{root}}/xnli/{{langg}}.tsv'"
+    )
+    assert "{root} {lang} {pivot} {pair}" in str(info.value)
+    literal = load_config(None, ['data.parallel.train.path="{root}/{{x}}/{pair}.tsv"'])
+    assert literal.data.parallel.train.path == "{root}/{{x}}/{pair}.tsv"
+    indexed = load_config(None, ['data.parallel.train.path="{root}/{lang[0]}/{lang}.tsv"'])
+    assert indexed.data.parallel.train.path == "{root}/{lang[0]}/{lang}.tsv"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "tune.search_space.alignment.ot.tau.when={unbalanced: yes}",
+            "'when' asks for unbalanced = 'yes', which unbalanced never takes (a config reads "
+            "yes as text, not a boolean: write true or false)",
+        ),
+        (
+            "tune.search_space.alignment.lr.when={alignment.method: [wordot, subbot]}",
+            "'when' asks for alignment.method = 'subbot', which alignment.method never takes",
+        ),
+        (
+            "tune.points_to_evaluate.paper.unbalanced=no",
+            "'no' is outside its search space (a config reads no as text",
+        ),
+        (
+            "tune.search_space.unbalanced={choices: [no, yes]}",
+            "'when' asks for unbalanced = True, which unbalanced never takes (a config reads no "
+            "as text",
+        ),
+    ],
+)
+def test_a_condition_or_point_the_search_never_reaches_is_refused(override, expected):
+    """A ``when`` value the switch never takes would silently never sample its parameter."""
+    with pytest.raises(ConfigError) as info:
+        load_config(DEMO, [override])
+    assert expected in str(info.value)
+
+
+def test_the_boolean_hint_is_given_only_where_a_boolean_was_meant():
+    text_choices = [
+        "tune.search_space.train.log_level={choices: [INFO, WARNING]}",
+        "tune.points_to_evaluate.paper.train.log_level=yes",
+    ]
+    with pytest.raises(ConfigError) as info:
+        load_config(DEMO, text_choices)
+    assert "'yes' is outside its search space" in str(info.value)
+    assert "true or false" not in str(info.value)
+
+
+def test_a_misspelt_part_of_a_search_only_switch_gets_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unbalanced\.choicse: unknown key .* 'choices'\?"):
+        load_config(DEMO, ["tune.search_space.unbalanced.choicse=[true]"])

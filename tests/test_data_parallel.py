@@ -152,3 +152,15 @@ def test_a_byte_order_mark_is_not_read_as_a_word(tmp_path):
         write(tmp_path / "de.txt", "\ufeffhallo welt\n"), write(tmp_path / "en.txt", "\ufeffhi\n")
     )
     assert (aligned.sources, aligned.targets) == (["hallo welt"], ["hi"])
+
+
+def test_a_file_of_old_mac_line_endings_is_refused(tmp_path):
+    """Carriage returns only: the whole file read as one line ("found 2 tabs" before). Windows
+    endings, doubled ones and a stray ``\\r`` (whitespace to the tokenizers) are read."""
+    crlf = read_parallel_tsv(write(tmp_path / "crlf.tsv", "a b\tc d\r\ne f\tg h\r\r\n"))
+    assert crlf.sources == ["a b", "e f"] and crlf.targets == ["c d", "g h"]
+    with pytest.raises(DataError, match=r"cr\.tsv:1: the whole file is one line .* old Mac"):
+        read_parallel_tsv(write(tmp_path / "cr.tsv", "a b\tc d\re f\tg h\r"))
+    write(tmp_path / "en.txt", "one\ntwo\n")
+    stray = read_line_aligned(write(tmp_path / "de.txt", "eins\nzwe\ri\n"), tmp_path / "en.txt")
+    assert stray.sources == ["eins", "zwe\ri"] and stray.targets == ["one", "two"]

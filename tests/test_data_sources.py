@@ -259,3 +259,25 @@ def test_hub_rows_of_the_wrong_shape_are_named_not_a_traceback(tmp_path, kind, r
             read_nli(spec, lang="de", training=True, **WHERE)
         else:
             read(spec, lang="de", **WHERE)
+
+
+def test_empty_training_questions_are_skipped_and_counted_from_the_hub_and_from_files(tmp_path):
+    """The same rule on both paths: counted in training, refused in evaluation, and a training
+    split of nothing but empty questions named with how many were skipped."""
+    rows = [
+        {"id": "q1", "context": "The cat sat.", "question": " ", "answers": {}},
+        {
+            "id": "q2",
+            "context": "The cat sat.",
+            "question": "Who sat?",
+            "answers": {"text": ["The cat"], "answer_start": [0]},
+        },
+    ]
+    spec = hub_json(write_jsonl(tmp_path / "rows.jsonl", rows))
+    training = read_qa(spec, lang="en", training=True, **WHERE)
+    assert [example.id for example in training] == ["q2"] and training.skipped_empty == 1
+    with pytest.raises(DataError, match=r"row 1 \(id q1\): empty question"):
+        read_qa(spec, lang="en", **WHERE)
+    only_empty = hub_json(write_jsonl(tmp_path / "empty.jsonl", rows[:1]))
+    with pytest.raises(DataError, match=r"no questions \(1 skipped for an empty question\)"):
+        read_qa(only_empty, lang="en", training=True, **WHERE)

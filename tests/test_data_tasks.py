@@ -204,9 +204,14 @@ def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
     assert read_xnli(path).premises == ["a"]
 
 
-def test_an_empty_squad_question_is_refused(tmp_path):
+def test_an_empty_squad_question_is_refused_for_evaluation_and_counted_for_training(tmp_path):
+    """Dropping an evaluation question would change what its score is over; a training
+    question with nothing to read is dropped and counted, as an empty NLI row is."""
+    path = write(tmp_path / "s.json", squad_document(qa(question="  "), qa(qid="q2")))
     with pytest.raises(DataError, match=rf"{AT}\[0\]: question 'q1' is empty"):
-        read_squad(write(tmp_path / "s.json", squad_document(qa(question="  "))))
+        read_squad(path)
+    training = read_squad(path, skip_empty=True)
+    assert [example.id for example in training] == ["q2"] and training.skipped_empty == 1
 
 
 @pytest.mark.parametrize("name", ["x.jsonl", "s.json"])
@@ -221,3 +226,10 @@ def test_json_a_parser_gives_up_on_is_named_not_a_traceback(tmp_path, name):
 def test_a_jsonl_suffix_in_capitals_is_still_jsonl(tmp_path):
     path = write(tmp_path / "x.JSONL", '{"premise": "a", "hypothesis": "b", "label": 1}\n')
     assert read_xnli(path).labels == [1]
+
+
+def test_a_squad_file_with_old_mac_line_endings_is_read(tmp_path):
+    """JSON reads a carriage return between tokens as a space, so it stays allowed there."""
+    text = squad("Anna sees 3 cups .", "3 cups", 10).replace(", ", ",\r")
+    assert "\r" in text
+    assert read_squad(write(tmp_path / "mac.json", text))[0].answers == ("3 cups",)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ot_ray.data.parallel import ParallelCorpus
-from ot_ray.data.tasks import NLI_LABELS, NLIData, QAExample
+from ot_ray.data.tasks import NLI_LABELS, NLIData, QAData, QAExample
 from ot_ray.errors import DataError
 
 UNLABELLED = -1
@@ -88,10 +88,11 @@ def nli_from_hub(dataset: Any, *, described: str, skip_empty: bool) -> NLIData:
     return data
 
 
-def squad_from_hub(dataset: Any, *, described: str) -> list[QAExample]:
-    """SQuAD/XQuAD rows; every answer_start must point at its answer text."""
+def squad_from_hub(dataset: Any, *, described: str, skip_empty: bool = False) -> QAData:
+    """SQuAD/XQuAD rows; every answer_start must point at its answer text. ``skip_empty``
+    drops (and counts) empty questions, for training; evaluation refuses them."""
     _require(dataset, ["id", "context", "question", "answers"], described)
-    examples = []
+    examples = QAData()
     seen: dict[str, int] = {}  # question id -> row number of its first occurrence
     for row_number, row in enumerate(dataset, start=1):
         if not isinstance(row["context"], str) or not isinstance(row["question"], str):
@@ -100,6 +101,9 @@ def squad_from_hub(dataset: Any, *, described: str) -> list[QAExample]:
                 path=described,
             )
         if not row["question"].strip():
+            if skip_empty:
+                examples.skipped_empty += 1
+                continue
             raise DataError(f"row {row_number} (id {row['id']}): empty question", path=described)
         if str(row["id"]) in seen:
             raise DataError(
@@ -134,7 +138,7 @@ def squad_from_hub(dataset: Any, *, described: str) -> list[QAExample]:
                     f"the answer {text!r}",
                     path=described,
                 )
-        examples.append(
+        examples.examples.append(
             QAExample(
                 id=str(row["id"]),
                 context=row["context"],

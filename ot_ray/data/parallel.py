@@ -80,9 +80,12 @@ def packed(corpus: ParallelCorpus, k: int) -> ParallelCorpus:
     return ParallelCorpus(sources, targets, links, corpus.skipped_empty, corpus.origin)
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+def read_lines(path: Path, *, carriage_returns: bool = False) -> Iterator[tuple[int, str]]:
     """(1-based line number, text without the newline); non-UTF-8 bytes name their line. A
-    UTF-8 byte-order mark (Windows editors write one) is dropped, not read as a first word."""
+    UTF-8 byte-order mark (Windows editors write one) is dropped, not read as a first word.
+    A file of old Mac line endings (``\r`` only) is refused unless ``carriage_returns`` (JSON
+    reads a ``\r`` as a space): its lines would be read as one. A stray ``\r`` inside a line
+    is whitespace, as the tokenizers read it."""
     try:
         handle = path.open("rb")
     except FileNotFoundError:
@@ -103,7 +106,15 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
                 ) from None
             if number == 1:
                 text = text.removeprefix("\ufeff")
-            yield number, text.rstrip("\r\n")
+            text = text.rstrip("\r\n")
+            if number == 1 and "\r" in text and not raw.endswith(b"\n") and not carriage_returns:
+                raise DataError(
+                    "the whole file is one line with carriage returns (\\r) in it: old Mac "
+                    "line endings; convert them to \\n (for example with tr '\\r' '\\n')",
+                    path=path,
+                    line=number,
+                )
+            yield number, text
 
 
 def read_parallel_tsv(path: Path, alignments: Path | None = None) -> ParallelCorpus:

@@ -15,7 +15,7 @@ from typing import TypeVar
 from ot_ray.config import Config, SourceSpec
 from ot_ray.data import hub
 from ot_ray.data.parallel import ParallelCorpus, read_line_aligned, read_parallel_tsv
-from ot_ray.data.tasks import NLIData, QAExample, read_squad, read_xnli
+from ot_ray.data.tasks import NLIData, QAData, read_squad, read_xnli
 from ot_ray.errors import DataError
 
 Found = TypeVar("Found", bound=Sized)
@@ -99,14 +99,20 @@ def read_nli(spec: SourceSpec, *, root: str, lang: str, pivot: str, training: bo
     return _not_empty(data, "examples", data.skipped_empty, values["path"])
 
 
-def read_qa(spec: SourceSpec, *, root: str, lang: str, pivot: str) -> list[QAExample]:
-    """SQuAD v1.1 questions with their contexts and gold answers."""
+def read_qa(
+    spec: SourceSpec, *, root: str, lang: str, pivot: str, training: bool = False
+) -> QAData:
+    """SQuAD v1.1 questions with their contexts and gold answers; ``training`` skips (and
+    counts) empty questions, which evaluation refuses."""
     values = _filled(spec, root=root, lang=lang, pivot=pivot)
     if spec.hub is not None:
         described = _describe(spec, values)
-        examples = hub.squad_from_hub(_load_hub(spec, values), described=described)
-        return _not_empty(examples, "questions", 0, described)
-    return _not_empty(read_squad(Path(values["path"])), "questions", 0, values["path"])
+        dataset = _load_hub(spec, values)
+        examples = hub.squad_from_hub(dataset, described=described, skip_empty=training)
+    else:
+        described = values["path"]
+        examples = read_squad(Path(described), skip_empty=training)
+    return _not_empty(examples, "questions", examples.skipped_empty, described, "an empty question")
 
 
 def _not_empty(

@@ -4,6 +4,7 @@ XQuAD/SQuAD v1.1 JSON. Errors name the file and the line (or the question id).""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,20 @@ class QAExample:
     question: str
     answers: tuple[str, ...]
     answer_starts: tuple[int, ...]
+
+
+@dataclass
+class QAData(Sequence[QAExample]):
+    """Questions in file order; a sequence, so it indexes, slices and iterates like a list."""
+
+    examples: list[QAExample] = field(default_factory=list)
+    skipped_empty: int = 0  # training questions with nothing but whitespace, dropped
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index):  # an int gives one question, a slice a list of them
+        return self.examples[index]
 
 
 def read_xnli(path: Path, *, skip_empty: bool = True) -> NLIData:
@@ -121,12 +136,14 @@ def _label(value: object, path: Path, line: int) -> int:
     )
 
 
-def read_squad(path: Path) -> list[QAExample]:
+def read_squad(path: Path, *, skip_empty: bool = False) -> QAData:
     """Questions of a SQuAD v1.1 file, each answer checked against its ``answer_start``.
 
     Errors name the file and the JSON path (``data[0].paragraphs[1].qas[2]``) of the bad value.
+    ``skip_empty`` drops (and counts) empty questions, for training; evaluation refuses them,
+    since dropping one would change what the score is over.
     """
-    text = "\n".join(line for _, line in read_lines(path))
+    text = "\n".join(line for _, line in read_lines(path, carriage_returns=True))
     try:
         document = json.loads(text)
     except json.JSONDecodeError as err:
@@ -135,7 +152,7 @@ def read_squad(path: Path) -> list[QAExample]:
         raise DataError(f"invalid JSON: {_one_line(err)}", path=path) from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise DataError('not SQuAD JSON: expected {"data": [...]} at the top', path=path)
-    examples = []
+    examples = QAData()
     seen: dict[str, str] = {}  # question id -> JSON path of its first occurrence
     for a, article in enumerate(document["data"]):
         for p, paragraph in enumerate(_json_list(article, "paragraphs", f"data[{a}]", path)):
@@ -157,6 +174,9 @@ def read_squad(path: Path) -> list[QAExample]:
                         path=path,
                     )
                 if not question.strip():
+                    if skip_empty:
+                        examples.skipped_empty += 1
+                        continue
                     raise DataError(f"{at}: question {qid!r} is empty", path=path)
                 if qid in seen:
                     raise DataError(f"{at}: id {qid!r} repeats that of {seen[qid]}", path=path)
@@ -192,7 +212,9 @@ def read_squad(path: Path) -> list[QAExample]:
                         )
                     texts.append(answer_text)
                     starts.append(start)
-                examples.append(QAExample(qid, context, question, tuple(texts), tuple(starts)))
+                examples.examples.append(
+                    QAExample(qid, context, question, tuple(texts), tuple(starts))
+                )
     return examples
 
 
