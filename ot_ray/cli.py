@@ -131,6 +131,11 @@ def train(argv: Sequence[str] | None = None) -> int:
         help="with --in-process: continue from <output_dir>/checkpoint",
     )
     args = parser.parse_args(argv)
+    if args.resume and not args.in_process:
+        parser.error(
+            "--resume is for --in-process runs; on Ray Train a trial submitted again with the "
+            "same config (or train.run_name) resumes from its last checkpoint by itself"
+        )
     config = resolve_paths(config_from_args(args))
     from ot_ray.trial import check_data
 

@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from ot_ray.errors import ConfigError
-from ot_ray.uris import credentials_in, redacted, where_secrets_go
+from ot_ray.uris import credentials_in, redacted_text, where_secrets_go
 
 # Finite only: an infinite rate, eps or epoch count would train to NaN or never end.
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -643,6 +643,14 @@ class TrackingConfig(Section):
     experiment: str = "ot-ray"
     registered_model_name: str | None = None
 
+    @field_validator("registered_model_name")
+    @classmethod
+    def _registrable(cls, name: str | None) -> str | None:
+        """MLflow refuses these names only when the sweep registers its best model, at the end."""
+        if name is not None and (not name.strip() or "/" in name or ":" in name):
+            raise ValueError(f"{name!r} cannot name an MLflow model: not blank, no '/' or ':'")
+        return name
+
     @field_validator("uri")
     @classmethod
     def _no_secrets(cls, uri: str) -> str:
@@ -772,8 +780,7 @@ def load_config_data(data: dict[str, Any], overrides: dict[str, Any], *, origin:
 
 def _redacted_override(text: str) -> str:
     """``key=value`` with the value's URI secrets hidden (error messages quote overrides)."""
-    key, sep, value = text.partition("=")
-    return f"{key}{sep}{redacted(value.strip())}" if sep else text
+    return redacted_text(text)
 
 
 def _validated(data: dict[str, Any], origins: dict[str, str], source: str) -> Config:
@@ -821,7 +828,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key or any(not part or any(c.isspace() for c in part) for part in parts):
         raise ConfigError(
             "expected KEY=VALUE with a dotted KEY such as alignment.ot.epsilon=0.01, "
-            f"found {text!r}",
+            f"found {redacted_text(repr(text))}",
             source="--set",
         )
     try:
@@ -831,7 +838,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         if raw.lstrip()[:1] in "{[":
             quote = f" (if it is text, quote it: --set '{key}=\"...\"')"
         raise ConfigError(
-            f"the value {raw!r} is not valid YAML ({_one_line(err)}){quote}",
+            redacted_text(f"the value {raw!r} is not valid YAML ({_one_line(err)}){quote}"),
             source=f"--set {_redacted_override(text)}",
         ) from None
     return key, value
@@ -1164,7 +1171,7 @@ def _allowed_keys(loc: list[str]) -> list[str]:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    text = redacted_text(repr(value))
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"

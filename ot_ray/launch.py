@@ -9,39 +9,60 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ot_ray.config import Config
-from ot_ray.errors import UserError
+from ot_ray.errors import ConfigError, UserError
+
+
+def writable_folder(path: Path, key: str) -> Path:
+    """``path``, once it is clear a folder can be made or written there: a file in its place
+    (or above it) or a read-only parent would otherwise fail mid-run with a traceback."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"is inside {existing}, which is a file"
+        raise ConfigError(f"{path} {what}, not a folder", key=key)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: cannot write in {existing}", key=key)
+    return path
 
 
 def resolve_paths(config: Config) -> Config:
-    """A copy of ``config`` with local paths made absolute and the demo world built."""
+    """A copy of ``config`` with local paths made absolute and checked as folders ot-ray can
+    write, then the demo world built."""
     config = config.model_copy(deep=True)
     from ot_ray.demo.build import default_cache_root, ensure_demo_world
 
     demo = config.data.demo
+    cache_key = "data.demo.cache_dir" if demo.cache_dir else "data.demo.cache_dir ($OT_RAY_CACHE)"
     demo.cache_dir = str(
-        Path(demo.cache_dir).expanduser().resolve()
-        if demo.cache_dir
-        else default_cache_root().resolve()
+        writable_folder(
+            Path(demo.cache_dir).expanduser().resolve()
+            if demo.cache_dir
+            else default_cache_root().resolve(),
+            cache_key,
+        )
     )
-    if config.data.root == "demo" or config.model.name_or_path == "demo":
-        ensure_demo_world(demo)
     if config.data.root != "demo":
         config.data.root = str(Path(config.data.root).expanduser().resolve())
     train = config.train
-    train.output_dir = str(Path(train.output_dir).expanduser().resolve())
-    train.storage_path = str(
-        Path(train.storage_path or Path(train.output_dir) / "ray").expanduser().resolve()
-    )
+    output_dir = Path(train.output_dir).expanduser().resolve()
+    train.output_dir = str(writable_folder(output_dir, "train.output_dir"))
+    storage = Path(train.storage_path or output_dir / "ray").expanduser().resolve()
+    train.storage_path = str(writable_folder(storage, "train.storage_path"))
     if config.data.cache_dir:
-        config.data.cache_dir = str(Path(config.data.cache_dir).expanduser().resolve())
+        cache = Path(config.data.cache_dir).expanduser().resolve()
+        config.data.cache_dir = str(writable_folder(cache, "data.cache_dir"))
     local_model = Path(config.model.name_or_path).expanduser()
     if config.model.name_or_path != "demo" and local_model.exists():
         config.model.name_or_path = str(local_model.resolve())
+    if config.data.root == "demo" or config.model.name_or_path == "demo":
+        ensure_demo_world(demo)  # minutes the first time: after the cheap checks
     return config
 
 

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ot_ray import distributed
-from ot_ray.errors import UserError
+from ot_ray.errors import ConfigError, UserError
 
 
 class TrainingError(UserError):
@@ -65,13 +65,17 @@ def epoch_batches(
     return batches[: max(1, round(per_epoch * epochs))]
 
 
-def whole_steps(batches: list[list[int]], grad_accum: int, what: str) -> list[list[int]]:
-    """The micro-batches that make whole optimizer steps; an error if not even one fits."""
+def whole_steps(
+    batches: list[list[int]], grad_accum: int, what: str, *, section: str
+) -> list[list[int]]:
+    """The micro-batches that make whole optimizer steps; a config error naming ``section``'s
+    batch size if not even one fits (a user's setting, reported without a traceback)."""
     usable = len(batches) - len(batches) % grad_accum
     if usable == 0:
-        raise ValueError(
+        raise ConfigError(
             f"{what} make fewer than one optimizer step ({grad_accum} micro-batches); "
-            "use more data or a smaller batch"
+            "use more data or a smaller batch",
+            key=f"{section}.batch_size",
         )
     return batches[:usable]
 

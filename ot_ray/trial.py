@@ -85,7 +85,8 @@ def check_data(config: Config) -> None:
     for task in config.task.tasks:
         sources = getattr(data, task)
         if task == "xnli":
-            read_nli(sources.train, root=root, lang=pivot, pivot=pivot, training=True)
+            train = read_nli(sources.train, root=root, lang=pivot, pivot=pivot, training=True)
+            _check_one_task_step(config, task, len(train.head(config.task.xnli.max_train)))
         else:
             read_qa(sources.train, root=root, lang=pivot, pivot=pivot, training=True)
         for split in EVAL_SPLITS:
@@ -141,6 +142,25 @@ def _check_alignment_data(config: Config, root: str) -> None:
         )
 
 
+def _check_one_task_step(config: Config, task: str, examples: int) -> None:
+    """The task stage keeps whole batches only, so fewer examples than one optimizer step's
+    would fail after the alignment stage has run; XNLI's count is known now (XQuAD's windows
+    are known only once tokenised, so its stage says so itself)."""
+    settings = getattr(config.task, task)
+    batch_size = _largest(config, f"task.{task}.batch_size", settings.batch_size)
+    grad_accum = _largest(config, f"task.{task}.grad_accum", settings.grad_accum)
+    per_epoch = examples // batch_size  # as the stage draws them (whole batches only)
+    batches = min(
+        math.ceil(settings.epochs) * per_epoch, max(1, round(per_epoch * settings.epochs))
+    )
+    if batches < grad_accum:
+        raise ConfigError(
+            f"{examples} training examples make fewer than one optimizer step of "
+            f"{grad_accum} batches of {batch_size}; use more data or a smaller batch",
+            key=f"task.{task}.batch_size",
+        )
+
+
 def _largest(config: Config, key: str, value: float) -> int:
     """``value``, or the largest the search can sample for ``key`` (checks hold for all)."""
     spec = config.tune.search_space.get(key)
@@ -162,6 +182,7 @@ def check_model(config: Config) -> None:
     except (OSError, ValueError) as err:
         message = " ".join(str(err).split())[:300]
         raise ConfigError(f"cannot load {name!r}: {message}", key="model.name_or_path") from None
+    _check_weights_and_tokenizer(config, name, model_config)
     layers = getattr(model_config, "num_hidden_layers", None)
     if layers is None:
         return
@@ -173,6 +194,39 @@ def check_model(config: Config) -> None:
                 f"layers (1 to {layers}, or -1 to -{layers + 1} from the top)",
                 key="alignment.layers",
             )
+
+
+#: The files a local model folder keeps its weights in (one of them, or its shard index).
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _check_weights_and_tokenizer(config: Config, name: str, model_config) -> None:
+    """A local folder has weights, and the tokenizer fits the embeddings: without its files
+    transformers builds a near-empty tokenizer that reads every word as [UNK] and trains on."""
+    folder = Path(name)
+    if folder.is_dir() and not any(
+        (folder / f).is_file() or (folder / f"{f}.index.json").is_file() for f in WEIGHT_FILES
+    ):
+        raise ConfigError(
+            f"{name} has no weights ({' or '.join(WEIGHT_FILES)}, or a shard index)",
+            key="model.name_or_path",
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            name, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code
+        )
+    except (OSError, ValueError, TypeError) as err:
+        message = " ".join(str(err).split())[:300]
+        raise ConfigError(
+            f"cannot load the tokenizer of {name!r}: {message}", key="model.name_or_path"
+        ) from None
+    vocab = getattr(model_config, "vocab_size", None)
+    if vocab and not vocab // 2 <= len(tokenizer) <= vocab:
+        raise ConfigError(
+            f"the tokenizer of {name!r} has {len(tokenizer)} tokens for embeddings of {vocab}: "
+            "its files are missing or belong to another model",
+            key="model.name_or_path",
+        )
 
 
 def language_averages(scores: dict[str, float], *, pivot: str, seen: list[str]) -> dict[str, float]:

@@ -16,6 +16,19 @@ SECRET_QUERY_SUFFIXES = ("_token", "_secret", "_password", "-token", "-secret", 
 TOKEN_USER_SCHEMES = ("http", "https")
 
 
+#: A URI inside free text (a ``--set`` value, a YAML error quoting it), up to a delimiter.
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>{}\[\],]*")
+#: ``//user:password@`` anywhere, whatever surrounds it.
+_USER_PASSWORD = re.compile(r"(//[^/@\s:\"']*):[^/@\s\"']*@")
+
+
+def redacted_text(text: str) -> str:
+    """``text`` with the secrets of every URI in it hidden, for messages that quote what the
+    user typed (``--set 'tracking={uri: "http://user:pw@host"}'``)."""
+    text = _URI_IN_TEXT.sub(lambda match: redacted(match.group(0)), text)
+    return _USER_PASSWORD.sub(r"\1:***@", text)
+
+
 def _secret_name(name: str) -> bool:
     name = name.lower()
     return name in SECRET_QUERY_NAMES or name.endswith(SECRET_QUERY_SUFFIXES)

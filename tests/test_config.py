@@ -482,3 +482,24 @@ def test_the_boolean_hint_is_given_only_where_a_boolean_was_meant():
 def test_a_misspelt_part_of_a_search_only_switch_gets_a_suggestion():
     with pytest.raises(ConfigError, match=r"unbalanced\.choicse: unknown key .* 'choices'\?"):
         load_config(DEMO, ["tune.search_space.unbalanced.choicse=[true]"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        'tracking={uri: "http://alice:hunter2@host:5000"}',
+        'tracking.uri="http://alice:hunter2@host:5000"',
+        "tracking.uri=[http://alice:hunter2@host:5000",
+        "tracking.uri http://alice:hunter2@host:5000",
+    ],
+)
+def test_a_password_in_any_form_of_override_is_not_printed(override):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert "hunter2" not in str(info.value) and "alice:***@host" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["team/encoder", "a:b", " "])
+def test_a_model_name_mlflow_would_refuse_at_the_end_of_a_sweep_is_refused_now(name):
+    with pytest.raises(ConfigError, match=r"tracking\.registered_model_name: .* cannot name"):
+        load_config(None, [f'tracking.registered_model_name="{name}"'])

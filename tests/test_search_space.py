@@ -356,3 +356,17 @@ def test_the_progress_tables_best_trial_is_the_best_finished_one():
     best, metric = reporter._current_best_trial(trials)
     assert (best.trial_id, metric) == ("done", "objective")
     assert reporter._current_best_trial(trials[:1])[0] is None
+
+
+def test_a_finished_trial_with_a_nan_objective_is_kept_as_failed():
+    """Optuna refuses a NaN value, which used to lose the whole sweep report."""
+    from ot_ray.config import ParamSpec
+
+    space = {"alignment.lr": ParamSpec(low=1.0e-4, high=1.0e-3)}
+    rows = [
+        ({"alignment.lr": 2.0e-4}, float("nan"), "COMPLETE"),
+        ({"alignment.lr": 3.0e-4}, 1.0, "COMPLETE"),
+    ]
+    study = rebuilt_study(space, rows, mode="max")
+    states = [trial.state.name for trial in study.trials]
+    assert states == ["FAIL", "COMPLETE"] and study.best_value == 1.0

@@ -215,3 +215,15 @@ def test_a_sqlite_store_keeps_its_artifacts_next_to_the_database(tmp_path, monke
     client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
     assert list(store.glob("mlartifacts/*/artifacts/note.txt"))
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_resuming_against_a_store_without_the_sweeps_run_is_one_line(tmp_path):
+    """A new shell without MLFLOW_TRACKING_URI resumed against another store: the run named
+    in sweep.json is not there (an MlflowException traceback before)."""
+    from ot_ray.search.sweep import SweepError, _parent_run
+
+    (tmp_path / "sweep.json").write_text('{"parent_run_id": "0123456789abcdef"}', encoding="utf-8")
+    uri = f"sqlite:///{tmp_path / 'other.db'}"
+    config = load_config(None, [f"tracking.uri={uri}"])
+    with pytest.raises(SweepError, match=r"sweep\.json names the MLflow run 0123456789abcdef, wh"):
+        _parent_run(config, tmp_path, uri, "0", tmp_path)

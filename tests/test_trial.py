@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from ot_ray.errors import ConfigError, DataError
 from ot_ray.launch import resolve_paths
 from ot_ray.reporters import LocalReporter
 from ot_ray.training import StageState, TrainingError, run_steps
-from ot_ray.trial import check_data, language_averages, run_trial
+from ot_ray.trial import _check_one_task_step, check_data, language_averages, run_trial
 
 EVAL = ["en", "de", "fr", "bg", "es", "el"]
 
@@ -367,3 +368,74 @@ def test_a_qa_window_needs_room_for_the_question():
     with pytest.raises(ConfigError, match=r"task\.xquad: doc_stride 60 leaves no room"):
         load_config(None, ["task.xquad.max_length=64", "task.xquad.doc_stride=60"])
     assert load_config(None, ["task.xquad.max_length=64", "task.xquad.doc_stride=58"])
+
+
+def test_a_model_folder_without_weights_or_tokenizer_is_refused_before_it_starts(cache, tmp_path):
+    """Without its tokenizer files transformers builds a 5-token tokenizer that reads every
+    word as [UNK] and trains on; without weights it failed in every worker."""
+    import shutil
+
+    from ot_ray.data.sources import model_path
+
+    encoder = Path(model_path(tiny_config(cache, tmp_path)))
+    no_tokenizer = tmp_path / "no-tokenizer"
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(encoder / name, no_tokenizer / name)
+    config = tiny_config(cache, tmp_path, f"model.name_or_path={no_tokenizer}")
+    with pytest.raises(ConfigError, match=r"tokenizer of .* has \d+ tokens for embeddings of"):
+        check_data(config)
+    no_weights = shutil.copytree(encoder, tmp_path / "no-weights")
+    (no_weights / "model.safetensors").unlink()
+    config = tiny_config(cache, tmp_path, f"model.name_or_path={no_weights}")
+    with pytest.raises(ConfigError, match=r"no-weights has no weights \(model\.safetensors or"):
+        check_data(config)
+
+
+def test_too_few_task_examples_for_one_step_are_refused_before_stage_1():
+    """XNLI's stage keeps whole batches: 7 examples in batches of 8 made no step, an error
+    raised after the alignment stage had run."""
+    config = load_config(None, ["task.xnli.batch_size=8"])
+    with pytest.raises(ConfigError, match=r"7 training examples make fewer than one") as caught:
+        _check_one_task_step(config, "xnli", 7)
+    assert caught.value.key == "task.xnli.batch_size"
+    _check_one_task_step(config, "xnli", 8)
+    accumulated = load_config(None, ["task.xnli.batch_size=8", "task.xnli.grad_accum=4"])
+    _check_one_task_step(accumulated, "xnli", 16)  # 2 batches an epoch, 5 epochs: 2 steps
+    one_epoch = load_config(
+        None, ["task.xnli.batch_size=8", "task.xnli.grad_accum=4", "task.xnli.epochs=1"]
+    )
+    with pytest.raises(ConfigError, match=r"one optimizer step of 4 batches of 8"):
+        _check_one_task_step(one_epoch, "xnli", 16)
+
+
+def test_a_file_where_an_output_folder_belongs_is_refused_before_any_work(cache, tmp_path):
+    """It used to end in NotADirectoryError or FileExistsError, minutes in (after the world
+    was built, or inside a worker)."""
+    occupied = tmp_path / "occupied"
+    occupied.write_text("", encoding="utf-8")
+    for key in ("train.output_dir", "train.storage_path", "data.cache_dir"):
+        for path, says in ((occupied, "is a file"), (occupied / "sub", "is inside")):
+            overrides = [*tiny_trial_overrides(str(cache), str(tmp_path)), f"{key}={path}"]
+            with pytest.raises(ConfigError, match=rf"{re.escape(str(path))} {says}") as caught:
+                resolve_paths(load_config(None, overrides))
+            assert caught.value.key == key
+    overrides = [*tiny_trial_overrides(str(occupied), str(tmp_path))]
+    with pytest.raises(ConfigError, match=r"occupied is a file, not a folder") as caught:
+        resolve_paths(load_config(None, overrides))
+    assert caught.value.key == "data.demo.cache_dir"
+    deep = tmp_path / "new" / "deep"  # not there yet: made when the trial writes
+    fresh = resolve_paths(load_config(None, tiny_trial_overrides(str(cache), str(deep))))
+    assert fresh.train.output_dir == str(deep.resolve())
+
+
+def test_resume_without_in_process_is_refused_not_ignored():
+    done = subprocess.run(
+        [sys.executable, "jobs/train.py", "--resume"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--resume is for --in-process runs" in done.stderr

@@ -19,7 +19,7 @@ def alignment_plan(data: ParallelData, config: AlignmentConfig, seed: int) -> li
     """Micro-batches of the whole stage, a whole number of optimizer steps."""
     batches = data.plan(config.batch_size, config.epochs, seed)
     what = f"{len(batches)} batches of {config.batch_size} pairs"
-    return whole_steps(batches, config.grad_accum, what)
+    return whole_steps(batches, config.grad_accum, what, section="alignment")
 
 
 def align_encoder(

@@ -17,6 +17,7 @@ sees the same tree.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -150,6 +151,8 @@ def rebuilt_study(
     distributions = optuna_distributions(space)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for params, value, state in trials:
+        if state == "COMPLETE" and (value is None or not math.isfinite(value)):
+            state = "FAIL"  # Optuna refuses a NaN value; such a trial chose nothing
         sampled = {
             name: choice_label(params[name]) if space[name].choices is not None else params[name]
             for name in space

@@ -17,6 +17,7 @@ from typing import Any
 
 from ot_ray.config import Config
 from ot_ray.errors import UserError
+from ot_ray.launch import writable_folder
 from ot_ray.search.milestones import finished
 from ot_ray.search.scheduler import make_scheduler, pruned_trials
 from ot_ray.search.space import REFERENCE_KEY, DefineByRun, optuna_points
@@ -31,6 +32,7 @@ from ot_ray.search.tracking import (
     tracking_uri,
 )
 from ot_ray.search.trial_fn import SweepContext, search_trial
+from ot_ray.uris import redacted
 
 #: The Tune trial only drives a Train run: it reserves memory for itself but no CPU, so the
 #: cluster's CPUs go to Train workers.
@@ -125,7 +127,7 @@ def check_sweep_request(config: Config, *, resume: bool) -> Path:
 
     if not config.tune.search_space:
         raise SweepError("tune.search_space is empty: nothing to search")
-    directory = sweep_dir(config)
+    directory = writable_folder(sweep_dir(config), "tune.storage_path")
     restorable = tune.Tuner.can_restore(str(directory))
     if resume and not restorable:
         raise SweepError(f"nothing to resume at {directory} (no Tune experiment state there)")
@@ -228,7 +230,16 @@ def _parent_run(config: Config, directory: Path, uri: str, experiment_id: str, r
                 f"{state}: unreadable ({type(err).__name__}: {err}); it names the sweep's MLflow "
                 "run: restore it from a backup, or start another sweep with tune.name"
             ) from None
-        mlflow_client(uri).update_run(run_id, status="RUNNING")
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mlflow_client(uri).update_run(run_id, status="RUNNING")
+        except MlflowException:
+            raise SweepError(
+                f"{state} names the MLflow run {run_id}, which the tracking store "
+                f"{redacted(uri)} does not have: resume with the store the sweep started with "
+                "(tracking.uri, or MLFLOW_TRACKING_URI if it was set)"
+            ) from None
         return run_id
     client = mlflow_client(uri)
     run_id = get_or_create_run(

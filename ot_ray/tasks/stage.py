@@ -79,11 +79,11 @@ def freeze_bottom(
     return frozen
 
 
-def task_plan(count: int, config: TaskTrainConfig, seed: int) -> list[list[int]]:
+def task_plan(count: int, config: TaskTrainConfig, seed: int, task: str) -> list[list[int]]:
     """The seeded micro-batches of a task stage (a whole number of optimizer steps)."""
     batches = epoch_batches(count, config.batch_size, config.epochs, seed)
     what = f"{count} training examples in batches of {config.batch_size}"
-    return whole_steps(batches, config.grad_accum, what)
+    return whole_steps(batches, config.grad_accum, what, section=f"task.{task}")
 
 
 def fine_tune(
@@ -107,7 +107,7 @@ def fine_tune(
     freeze_bottom(
         model, config.freeze_embeddings, config.freeze_layers, key=f"task.{name}.freeze_layers"
     )
-    micro_batches = task_plan(len(dataset), config, seed)
+    micro_batches = task_plan(len(dataset), config, seed, name)
     total = len(micro_batches) // config.grad_accum
     optimizer, scheduler = make_optimizer(
         model, config.lr, config.weight_decay, total, config.warmup_ratio
