@@ -40,14 +40,12 @@ def resolve_paths(config: Config) -> Config:
 
     demo = config.data.demo
     cache_key = "data.demo.cache_dir" if demo.cache_dir else "data.demo.cache_dir ($OT_RAY_CACHE)"
-    demo.cache_dir = str(
-        writable_folder(
-            Path(demo.cache_dir).expanduser().resolve()
-            if demo.cache_dir
-            else default_cache_root().resolve(),
-            cache_key,
-        )
+    demo_cache = (
+        Path(demo.cache_dir).expanduser().resolve()
+        if demo.cache_dir
+        else default_cache_root().resolve()
     )
+    demo.cache_dir = str(demo_cache)
     if config.data.root != "demo":
         config.data.root = str(Path(config.data.root).expanduser().resolve())
     train = config.train
@@ -62,6 +60,8 @@ def resolve_paths(config: Config) -> Config:
     if config.model.name_or_path != "demo" and local_model.exists():
         config.model.name_or_path = str(local_model.resolve())
     if config.data.root == "demo" or config.model.name_or_path == "demo":
+        # checked only when used: a run of real data must not need a writable home folder
+        writable_folder(demo_cache, cache_key)
         ensure_demo_world(demo)  # minutes the first time: after the cheap checks
     return config
 

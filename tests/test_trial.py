@@ -439,3 +439,14 @@ def test_resume_without_in_process_is_refused_not_ignored():
     )
     assert done.returncode == 2
     assert "--resume is for --in-process runs" in done.stderr
+
+
+def test_a_run_without_the_demo_world_does_not_need_its_cache_folder(tmp_path, monkeypatch):
+    """A cluster pod's home may be read-only: only the demo world needs its cache."""
+    occupied = tmp_path / "occupied"
+    occupied.write_text("", encoding="utf-8")
+    monkeypatch.setenv("OT_RAY_CACHE", str(occupied))
+    model = tmp_path / "encoder"
+    model.mkdir()
+    config = load_config(None, [f"model.name_or_path={model}", f"data.root={tmp_path}"])
+    assert resolve_paths(config).data.demo.cache_dir == str(occupied.resolve())
