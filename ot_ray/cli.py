@@ -69,6 +69,7 @@ def show_config(argv: Sequence[str] | None = None) -> int:
 def prepare_demo(argv: Sequence[str] | None = None) -> int:
     """``jobs/prepare_demo.py``: build the offline demo world (data + tiny encoder)."""
     from ot_ray.demo.build import ensure_demo_world, world_dir
+    from ot_ray.launch import writable_folder
 
     parser = config_parser(
         "Build the offline demo world: generated multilingual data in the real formats and a tiny "
@@ -84,6 +85,8 @@ def prepare_demo(argv: Sequence[str] | None = None) -> int:
     if args.seed is not None:
         overrides.append(f"data.demo.seed={args.seed}")
     demo = load_config(args.config, overrides).data.demo
+    if args.out is not None:
+        writable_folder(args.out.expanduser().resolve(), "--out")
     target = args.out or world_dir(demo)
     existed = (target / "manifest.json").exists() and not args.force
     path = ensure_demo_world(demo, args.out, force=args.force)
@@ -113,7 +116,7 @@ def describe_world(path: Path, *, reused: bool) -> str:
 
 def train(argv: Sequence[str] | None = None) -> int:
     """``jobs/train.py``: one complete trial (alignment, tasks, evaluation) on Ray Train."""
-    from ot_ray.launch import fit, resolve_paths
+    from ot_ray.launch import check_ray_address, connect_ray, fit, resolve_paths
     from ot_ray.summary import summary_table
 
     parser = config_parser(
@@ -136,7 +139,14 @@ def train(argv: Sequence[str] | None = None) -> int:
             "--resume is for --in-process runs; on Ray Train a trial submitted again with the "
             "same config (or train.run_name) resumes from its last checkpoint by itself"
         )
-    config = resolve_paths(config_from_args(args))
+    user_config = config_from_args(args)
+    if args.resume:  # before the demo world's build and the data checks
+        from ot_ray.reporters import require_checkpoint
+
+        require_checkpoint(Path(user_config.train.output_dir).expanduser().resolve())
+    if not args.in_process:
+        check_ray_address()
+    config = resolve_paths(user_config)
     from ot_ray.trial import check_data
 
     check_data(config)
@@ -149,7 +159,7 @@ def train(argv: Sequence[str] | None = None) -> int:
     else:
         import ray
 
-        ray.init(log_to_driver=True, configure_logging=True, logging_level="WARNING")
+        connect_ray()
         try:
             metrics = fit(config)
         finally:
@@ -163,7 +173,7 @@ def tune(argv: Sequence[str] | None = None) -> int:
     """``jobs/tune.py``: the search service (Tune + Optuna + ASHA over Ray Train, MLflow)."""
     import os
 
-    from ot_ray.launch import resolve_paths
+    from ot_ray.launch import check_ray_address, connect_ray, resolve_paths
     from ot_ray.search.report import finish_sweep, register_best
     from ot_ray.search.sweep import check_sweep_request, run_sweep
     from ot_ray.search.tracking import check_tracking, redacted, tracking_uri
@@ -184,32 +194,32 @@ def tune(argv: Sequence[str] | None = None) -> int:
     # data read.
     check_sweep_request(user_config, resume=args.resume)
     check_tracking(tracking_uri(user_config), user_config.tracking.experiment)
+    check_ray_address()
     config = resolve_paths(user_config)
     check_data(config)
 
     def connect() -> None:
-        import ray
-
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's table with our columns
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        ray.init(log_to_driver=True, configure_logging=True, logging_level="WARNING")
+        connect_ray()
 
     try:
-        outcome = run_sweep(config, resume=args.resume, repo=REPO_ROOT, connect=connect)
+        outcome = run_sweep(
+            config, resume=args.resume, repo=REPO_ROOT, connect=connect, given=user_config
+        )
         text = finish_sweep(outcome, config, user_config)
-        version = None
-        if config.tracking.registered_model_name and not outcome.interrupted:
-            version = register_best(outcome, config.tracking.registered_model_name)
     finally:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
-    print(text)
-    if version:
-        print(f"registered model {config.tracking.registered_model_name} version {version}")
+    print(text, flush=True)  # before registering: a registry that refuses must not lose it
+    if config.tracking.registered_model_name and not outcome.interrupted:
+        version = register_best(outcome, config.tracking.registered_model_name)
+        if version:
+            print(f"registered model {config.tracking.registered_model_name} version {version}")
     uri = redacted(outcome.tracking_uri)
     print(f"MLflow: mlflow ui --backend-store-uri {uri} (then http://127.0.0.1:5000)")
     if outcome.interrupted:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,55 @@ def resolve_paths(config: Config) -> Config:
         writable_folder(demo_cache, cache_key)
         ensure_demo_world(demo)  # minutes the first time: after the cheap checks
     return config
+
+
+def check_ray_address(timeout: float = 5.0) -> None:
+    """Say in one line that nobody answers at ``RAY_ADDRESS``: ``ray.init`` would retry for
+    minutes and then raise a traceback. Cheap, so the CLIs check it before any other work."""
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if not address or address in ("auto", "local"):
+        return
+    scheme, _, rest = address.rpartition("://")
+    if scheme in ("http", "https"):
+        raise UserError(
+            f"RAY_ADDRESS={address} is a dashboard address, the one `ray job submit --address` "
+            "takes; code on the cluster joins it at host:6379 (Ray sets RAY_ADDRESS so in a "
+            "submitted job): set that, or unset RAY_ADDRESS to run on a local cluster"
+        )
+    try:
+        parts = urllib.parse.urlsplit(f"//{rest}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if scheme == "ray" and host and port is None:  # the Ray Client's port: an ingress's
+        return
+    if scheme not in ("", "ray") or not host or port is None:
+        raise UserError(
+            f"RAY_ADDRESS={address}: not an address Ray joins (host:port, ray://host:port, "
+            "auto or local)"
+        )
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(
+            f"RAY_ADDRESS={address}: no Ray cluster answers at {host}:{port} ({reason}); start "
+            "one there (ray start --head) or unset RAY_ADDRESS to run on a local one"
+        ) from None
+
+
+def connect_ray() -> None:
+    """Join the cluster of ``RAY_ADDRESS`` (a submitted job's, or one the user named) or start
+    a local one, with driver logs kept readable."""
+    import ray
+
+    check_ray_address()
+    try:
+        ray.init(log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    except (ConnectionError, ValueError) as err:  # auto without a cluster, one gone since
+        address = os.environ.get("RAY_ADDRESS", "")
+        reason = " ".join(str(err).split())[:300]
+        raise UserError(f"cannot join the Ray cluster at RAY_ADDRESS={address}: {reason}") from None
 
 
 def run_name(config: Config) -> str:

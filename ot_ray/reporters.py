@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from ot_ray.errors import UserError
+
 
 class Reporter(Protocol):
     def report(self, metrics: dict[str, float], checkpoint: Path | None) -> None: ...
@@ -20,12 +22,25 @@ class Reporter(Protocol):
     def latest_checkpoint(self) -> Path | None: ...
 
 
+def require_checkpoint(directory: Path) -> None:
+    """A local run's checkpoint to resume from is there: starting over instead would silently
+    redo, and overwrite, what the user asked to keep."""
+    if not (directory / "checkpoint" / "state.json").is_file():
+        raise UserError(
+            f"--resume: no checkpoint to go on from at {directory / 'checkpoint'}; run without "
+            "--resume to start the trial (or point train.output_dir at the run)"
+        )
+
+
 class LocalReporter:
     """Appends metrics to ``progress.jsonl`` and keeps the latest checkpoint in ``checkpoint/``."""
 
     def __init__(self, directory: Path, *, resume: bool = False) -> None:
+        """``resume``: go on from ``directory/checkpoint``, which must be there."""
         self.directory = directory
         self.resume = resume
+        if resume:
+            require_checkpoint(directory)
         directory.mkdir(parents=True, exist_ok=True)
 
     def report(self, metrics: dict[str, float], checkpoint: Path | None) -> None:

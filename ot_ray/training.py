@@ -65,6 +65,13 @@ def epoch_batches(
     return batches[: max(1, round(per_epoch * epochs))]
 
 
+def batch_count(count: int, batch_size: int, epochs: float) -> int:
+    """How many batches :func:`epoch_batches` draws (whole batches only), without drawing
+    them: the start-up checks count a stage's optimizer steps before any work."""
+    per_epoch = count // batch_size
+    return min(math.ceil(epochs) * per_epoch, max(1, round(per_epoch * epochs)))
+
+
 def whole_steps(
     batches: list[list[int]], grad_accum: int, what: str, *, section: str
 ) -> list[list[int]]:

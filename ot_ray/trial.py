@@ -53,7 +53,7 @@ from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predict
 from ot_ray.tasks.stage import fine_tune
 from ot_ray.tasks.xnli import evaluate_nli, nli_collate, nli_dataset
 from ot_ray.tasks.xquad import evaluate_qa, qa_collate, qa_eval_dataset, qa_train_dataset
-from ot_ray.training import StageState, compiled
+from ot_ray.training import StageState, batch_count, compiled
 
 EVAL_SPLITS = ("dev", "test")
 #: Stage-1 step values reported as their mean over the steps since the last report.
@@ -131,9 +131,7 @@ def _check_alignment_data(config: Config, root: str) -> None:
                 f"({corpus.origin}), which would never be aligned",
                 key="alignment.batch_size",
             )
-        per_epoch = rows // batch_size  # as the stage draws them (whole batches only)
-        epochs = alignment.epochs
-        batches += min(math.ceil(epochs) * per_epoch, max(1, round(per_epoch * epochs)))
+        batches += batch_count(rows, batch_size, alignment.epochs)
     grad_accum = _largest(config, "alignment.grad_accum", alignment.grad_accum)
     if batches < grad_accum:
         raise ConfigError(
@@ -149,11 +147,7 @@ def _check_one_task_step(config: Config, task: str, examples: int) -> None:
     settings = getattr(config.task, task)
     batch_size = _largest(config, f"task.{task}.batch_size", settings.batch_size)
     grad_accum = _largest(config, f"task.{task}.grad_accum", settings.grad_accum)
-    per_epoch = examples // batch_size  # as the stage draws them (whole batches only)
-    batches = min(
-        math.ceil(settings.epochs) * per_epoch, max(1, round(per_epoch * settings.epochs))
-    )
-    if batches < grad_accum:
+    if batch_count(examples, batch_size, settings.epochs) < grad_accum:
         raise ConfigError(
             f"{examples} training examples make fewer than one optimizer step of "
             f"{grad_accum} batches of {batch_size}; use more data or a smaller batch",
@@ -173,6 +167,10 @@ def check_model(config: Config) -> None:
     """The encoder's config can be loaded (a misspelt id, or one not cached offline, fails here
     rather than in every worker) and ``alignment.layers`` are layers it has."""
     name = model_path(config)
+    if _names_a_folder(name) and not Path(name).expanduser().exists():
+        raise ConfigError(
+            f"{name}: no such folder (a Hub id has the form org/name)", key="model.name_or_path"
+        )
     try:
         model_config = transformers.AutoConfig.from_pretrained(
             name,
@@ -194,6 +192,12 @@ def check_model(config: Config) -> None:
                 f"layers (1 to {layers}, or -1 to -{layers + 1} from the top)",
                 key="alignment.layers",
             )
+
+
+def _names_a_folder(name: str) -> bool:
+    """A path, not a Hub id (``org/name``): transformers would report a missing folder as an
+    invalid repo id."""
+    return name.startswith(("/", "~", ".")) or name.count("/") > 1
 
 
 #: The files a local model folder keeps its weights in (one of them, or its shard index).

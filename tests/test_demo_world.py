@@ -197,8 +197,12 @@ def test_cache_reuses_a_complete_world_and_rejects_a_changed_one(tmp_path):
     path = ensure_demo_world(demo)
     assert path == world_dir(demo).resolve()
     stamp = (path / MANIFEST).stat().st_mtime_ns
+    left = [path.with_name(f".{path.name}.partial-x1"), path.with_name(f".{path.name}.old-7")]
+    for folder in left:  # what a killed build or swap leaves
+        (folder / "encoder").mkdir(parents=True)
     assert ensure_demo_world(demo) == path
     assert (path / MANIFEST).stat().st_mtime_ns == stamp  # checked, not rebuilt
+    assert not any(folder.exists() for folder in left)  # cleared although nothing was built
     (path / "xnli/test-de.tsv").write_text("premise\thypothesis\tlabel\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"test-de\.tsv: missing or changed"):
         ensure_demo_world(demo)
@@ -254,6 +258,28 @@ def test_prepare_demo_cli_reports_bad_settings_without_traceback(tmp_path):
     assert "data.demo.sizes.xnli_tset" in result.stderr and "xnli_test" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_prepare_demo_cli_refuses_an_output_it_cannot_build_in(tmp_path):
+    """A file in the way gave a FileExistsError traceback; a folder where the build lock cannot
+    be made (/proc) waited forever on that lock."""
+    occupied = tmp_path / "occupied"
+    occupied.write_text("", encoding="utf-8")
+    cases = [
+        (occupied, f"error: --out: {occupied} is a file, not a folder"),
+        (occupied / "w", f"error: --out: {occupied / 'w'} is inside {occupied}, which is a file"),
+    ]
+    if Path("/proc/self").is_dir():  # root may write in /proc, but not make a file there
+        says = "error: /proc/ot-ray-world: cannot build" if os.geteuid() == 0 else "error: --out"
+        cases.append((Path("/proc/ot-ray-world"), says))
+    for out, says in cases:
+        result = subprocess.run(
+            [sys.executable, str(REPO / "jobs/prepare_demo.py"), "--out", str(out)],
+            capture_output=True, text=True, cwd=REPO, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.startswith(says), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_an_interrupted_build_is_never_taken_for_a_complete_world(tmp_path):

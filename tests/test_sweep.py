@@ -194,6 +194,14 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(cache, tmp_pat
     assert len(trial_ids) == len(set(trial_ids)) == 2  # one MLflow run per trial, none twice
     assert sum(r.data.tags.get("ot_ray.role") == "sweep" for r in runs) == 1
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+    # resumed with another setting: refused, naming it (it used to run the old settings)
+    changed = subprocess.run(
+        [sys.executable, *args, "--resume", "--set", "train.seed=7"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert changed.returncode == 2, changed.stderr[-2000:]
+    last = changed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --resume with settings other than the sweep's: train.seed: ")
     # a new sweep would clash: refused with one line, before the world is built or Ray starts
     refused = subprocess.run(
         [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120

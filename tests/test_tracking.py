@@ -226,4 +226,116 @@ def test_resuming_against_a_store_without_the_sweeps_run_is_one_line(tmp_path):
     uri = f"sqlite:///{tmp_path / 'other.db'}"
     config = load_config(None, [f"tracking.uri={uri}"])
     with pytest.raises(SweepError, match=r"sweep\.json names the MLflow run 0123456789abcdef, wh"):
-        _parent_run(config, tmp_path, uri, "0", tmp_path)
+        _parent_run(config, tmp_path, uri, "0", tmp_path, resume=True)
+
+
+def test_a_new_sweep_gets_its_own_run_even_where_one_of_its_name_exists(tmp_path):
+    """A sweep started again under the same name (its folder deleted, or its first start
+    failed before Tune recorded anything) used to reattach to the old MLflow run, whose params
+    and settings were another sweep's."""
+    import json
+
+    from ot_ray.search.sweep import _parent_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = check_tracking(uri, "sweeps")
+    config = load_config(None, [f"tracking.uri={uri}"])
+    first = _parent_run(config, tmp_path / "a", uri, experiment, tmp_path, resume=False)
+    second = _parent_run(config, tmp_path / "b", uri, experiment, tmp_path, resume=False)
+    assert first != second
+    state = json.loads((tmp_path / "b" / "sweep.json").read_text(encoding="utf-8"))
+    assert state["parent_run_id"] == second
+    assert state["settings"]["alignment.lr"] == json.dumps(config.alignment.lr)
+    assert _parent_run(config, tmp_path / "b", uri, experiment, tmp_path, resume=True) == second
+    # a start that left sweep.json but no Tune state: the next start is a new sweep
+    other = load_config(None, [f"tracking.uri={uri}", "alignment.lr=1e-3"])
+    third = _parent_run(other, tmp_path / "b", uri, experiment, tmp_path, resume=False)
+    state = json.loads((tmp_path / "b" / "sweep.json").read_text(encoding="utf-8"))
+    assert third not in (first, second) and state["parent_run_id"] == third
+    assert state["settings"]["alignment.lr"] == "0.001"
+    assert MlflowClient(uri).get_run(third).data.params["alignment.lr"] == "0.001"
+
+
+def test_a_failed_start_leaves_no_run_and_no_sweep_record(tmp_path):
+    """Ray that cannot be joined (or a Ctrl-C while it starts) stops a new sweep before Tune
+    records anything: its parent run and sweep.json are undone, so the next start is clean."""
+    from ot_ray.errors import UserError
+    from ot_ray.search.sweep import run_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = load_config(
+        None,
+        [f"tracking.uri={uri}", f"tune.storage_path={tmp_path / 'sweeps'}",
+         "tune.search_space={alignment.lr: {low: 1.0e-5, high: 1.0e-3, log: true}}"],
+    )  # fmt: skip
+
+    def cannot_connect() -> None:
+        raise UserError("no cluster")
+
+    with pytest.raises(UserError, match="no cluster"):
+        run_sweep(config, resume=False, repo=tmp_path, connect=cannot_connect)
+    assert not (tmp_path / "sweeps" / config.tune.name / "sweep.json").exists()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(config.tracking.experiment).experiment_id
+    assert client.search_runs([experiment]) == []  # deleted runs are not listed
+
+
+def test_resuming_with_other_settings_is_refused_with_the_keys(tmp_path):
+    """The restored searcher and trials run the sweep's own settings: a changed config was
+    accepted silently while MLflow kept the old params."""
+    import json
+
+    from ot_ray.search.sweep import SweepError, _parent_run, check_same_settings
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = check_tracking(uri, "sweeps")
+    given = load_config(None, ["tune.name=s1"])
+    _parent_run(given, tmp_path, uri, experiment, tmp_path, resume=False, settings=given)
+    check_same_settings(given, tmp_path)
+    check_same_settings(load_config(None, ["tune.name=s1", "tune.storage_path=./x/.."]), tmp_path)
+    check_same_settings(load_config(None, ["tune.name=s1", "train.log_level=INFO"]), tmp_path)
+    changed = load_config(None, ["tune.name=s1", "alignment.lr=1e-3", "tune.num_samples=40"])
+    with pytest.raises(SweepError) as caught:
+        check_same_settings(changed, tmp_path)
+    message = str(caught.value)
+    assert "alignment.lr: 5e-05 (sweep) -> 0.001 (now); tune.num_samples: " in message
+    assert "set tune.name to start another sweep" in message and "\n" not in message
+    record = json.loads((tmp_path / "sweep.json").read_text(encoding="utf-8"))
+    del record["settings"]["alignment.pooling"]  # a key a newer ot-ray added, at its default
+    (tmp_path / "sweep.json").write_text(json.dumps(record), encoding="utf-8")
+    check_same_settings(given, tmp_path)
+    with pytest.raises(SweepError, match=r"alignment\.pooling: \(unset\) \(sweep\) -> \"mean\""):
+        check_same_settings(load_config(None, ["tune.name=s1", "alignment.pooling=mean"]), tmp_path)
+    del record["settings"]  # a sweep started before settings were kept: nothing to compare
+    (tmp_path / "sweep.json").write_text(json.dumps(record), encoding="utf-8")
+    check_same_settings(changed, tmp_path)
+
+
+def test_a_registry_that_refuses_the_model_keeps_the_sweeps_results(tmp_path, monkeypatch):
+    """Registration is the sweep's last step: its failure is one line naming where the
+    results are (the summary is printed before it)."""
+    from mlflow.exceptions import MlflowException
+
+    import ot_ray.serving
+    from ot_ray.errors import UserError
+    from ot_ray.search.report import register_best
+    from ot_ray.search.sweep import SweepOutcome, TrialOutcome
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = check_tracking(uri, "sweeps")
+    client = MlflowClient(uri)
+    parent = client.create_run(experiment).info.run_id
+    trial = client.create_run(experiment, tags={PARENT_TAG: parent, "ot_ray.trial_id": "t1"})
+    client.set_terminated(trial.info.run_id, "FINISHED")
+    (tmp_path / "trials" / "t1" / "aligned_encoder").mkdir(parents=True)
+    best = TrialOutcome("t1", {}, {}, "finished")
+    outcome = SweepOutcome("s", tmp_path, parent, experiment, uri, [best], best)
+
+    def refuse(*args, **kwargs):  # a registry that is down or read-only
+        raise MlflowException("registry unavailable")
+
+    monkeypatch.setattr(ot_ray.serving, "log_encoder_model", refuse)
+    with pytest.raises(UserError, match=rf"registering .*'enc' failed \(registry unavailable\); "
+                       rf"the sweep's results are kept \(MLflow run {parent}"):  # fmt: skip
+        register_best(outcome, "enc")
+    assert client.get_run(trial.info.run_id).info.status == "FINISHED"  # not failed by it

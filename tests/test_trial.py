@@ -20,7 +20,7 @@ from ot_ray.data.tasks import read_squad, read_xnli
 from ot_ray.errors import ConfigError, DataError
 from ot_ray.launch import resolve_paths
 from ot_ray.reporters import LocalReporter
-from ot_ray.training import StageState, TrainingError, run_steps
+from ot_ray.training import StageState, TrainingError, batch_count, epoch_batches, run_steps
 from ot_ray.trial import _check_one_task_step, check_data, language_averages, run_trial
 
 EVAL = ["en", "de", "fr", "bg", "es", "el"]
@@ -315,7 +315,7 @@ def test_language_averages_follow_the_paper_definition():
             "data.languages",
             r"fr has no training pairs",
         ),
-        ("model.name_or_path=/nonexistent/encoder", "model.name_or_path", r"cannot load"),
+        ("model.name_or_path=/nonexistent/encoder", "model.name_or_path", r"no such folder"),
         ("alignment.grad_accum=21", "alignment.grad_accum", r"21 micro-batches .* only 20"),
     ],
 )
@@ -409,6 +409,18 @@ def test_too_few_task_examples_for_one_step_are_refused_before_stage_1():
         _check_one_task_step(one_epoch, "xnli", 16)
 
 
+def test_the_start_up_checks_count_the_batches_the_stages_draw():
+    """The checks before stage 1 count batches without drawing them; they must agree with
+    what the stages draw, or a run is refused that would work (or the reverse)."""
+    for count in (0, 1, 5, 7, 8, 9, 16, 33):
+        for batch_size in (1, 3, 8):
+            for epochs in (0.25, 0.5, 1, 1.5, 2, 2.75):
+                drawn = epoch_batches(count, batch_size, epochs, seed=0)
+                assert batch_count(count, batch_size, epochs) == len(drawn), (
+                    count, batch_size, epochs,
+                )  # fmt: skip
+
+
 def test_a_file_where_an_output_folder_belongs_is_refused_before_any_work(cache, tmp_path):
     """It used to end in NotADirectoryError or FileExistsError, minutes in (after the world
     was built, or inside a worker)."""
@@ -450,3 +462,68 @@ def test_a_run_without_the_demo_world_does_not_need_its_cache_folder(tmp_path, m
     model.mkdir()
     config = load_config(None, [f"model.name_or_path={model}", f"data.root={tmp_path}"])
     assert resolve_paths(config).data.demo.cache_dir == str(occupied.resolve())
+
+
+def test_resume_without_a_checkpoint_is_refused_not_a_fresh_start(cache, tmp_path):
+    """``--in-process --resume`` used to start the trial over, overwriting its folder."""
+    from ot_ray.errors import UserError
+
+    with pytest.raises(UserError, match=r"--resume: no checkpoint to go on from at .*checkpoint"):
+        LocalReporter(tmp_path / "never-ran", resume=True)
+    assert not (tmp_path / "never-ran").exists()
+    overrides = tiny_trial_overrides(str(tmp_path / "cache"), str(tmp_path / "out"))
+    command = [sys.executable, "jobs/train.py", "--in-process", "--resume"]
+    done = subprocess.run(
+        [*command, *(a for o in overrides for a in ("--set", o))],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: --resume: no checkpoint")
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+    assert not (tmp_path / "cache").exists()  # said before the demo world's build
+
+
+def test_a_model_folder_that_does_not_exist_is_named_as_one(cache, tmp_path):
+    """transformers reports it as an invalid Hub repo id ("Repo id must be in the form")."""
+    for name in (tmp_path / "missing", "./models/missing", "~/missing-encoder", "a/b/c"):
+        config = tiny_config(cache, tmp_path, f"model.name_or_path={name}")
+        with pytest.raises(ConfigError, match=r"missing.*: no such folder|a/b/c: no such") as c:
+            check_data(config)
+        assert c.value.key == "model.name_or_path"
+
+
+def test_an_unreachable_ray_address_is_one_line_before_any_work(tmp_path, monkeypatch):
+    """Ray retries an address nobody answers at for minutes, then raises a traceback."""
+    import socket
+
+    from ot_ray.errors import UserError
+    from ot_ray.launch import check_ray_address
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        with pytest.raises(UserError, match=rf"no Ray cluster answers at 127\.0\.0\.1:{port}"):
+            check_ray_address()
+    for wrong in ("[::1", "head-node", "grpc://127.0.0.1:6379"):  # ray.init: a ValueError
+        monkeypatch.setenv("RAY_ADDRESS", wrong)
+        with pytest.raises(UserError, match=r"not an address Ray joins \(host:port, ray://"):
+            check_ray_address()
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # what `ray job submit` takes
+    with pytest.raises(UserError, match=r"8265 is a dashboard address, the one `ray job sub"):
+        check_ray_address()
+    for fine in ("auto", "local", "", "ray://ray-head.example"):  # the last: an ingress's port
+        monkeypatch.setenv("RAY_ADDRESS", fine)
+        check_ray_address()
+    cache = tmp_path / "cache"
+    overrides = tiny_trial_overrides(str(cache), str(tmp_path / "out"))
+    done = subprocess.run(
+        [sys.executable, "jobs/train.py", *(a for o in overrides for a in ("--set", o))],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, "RAY_ADDRESS": f"127.0.0.1:{port}"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith(f"error: RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not cache.exists()  # before the demo world's build

@@ -9,6 +9,7 @@ at once.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -46,8 +47,19 @@ def world_dir(demo: DemoConfig) -> Path:
 def ensure_demo_world(demo: DemoConfig, out: Path | None = None, *, force: bool = False) -> Path:
     """The directory of a complete demo world, built first if needed (``force``: rebuild)."""
     out = (out or world_dir(demo)).expanduser().resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out.parent / f".{out.name}.lock")):
+    lock = out.parent / f".{out.name}.lock"
+    made = out.parent
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        made = lock
+        lock.touch()  # FileLock would wait forever on a lock it cannot create
+    except OSError as err:
+        raise UserError(
+            f"{out}: cannot build the demo world there: cannot create {made} "
+            f"({err.strerror or err})"
+        ) from None
+    with FileLock(str(lock)):
+        _remove_leftovers(out)
         if out.exists() and not force:
             check_world(out, demo)
             return out
@@ -80,9 +92,16 @@ def check_world(path: Path, demo: DemoConfig) -> dict[str, object]:
     return manifest
 
 
+def _remove_leftovers(out: Path) -> None:
+    """Folders a killed build or swap left next to ``out``: the caller holds the world's lock,
+    so nobody is writing them."""
+    name = glob.escape(out.name)  # a name with [ or * must not match another world's
+    for pattern in (f".{name}.partial-*", f".{name}.old-*"):
+        for stale in out.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def _build(out: Path, demo: DemoConfig) -> None:
-    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed build; we hold
-        shutil.rmtree(stale, ignore_errors=True)  # the lock, so nobody else is writing them
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         started = time.perf_counter()

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ot_ray.config import Config, dump_config
+from ot_ray.errors import UserError
 from ot_ray.plots import optuna_figures, scores_against_baseline
 from ot_ray.search.space import apply_params, rebuilt_study
 from ot_ray.search.sweep import SweepOutcome, TrialOutcome
-from ot_ray.search.tracking import SWEEP_TAG, TRIAL_TAG, find_run, log_metrics, mlflow_client
+from ot_ray.search.tracking import PARENT_TAG, TRIAL_TAG, find_run, log_metrics, mlflow_client
 
 DEV_PANELS = (("XNLI dev acc", "xnli/dev/acc"), ("XQuAD dev F1", "xquad/dev/f1"))
 TEST_COLUMNS = (("XNLI acc", "xnli/test/acc"), ("XQuAD F1", "xquad/test/f1"))
@@ -46,7 +47,9 @@ def finish_sweep(outcome: SweepOutcome, config: Config, user_config: Config) -> 
         work = Path(scratch)
         for trial in outcome.trials:
             run_id = find_run(
-                client, outcome.experiment_id, {SWEEP_TAG: outcome.name, TRIAL_TAG: trial.trial_id}
+                client,
+                outcome.experiment_id,
+                {PARENT_TAG: outcome.parent_run_id, TRIAL_TAG: trial.trial_id},
             )
             if run_id is None:
                 continue
@@ -104,16 +107,28 @@ def register_best(outcome: SweepOutcome, name: str) -> str | None:
 
     client = mlflow_client(outcome.tracking_uri)
     run_id = find_run(
-        client, outcome.experiment_id, {SWEEP_TAG: outcome.name, TRIAL_TAG: outcome.best.trial_id}
+        client,
+        outcome.experiment_id,
+        {PARENT_TAG: outcome.parent_run_id, TRIAL_TAG: outcome.best.trial_id},
     )
     encoder = outcome.sweep_dir / "trials" / outcome.best.trial_id / "aligned_encoder"
     if run_id is None or not encoder.is_dir():
         return None
+    from mlflow.exceptions import MlflowException
+
     from ot_ray.serving import log_encoder_model
 
     mlflow.set_tracking_uri(outcome.tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        info = log_encoder_model(str(encoder), registered_name=name)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            info = log_encoder_model(str(encoder), registered_name=name)
+    except MlflowException as err:
+        client.set_terminated(run_id, "FINISHED")  # the trial did finish; start_run failed it
+        message = " ".join(str(err).split())[:300]
+        raise UserError(
+            f"registering the best trial's encoder as {name!r} failed ({message}); the sweep's "
+            f"results are kept (MLflow run {outcome.parent_run_id}, {outcome.sweep_dir})"
+        ) from None
     return str(info.registered_model_version)
 
 

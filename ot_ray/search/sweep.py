@@ -2,12 +2,16 @@
 
 The sweep's state lives under ``tune.storage_path/tune.name``: Tune's experiment state
 (searcher included), each trial's Ray Train run (checkpoints), each trial's outputs, and
-``sweep.json`` with the MLflow parent run id. ``--resume`` restores all of it with
-``Tuner.restore``: finished trials are not rerun and no MLflow run is created twice.
+``sweep.json`` with the MLflow parent run id and the settings the sweep started with.
+``--resume`` restores all of it with ``Tuner.restore``: finished trials are not rerun, no MLflow
+run is created twice, and settings other than the sweep's own are refused (the restored searcher,
+sample count and parent run's params would stay the old ones while new trials took the new
+settings: one sweep of two configs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -25,19 +29,23 @@ from ot_ray.search.tracking import (
     SWEEP_TAG,
     check_tracking,
     flatten,
-    get_or_create_run,
     git_commit,
     log_params,
     mlflow_client,
     tracking_uri,
 )
 from ot_ray.search.trial_fn import SweepContext, search_trial
-from ot_ray.uris import redacted
+from ot_ray.uris import redacted, redacted_text
 
 #: The Tune trial only drives a Train run: it reserves memory for itself but no CPU, so the
 #: cluster's CPUs go to Train workers.
 TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 256 * 2**20}
 STATE_FILE = "sweep.json"
+#: Keys a resumed sweep may be given otherwise: those that find its folder (any spelling that
+#: finds it is the same sweep) and those that change no result.
+UNCHECKED_KEYS = frozenset(
+    {"tune.storage_path", "tune.name", "train.log_level", "tracking.registered_model_name"}
+)
 
 
 class SweepError(UserError):
@@ -120,9 +128,48 @@ def sweep_dir(config: Config) -> Path:
     return Path(config.tune.storage_path).expanduser().resolve() / config.tune.name
 
 
+def settings_record(config: Config) -> dict[str, str]:
+    """The settings a sweep is identified by, as kept in ``sweep.json``: every key of the
+    config as the user gave it (paths as written), values as JSON, any URI's secrets hidden."""
+    flat = flatten(config.model_dump(mode="json"))
+    return {key: redacted_text(json.dumps(value, sort_keys=True)) for key, value in flat.items()}
+
+
+def check_same_settings(config: Config, directory: Path) -> None:
+    """Refuse ``--resume`` with settings other than those the sweep started with."""
+    state = directory / STATE_FILE
+    if not state.exists():  # stopped before its first run was recorded: nothing to compare
+        return
+    kept = _read_state(state).get("settings")
+    if not isinstance(kept, dict):  # a sweep from before settings were kept: nothing to compare
+        return
+    now = settings_record(config)
+    defaults = settings_record(Config())
+    changed = [
+        key
+        for key in sorted((kept.keys() | now.keys()) - UNCHECKED_KEYS)
+        if kept.get(key) != now.get(key)
+        # a key that an upgrade of ot-ray added, at its default, is not the user's change
+        and not (key not in kept and now[key] == defaults.get(key))
+    ]
+    if not changed:
+        return
+    shown = "; ".join(
+        f"{key}: {kept.get(key, '(unset)')} (sweep) -> {now.get(key, '(unset)')} (now)"
+        for key in changed[:5]
+    )
+    more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+    raise SweepError(
+        f"--resume with settings other than the sweep's: {shown}{more}. A sweep goes on with "
+        f"the settings it started with (they are in {directory / STATE_FILE}): resume with the "
+        "command that started it, or set tune.name to start another sweep"
+    )
+
+
 def check_sweep_request(config: Config, *, resume: bool) -> Path:
     """The sweep's folder, after checking the request fits it (a new sweep must not overwrite
-    one, ``--resume`` needs one); cheap, so the CLI says it before the world is built."""
+    one, ``--resume`` needs one with the same settings); cheap, so the CLI says it before the
+    world is built. ``config`` is the config as the user gave it (before paths are resolved)."""
     from ray import tune
 
     if not config.tune.search_space:
@@ -136,42 +183,56 @@ def check_sweep_request(config: Config, *, resume: bool) -> Path:
             f"a sweep named {config.tune.name!r} exists at {directory}; pass --resume to "
             "continue it or set tune.name to start another"
         )
+    if resume:
+        check_same_settings(config, directory)
     return directory
 
 
 def run_sweep(
-    config: Config, *, resume: bool, repo: Path, connect: Callable[[], None]
+    config: Config,
+    *,
+    resume: bool,
+    repo: Path,
+    connect: Callable[[], None],
+    given: Config | None = None,
 ) -> SweepOutcome:
-    """Run (or resume) the sweep of an already resolved ``config``.
+    """Run (or resume) the sweep of an already resolved ``config``; ``given`` is the config as
+    the user gave it (paths as written), which identifies the sweep (default: ``config``).
 
-    Everything that can be wrong with the request (an existing or missing sweep, the tracking
-    store) is checked before ``connect`` starts or joins the Ray cluster.
+    Everything that can be wrong with the request (an existing or missing sweep, changed
+    settings, the tracking store) is checked before ``connect`` starts or joins the Ray cluster.
     """
     import ray
     from ray import tune
 
-    directory = check_sweep_request(config, resume=resume)
+    given = given or config
+    directory = check_sweep_request(given, resume=resume)
     uri = tracking_uri(config)
     experiment_id = check_tracking(uri, config.tracking.experiment)
-    parent = _parent_run(config, directory, uri, experiment_id, repo)
-    connect()
-    context = SweepContext(
-        base=config.model_dump(mode="json"),
-        name=config.tune.name,
-        sweep_dir=str(directory),
-        tracking_uri=uri,
-        experiment_id=experiment_id,
-        parent_run_id=parent,
-        commit=git_commit(repo),
-    )
-    trainable = tune.with_resources(
-        tune.with_parameters(search_trial, context=context), TRIAL_DRIVER_RESOURCES
-    )
-    if resume:
-        tuner = tune.Tuner.restore(str(directory), trainable=trainable)
-    else:
-        concurrent = concurrent_trials(config, ray.cluster_resources())
-        tuner = new_tuner(config, trainable, directory, max_concurrent_trials=concurrent)
+    parent = _parent_run(config, directory, uri, experiment_id, repo, resume=resume, settings=given)
+    try:
+        connect()
+        context = SweepContext(
+            base=config.model_dump(mode="json"),
+            name=config.tune.name,
+            sweep_dir=str(directory),
+            tracking_uri=uri,
+            experiment_id=experiment_id,
+            parent_run_id=parent,
+            commit=git_commit(repo),
+        )
+        trainable = tune.with_resources(
+            tune.with_parameters(search_trial, context=context), TRIAL_DRIVER_RESOURCES
+        )
+        if resume:
+            tuner = tune.Tuner.restore(str(directory), trainable=trainable)
+        else:
+            concurrent = concurrent_trials(config, ray.cluster_resources())
+            tuner = new_tuner(config, trainable, directory, max_concurrent_trials=concurrent)
+    except BaseException:
+        if not resume:  # Tune recorded nothing yet: the next start is a new sweep, not this one
+            _forget_parent_run(directory, uri, parent)
+        raise
     grid = tuner.fit()
     outcome = SweepOutcome(config.tune.name, directory, parent, experiment_id, uri)
     pruned = pruned_trials(directory)
@@ -219,17 +280,36 @@ def new_tuner(config: Config, trainable: Any, directory: Path, *, max_concurrent
     )
 
 
-def _parent_run(config: Config, directory: Path, uri: str, experiment_id: str, repo: Path) -> str:
-    """The sweep's MLflow run: created once, its id kept in ``sweep.json`` for ``--resume``."""
+def _read_state(state: Path) -> dict[str, Any]:
+    """``sweep.json``: a clear error if it cannot be read (it names the sweep's MLflow run)."""
+    try:
+        record = json.loads(state.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or not isinstance(record["parent_run_id"], str):
+            raise TypeError("not an object naming parent_run_id")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise SweepError(
+            f"{state}: unreadable ({type(err).__name__}: {err}); it names the sweep's MLflow "
+            "run: restore it from a backup, or start another sweep with tune.name"
+        ) from None
+    return record
+
+
+def _parent_run(
+    config: Config,
+    directory: Path,
+    uri: str,
+    experiment_id: str,
+    repo: Path,
+    *,
+    resume: bool,
+    settings: Config | None = None,
+) -> str:
+    """The sweep's MLflow run: created for each new sweep (never an older sweep's run of the
+    same name, whose params and trials are another sweep's), its id and ``settings`` kept in
+    ``sweep.json`` for ``--resume``."""
     state = directory / STATE_FILE
-    if state.exists():  # --resume: the sweep goes on in its run (closed KILLED on Ctrl-C)
-        try:
-            run_id = json.loads(state.read_text(encoding="utf-8"))["parent_run_id"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-            raise SweepError(
-                f"{state}: unreadable ({type(err).__name__}: {err}); it names the sweep's MLflow "
-                "run: restore it from a backup, or start another sweep with tune.name"
-            ) from None
+    if resume and state.exists():  # the sweep goes on in its run (closed KILLED on Ctrl-C)
+        run_id = _read_state(state)["parent_run_id"]
         from mlflow.exceptions import MlflowException
 
         try:
@@ -242,18 +322,37 @@ def _parent_run(config: Config, directory: Path, uri: str, experiment_id: str, r
             ) from None
         return run_id
     client = mlflow_client(uri)
-    run_id = get_or_create_run(
-        client,
+    run_id = client.create_run(
         experiment_id,
-        key_tags={SWEEP_TAG: config.tune.name, "ot_ray.role": "sweep"},
-        name=config.tune.name,
-        tags={"mlflow.source.git.commit": git_commit(repo), "role": "sweep"},
-    )
-    log_params(client, run_id, flatten(config.model_dump(mode="json", exclude={"tune"})))
-    client.log_dict(run_id, config.model_dump(mode="json", include={"tune"}), "search.yaml")
-    directory.mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps({"parent_run_id": run_id}), encoding="utf-8")
+        run_name=config.tune.name,
+        tags={
+            SWEEP_TAG: config.tune.name,
+            "ot_ray.role": "sweep",
+            "mlflow.source.git.commit": git_commit(repo),
+            "role": "sweep",
+        },
+    ).info.run_id
+    try:
+        log_params(client, run_id, flatten(config.model_dump(mode="json", exclude={"tune"})))
+        client.log_dict(run_id, config.model_dump(mode="json", include={"tune"}), "search.yaml")
+        directory.mkdir(parents=True, exist_ok=True)
+        record = {"parent_run_id": run_id, "settings": settings_record(settings or config)}
+        partial = state.with_name(f".{STATE_FILE}.partial")
+        partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        partial.replace(state)  # whole or not at all: it is all --resume has
+    except BaseException:
+        _forget_parent_run(directory, uri, run_id)
+        raise
     return run_id
+
+
+def _forget_parent_run(directory: Path, uri: str, run_id: str) -> None:
+    """Undo :func:`_parent_run` for a sweep whose start failed before Tune recorded anything:
+    no orphan run in MLflow, no ``sweep.json`` for a later start to mistake for its own. Best
+    effort: the error that stopped the start is the one to report."""
+    (directory / STATE_FILE).unlink(missing_ok=True)
+    with contextlib.suppress(Exception):  # the store itself may be what failed
+        mlflow_client(uri).delete_run(run_id)
 
 
 def trial_outcome(result, milestones: int, pruned: Mapping[str, int]) -> TrialOutcome:

@@ -1,7 +1,8 @@
 """MLflow tracking of a sweep: one parent run, one nested child run per Tune trial.
 
-Runs are found again by tags (sweep name, Tune trial id), never created twice, so a resumed
-sweep (``Tuner.restore``) or a restarted trial logs into the runs it already has. Metrics are
+A trial's run is found again by its tags (the sweep's parent run, the Tune trial id), never
+created twice, so a resumed sweep (``Tuner.restore``) or a restarted trial logs into the runs it
+already has; the parent's id is kept in the sweep's folder. Metrics are
 logged from the Ray Train controller as workers report them, with the trial's global optimizer
 step as MLflow step; params, tags and artifacts from the Tune trial process.
 """

@@ -56,10 +56,10 @@ class SweepContext:
         run_id = get_or_create_run(
             client,
             self.experiment_id,
-            key_tags={SWEEP_TAG: self.name, TRIAL_TAG: trial_id},
+            key_tags={PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id},
             name=f"{trial_id}" + (f" ({reference})" if reference else ""),
             tags={
-                PARENT_TAG: self.parent_run_id,
+                SWEEP_TAG: self.name,
                 "method": config.alignment.method,
                 "languages": ",".join(config.data.languages),
                 "eval_languages": ",".join(config.data.all_eval_languages),
