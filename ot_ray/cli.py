@@ -215,13 +215,14 @@ def tune(argv: Sequence[str] | None = None) -> int:
 
         if ray.is_initialized():
             ray.shutdown()
-    print(text, flush=True)  # before registering: a registry that refuses must not lose it
+    # before registering: a registry that refuses must not lose the summary
+    uri = redacted(outcome.tracking_uri)
+    print(text)
+    print(f"MLflow: mlflow ui --backend-store-uri {uri} (then http://127.0.0.1:5000)", flush=True)
     if config.tracking.registered_model_name and not outcome.interrupted:
         version = register_best(outcome, config.tracking.registered_model_name)
         if version:
             print(f"registered model {config.tracking.registered_model_name} version {version}")
-    uri = redacted(outcome.tracking_uri)
-    print(f"MLflow: mlflow ui --backend-store-uri {uri} (then http://127.0.0.1:5000)")
     if outcome.interrupted:
         print(
             "sweep interrupted: continue it with the same command and --resume",

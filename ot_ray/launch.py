@@ -71,7 +71,9 @@ def resolve_paths(config: Config) -> Config:
 def check_ray_address(timeout: float = 5.0) -> None:
     """Say in one line that nobody answers at ``RAY_ADDRESS``: ``ray.init`` would retry for
     minutes and then raise a traceback. Cheap, so the CLIs check it before any other work."""
-    address = os.environ.get("RAY_ADDRESS", "").strip()
+    address = os.environ.get("RAY_ADDRESS", "")
+    if address != address.strip():  # Ray reads it as it is: the host would be " 10.0.0.1"
+        raise UserError(f"RAY_ADDRESS={address!r}: remove the spaces around it")
     if not address or address in ("auto", "local"):
         return
     scheme, _, rest = address.rpartition("://")

@@ -245,7 +245,7 @@ def test_a_new_sweep_gets_its_own_run_even_where_one_of_its_name_exists(tmp_path
     assert first != second
     state = json.loads((tmp_path / "b" / "sweep.json").read_text(encoding="utf-8"))
     assert state["parent_run_id"] == second
-    assert state["settings"]["alignment.lr"] == json.dumps(config.alignment.lr)
+    assert "alignment.lr" not in state["settings"]  # at its default: not recorded
     assert _parent_run(config, tmp_path / "b", uri, experiment, tmp_path, resume=True) == second
     # a start that left sweep.json but no Tune state: the next start is a new sweep
     other = load_config(None, [f"tracking.uri={uri}", "alignment.lr=1e-3"])
@@ -281,33 +281,39 @@ def test_a_failed_start_leaves_no_run_and_no_sweep_record(tmp_path):
 
 
 def test_resuming_with_other_settings_is_refused_with_the_keys(tmp_path):
-    """The restored searcher and trials run the sweep's own settings: a changed config was
-    accepted silently while MLflow kept the old params."""
+    """The restored searcher and sample count stay the sweep's own while new trials take the
+    new settings: a changed config was accepted silently while MLflow kept the old params."""
     import json
 
     from ot_ray.search.sweep import SweepError, _parent_run, check_same_settings
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = check_tracking(uri, "sweeps")
-    given = load_config(None, ["tune.name=s1"])
+    space = "tune.search_space={alignment.lr: {low: 1.0e-5, high: 1.0e-3, log: true}}"
+    given = load_config(None, ["tune.name=s1", space])
     _parent_run(given, tmp_path, uri, experiment, tmp_path, resume=False, settings=given)
+    record = json.loads((tmp_path / "sweep.json").read_text(encoding="utf-8"))["settings"]
+    assert record["tune.search_space.alignment.lr.high"] == "0.001"
+    # only what differs from the defaults, at any depth: a field a newer ot-ray adds, at its
+    # default, is not a change (unset fields of an entry are not recorded)
+    assert "tune.search_space.alignment.lr.step" not in record and "alignment.lr" not in record
     check_same_settings(given, tmp_path)
-    check_same_settings(load_config(None, ["tune.name=s1", "tune.storage_path=./x/.."]), tmp_path)
-    check_same_settings(load_config(None, ["tune.name=s1", "train.log_level=INFO"]), tmp_path)
-    changed = load_config(None, ["tune.name=s1", "alignment.lr=1e-3", "tune.num_samples=40"])
+    for same in ("tune.storage_path=./x/..", "train.log_level=INFO", "tracking.uri=sqlite:///o"):
+        check_same_settings(load_config(None, ["tune.name=s1", space, same]), tmp_path)
+    changed = load_config(
+        None, ["tune.name=s1", space, "alignment.lr=1e-3", "alignment.pooling=mean"]
+    )
     with pytest.raises(SweepError) as caught:
         check_same_settings(changed, tmp_path)
     message = str(caught.value)
-    assert "alignment.lr: 5e-05 (sweep) -> 0.001 (now); tune.num_samples: " in message
+    assert "alignment.lr: (default) (sweep) -> 0.001 (now); alignment.pooling: " in message
     assert "set tune.name to start another sweep" in message and "\n" not in message
-    record = json.loads((tmp_path / "sweep.json").read_text(encoding="utf-8"))
-    del record["settings"]["alignment.pooling"]  # a key a newer ot-ray added, at its default
-    (tmp_path / "sweep.json").write_text(json.dumps(record), encoding="utf-8")
-    check_same_settings(given, tmp_path)
-    with pytest.raises(SweepError, match=r"alignment\.pooling: \(unset\) \(sweep\) -> \"mean\""):
-        check_same_settings(load_config(None, ["tune.name=s1", "alignment.pooling=mean"]), tmp_path)
-    del record["settings"]  # a sweep started before settings were kept: nothing to compare
-    (tmp_path / "sweep.json").write_text(json.dumps(record), encoding="utf-8")
+    dropped = load_config(None, ["tune.name=s1"])  # the searched entry removed
+    with pytest.raises(SweepError, match=r"tune\.search_space\.alignment\.lr\.high: 0\.001 \(sw"):
+        check_same_settings(dropped, tmp_path)
+    state = json.loads((tmp_path / "sweep.json").read_text(encoding="utf-8"))
+    del state["settings"]  # a sweep started before settings were kept: nothing to compare
+    (tmp_path / "sweep.json").write_text(json.dumps(state), encoding="utf-8")
     check_same_settings(changed, tmp_path)
 
 
@@ -339,3 +345,24 @@ def test_a_registry_that_refuses_the_model_keeps_the_sweeps_results(tmp_path, mo
                        rf"the sweep's results are kept \(MLflow run {parent}"):  # fmt: skip
         register_best(outcome, "enc")
     assert client.get_run(trial.info.run_id).info.status == "FINISHED"  # not failed by it
+
+
+def test_a_sweep_stopped_before_tunes_first_step_is_not_resumable(tmp_path):
+    """Tune writes its Tuner when built and its experiment state at the first step of fit: a
+    folder with only the first cannot be restored (a traceback inside Tune), so it neither
+    blocks a new start nor is offered to --resume."""
+    from ot_ray.search.sweep import SweepError, check_sweep_request
+
+    config = load_config(
+        None,
+        [f"tune.storage_path={tmp_path}", "tune.name=s",
+         "tune.search_space={alignment.lr: {low: 1.0e-5, high: 1.0e-3, log: true}}"],
+    )  # fmt: skip
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "tuner.pkl").write_bytes(b"")
+    with pytest.raises(SweepError, match=r"nothing to resume at .*s \(no Tune experiment state"):
+        check_sweep_request(config, resume=True)
+    assert check_sweep_request(config, resume=False) == tmp_path / "s"
+    (tmp_path / "s" / "experiment_state-2026-11-27_21-00-00.json").write_text("{}")
+    with pytest.raises(SweepError, match=r"a sweep named 's' exists"):
+        check_sweep_request(config, resume=False)

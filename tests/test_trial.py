@@ -506,6 +506,9 @@ def test_an_unreachable_ray_address_is_one_line_before_any_work(tmp_path, monkey
         monkeypatch.setenv("RAY_ADDRESS", address)
         with pytest.raises(UserError, match=rf"no Ray cluster answers at 127\.0\.0\.1:{port}"):
             check_ray_address()
+    monkeypatch.setenv("RAY_ADDRESS", " 10.0.0.1:6379")  # Ray would look up " 10.0.0.1"
+    with pytest.raises(UserError, match=r"remove the spaces around it"):
+        check_ray_address()
     for wrong in ("[::1", "head-node", "grpc://127.0.0.1:6379"):  # ray.init: a ValueError
         monkeypatch.setenv("RAY_ADDRESS", wrong)
         with pytest.raises(UserError, match=r"not an address Ray joins \(host:port, ray://"):

@@ -7,6 +7,7 @@ baseline of the same sweep (per-trial charts show dev scores).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import tempfile
@@ -122,8 +123,9 @@ def register_best(outcome: SweepOutcome, name: str) -> str | None:
     try:
         with mlflow.start_run(run_id=run_id):
             info = log_encoder_model(str(encoder), registered_name=name)
-    except MlflowException as err:
-        client.set_terminated(run_id, "FINISHED")  # the trial did finish; start_run failed it
+    except (MlflowException, OSError) as err:  # the registry or the artifact store refused
+        with contextlib.suppress(Exception):  # the trial did finish; start_run marked it failed
+            client.set_terminated(run_id, "FINISHED")
         message = " ".join(str(err).split())[:300]
         raise UserError(
             f"registering the best trial's encoder as {name!r} failed ({message}); the sweep's "

@@ -42,9 +42,19 @@ from ot_ray.uris import redacted, redacted_text
 TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 256 * 2**20}
 STATE_FILE = "sweep.json"
 #: Keys a resumed sweep may be given otherwise: those that find its folder (any spelling that
-#: finds it is the same sweep) and those that change no result.
+#: finds it is the same sweep), those each trial sets for itself, and those that change no
+#: result (a moved tracking store is checked by finding the sweep's run in it).
 UNCHECKED_KEYS = frozenset(
-    {"tune.storage_path", "tune.name", "train.log_level", "tracking.registered_model_name"}
+    {
+        "tune.storage_path",
+        "tune.name",
+        "train.output_dir",
+        "train.storage_path",
+        "train.run_name",
+        "train.log_level",
+        "tracking.uri",
+        "tracking.registered_model_name",
+    }
 )
 
 
@@ -130,8 +140,10 @@ def sweep_dir(config: Config) -> Path:
 
 def settings_record(config: Config) -> dict[str, str]:
     """The settings a sweep is identified by, as kept in ``sweep.json``: every key of the
-    config as the user gave it (paths as written), values as JSON, any URI's secrets hidden."""
-    flat = flatten(config.model_dump(mode="json"))
+    config as the user gave it (paths as written) that is not at its default, at any depth (so
+    a field a newer ot-ray adds, at its default, changes nothing), values as JSON, any URI's
+    secrets hidden."""
+    flat = flatten(config.model_dump(mode="json", exclude_defaults=True))
     return {key: redacted_text(json.dumps(value, sort_keys=True)) for key, value in flat.items()}
 
 
@@ -144,18 +156,12 @@ def check_same_settings(config: Config, directory: Path) -> None:
     if not isinstance(kept, dict):  # a sweep from before settings were kept: nothing to compare
         return
     now = settings_record(config)
-    defaults = settings_record(Config())
-    changed = [
-        key
-        for key in sorted((kept.keys() | now.keys()) - UNCHECKED_KEYS)
-        if kept.get(key) != now.get(key)
-        # a key that an upgrade of ot-ray added, at its default, is not the user's change
-        and not (key not in kept and now[key] == defaults.get(key))
-    ]
+    keys = (kept.keys() | now.keys()) - UNCHECKED_KEYS
+    changed = [key for key in sorted(keys) if kept.get(key) != now.get(key)]
     if not changed:
         return
     shown = "; ".join(
-        f"{key}: {kept.get(key, '(unset)')} (sweep) -> {now.get(key, '(unset)')} (now)"
+        f"{key}: {kept.get(key, '(default)')} (sweep) -> {now.get(key, '(default)')} (now)"
         for key in changed[:5]
     )
     more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
@@ -166,16 +172,24 @@ def check_same_settings(config: Config, directory: Path) -> None:
     )
 
 
+def tune_state_recorded(directory: Path) -> bool:
+    """Tune can restore the sweep: its Tuner (written when built) and its experiment state
+    (written at the first step of ``fit``); a start stopped between the two left nothing to
+    resume, and ``Tuner.restore`` would fail on it with a traceback."""
+    from ray import tune
+
+    return tune.Tuner.can_restore(str(directory)) and any(directory.glob("experiment_state-*.json"))
+
+
 def check_sweep_request(config: Config, *, resume: bool) -> Path:
     """The sweep's folder, after checking the request fits it (a new sweep must not overwrite
     one, ``--resume`` needs one with the same settings); cheap, so the CLI says it before the
     world is built. ``config`` is the config as the user gave it (before paths are resolved)."""
-    from ray import tune
 
     if not config.tune.search_space:
         raise SweepError("tune.search_space is empty: nothing to search")
     directory = writable_folder(sweep_dir(config), "tune.storage_path")
-    restorable = tune.Tuner.can_restore(str(directory))
+    restorable = tune_state_recorded(directory)
     if resume and not restorable:
         raise SweepError(f"nothing to resume at {directory} (no Tune experiment state there)")
     if not resume and restorable:
@@ -233,7 +247,12 @@ def run_sweep(
         if not resume:  # Tune recorded nothing yet: the next start is a new sweep, not this one
             _forget_parent_run(directory, uri, parent)
         raise
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except BaseException:
+        if not resume and not tune_state_recorded(directory):  # stopped before its first step
+            _forget_parent_run(directory, uri, parent)
+        raise
     outcome = SweepOutcome(config.tune.name, directory, parent, experiment_id, uri)
     pruned = pruned_trials(directory)
     for result in grid:
@@ -350,8 +369,8 @@ def _forget_parent_run(directory: Path, uri: str, run_id: str) -> None:
     """Undo :func:`_parent_run` for a sweep whose start failed before Tune recorded anything:
     no orphan run in MLflow, no ``sweep.json`` for a later start to mistake for its own. Best
     effort: the error that stopped the start is the one to report."""
-    (directory / STATE_FILE).unlink(missing_ok=True)
     with contextlib.suppress(Exception):  # the store itself may be what failed
+        (directory / STATE_FILE).unlink(missing_ok=True)
         mlflow_client(uri).delete_run(run_id)
 
 
