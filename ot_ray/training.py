@@ -61,14 +61,13 @@ def epoch_batches(
         order = torch.randperm(count, generator=generator).tolist()
         stop = len(order) - len(order) % batch_size if drop_last else len(order)
         batches += [order[i : i + batch_size] for i in range(0, stop, batch_size)]
-    per_epoch = max(1, (count // batch_size) if drop_last else math.ceil(count / batch_size))
-    return batches[: max(1, round(per_epoch * epochs))]
+    return batches[: batch_count(count, batch_size, epochs, drop_last=drop_last)]
 
 
-def batch_count(count: int, batch_size: int, epochs: float) -> int:
-    """How many batches :func:`epoch_batches` draws (whole batches only), without drawing
-    them: the start-up checks count a stage's optimizer steps before any work."""
-    per_epoch = count // batch_size
+def batch_count(count: int, batch_size: int, epochs: float, *, drop_last: bool = True) -> int:
+    """How many batches :func:`epoch_batches` draws, without drawing them: the start-up checks
+    count a stage's optimizer steps before any work, and the drawing keeps this many."""
+    per_epoch = count // batch_size if drop_last else math.ceil(count / batch_size)
     return min(math.ceil(epochs) * per_epoch, max(1, round(per_epoch * epochs)))
 
 

@@ -34,6 +34,16 @@ def test_at_least_the_demo_config_is_shipped():
     assert REPO / "configs" / "demo.yaml" in SHIPPED
 
 
+def test_the_readmes_config_examples_load(tmp_path):
+    """A user copies the README's YAML blocks into a config; one whose points named a parameter
+    the space did not have shipped for sessions (an audit found it)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+    assert blocks, "the README has no YAML example"
+    for block in blocks:
+        assert load_config(_write(tmp_path, block))
+
+
 def test_dump_round_trips(tmp_path):
     config = load_config(REPO / "configs" / "demo.yaml", ["alignment.ot.tau=0.5"])
     again = load_config(_write(tmp_path, dump_config(config)))

@@ -409,16 +409,36 @@ def test_too_few_task_examples_for_one_step_are_refused_before_stage_1():
         _check_one_task_step(one_epoch, "xnli", 16)
 
 
-def test_the_start_up_checks_count_the_batches_the_stages_draw():
-    """The checks before stage 1 count batches without drawing them; they must agree with
-    what the stages draw, or a run is refused that would work (or the reverse)."""
-    for count in (0, 1, 5, 7, 8, 9, 16, 33):
-        for batch_size in (1, 3, 8):
-            for epochs in (0.25, 0.5, 1, 1.5, 2, 2.75):
-                drawn = epoch_batches(count, batch_size, epochs, seed=0)
-                assert batch_count(count, batch_size, epochs) == len(drawn), (
-                    count, batch_size, epochs,
-                )  # fmt: skip
+@pytest.mark.parametrize(
+    ("count", "batch_size", "epochs", "drop_last", "expected"),
+    [
+        (0, 3, 1, True, 0),  # nothing to draw
+        (2, 3, 2, True, 0),  # less than one batch, dropped
+        (2, 3, 2, False, 2),  # ... or kept as one short batch per epoch
+        (9, 3, 1, True, 3),
+        (10, 3, 1, True, 3),  # the short tenth example is dropped
+        (10, 3, 1, False, 4),
+        (9, 3, 0.25, True, 1),  # a fraction keeps at least one batch
+        (9, 3, 1.5, True, 4),  # 4.5 rounds to even
+        (9, 3, 2.75, True, 8),
+        (16, 8, 0.5, True, 1),
+    ],
+)
+def test_the_start_up_checks_count_the_batches_the_stages_draw(
+    count, batch_size, epochs, drop_last, expected
+):
+    """The checks before stage 1 count batches without drawing them (:func:`batch_count`);
+    they must agree with what the stages draw, or a run is refused that would work (or the
+    reverse). Batches within an epoch never repeat an example; with ``drop_last`` all are full."""
+    drawn = epoch_batches(count, batch_size, epochs, seed=0, drop_last=drop_last)
+    assert len(drawn) == expected
+    assert batch_count(count, batch_size, epochs, drop_last=drop_last) == expected
+    per_epoch = count // batch_size if drop_last else -(-count // batch_size)
+    for first in range(0, len(drawn), max(1, per_epoch)):
+        epoch = [index for batch in drawn[first : first + per_epoch] for index in batch]
+        assert len(epoch) == len(set(epoch)) and set(epoch) <= set(range(count))
+    if drop_last:
+        assert all(len(batch) == batch_size for batch in drawn)
 
 
 def test_a_file_where_an_output_folder_belongs_is_refused_before_any_work(cache, tmp_path):
