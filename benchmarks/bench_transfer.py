@@ -9,8 +9,9 @@ mean +- std over seeds, the averages over seen and unseen languages, and alignme
     python benchmarks/bench_transfer.py --seeds 0 --methods none wordot
 
 Finished trials are kept under ``--out`` and reused, so an interrupted run continues.
-Model selection is not involved (every variant uses the config's settings), and only test
-scores are reported: dev scores are in each trial's metrics.json.
+No selection happens here (every variant runs with the config's settings, chosen before on dev
+scores: e.g. the fixed-pivot joint weight 0.03, see the README), and only test scores are
+reported: dev scores are in each trial's metrics.json.
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ class LocalReporter:
         if resume:
             require_checkpoint(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        if not resume:  # a run that starts over logs only its own progress
+            (directory / "progress.jsonl").unlink(missing_ok=True)
 
     def report(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
         with (self.directory / "progress.jsonl").open("a", encoding="utf-8") as log:

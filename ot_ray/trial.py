@@ -701,10 +701,20 @@ class Trial:
         self.out.mkdir(parents=True, exist_ok=True)
         encoder.save_pretrained(self.out / ALIGNED, safe_serialization=True)
         self.tokenizer.save_pretrained(self.out / ALIGNED)
-        shutil.copytree(self.predictions, self.out / "predictions", dirs_exist_ok=True)
+        _replace_folder(self.predictions, self.out / "predictions")
         (self.out / "metrics.json").write_text(
             json.dumps(dict(sorted(state.metrics.items())), indent=1), encoding="utf-8"
         )
+
+
+def _replace_folder(source: Path, target: Path) -> None:
+    """``target`` becomes a copy of ``source``: a merge would keep an earlier run's prediction
+    files for languages or tasks this run does not write, next to this run's."""
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
 
 
 def _record_means(metrics: dict, windows: dict[str, list[float]]) -> None:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# The tests build Hub-format stand-in datasets afresh; a datasets cache shared with other runs
+# (~/.cache/huggingface) served an earlier run's build of a stand-in that had other rows.
+_DATASETS_CACHE = tempfile.mkdtemp(prefix="ot-ray-tests-datasets-")
+os.environ["HF_DATASETS_CACHE"] = _DATASETS_CACHE
+atexit.register(shutil.rmtree, _DATASETS_CACHE, ignore_errors=True)
 
 if not torch.cuda.is_available():
     # Triton's CPU interpreter runs the fused Sinkhorn kernel in test_fused_sinkhorn.py. Triton

@@ -41,7 +41,9 @@ def test_the_readmes_config_examples_load(tmp_path):
     blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
     assert blocks, "the README has no YAML example"
     for block in blocks:
-        assert load_config(_write(tmp_path, block))
+        config = load_config(_write(tmp_path, block))
+        if "search_space:" in block:
+            assert config.tune.search_space and config.tune.points_to_evaluate
 
 
 def test_dump_round_trips(tmp_path):

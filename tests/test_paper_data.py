@@ -18,7 +18,7 @@ import transformers
 import yaml
 
 from ot_ray.config import Config, load_config, load_config_data
-from ot_ray.data.sources import read_parallel
+from ot_ray.data.sources import read_parallel, read_qa
 from ot_ray.errors import DataError
 from ot_ray.trial import check_data
 
@@ -90,7 +90,8 @@ def hub(tmp_path_factory) -> dict[str, Path]:
             {lang: {"validation": nli(3, lang), "test": nli(4, lang)} for lang in XNLI_LANGS},
         ),
         "rajpurkar/squad": hub_repo(
-            root / "squad", {"plain_text": {"train": squad(3, "en"), "validation": squad(2, "en")}}
+            root / "squad",
+            {"plain_text": {"train": squad(2003, "en"), "validation": squad(2, "en")}},
         ),
         "google/xquad": hub_repo(
             root / "xquad", {f"xquad.{x}": {"validation": squad(2, x)} for x in XQUAD_LANGS}
@@ -153,6 +154,21 @@ def test_europarl_training_and_held_out_pairs_do_not_overlap(hub):
     dev = read_parallel(config.data.parallel.dev, **where)
     assert (len(train), len(dev)) == (10, 2000)  # the last 2,000 pairs are held out
     assert not set(train.sources) & set(dev.sources)
+
+
+def test_the_qa_dev_set_is_not_where_xquad_test_comes_from(hub):
+    """XQuAD's test questions are taken from SQuAD v1.1's dev set: a sweep choosing on that set
+    chose on the test questions. Dev is held out of SQuAD's training split instead."""
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        sources = load_config(path).data.xquad
+        for spec in (sources.train, sources.dev):
+            assert not (spec.hub == "rajpurkar/squad" and spec.split == "validation"), path
+    config = localised(REPO / "configs" / "paper_mbert.yaml", hub)
+    where = {"root": config.data.root, "lang": "en", "pivot": "en"}
+    train = read_qa(config.data.xquad.train, **where)
+    dev = read_qa(config.data.xquad.dev, **where)
+    assert (len(train), len(dev)) == (3, 2000)
+    assert not {e.id for e in train} & {e.id for e in dev}
 
 
 def test_largewordot_reads_its_hub_corpora(hub):

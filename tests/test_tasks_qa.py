@@ -116,7 +116,70 @@ def test_questions_too_long_for_a_window_are_cut_and_flagged(world, tokenizer):
     assert all(len(ids) == max_length for ids in encoded["input_ids"])
 
 
+def _sentencepiece_tokenizer(texts: list[str]):
+    """An XLM-R-like tokenizer (unigram SentencePiece, ``<unk>`` for unseen characters)."""
+    from tokenizers import SentencePieceUnigramTokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    trainer = SentencePieceUnigramTokenizer()
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    trainer.train_from_iterator(texts, vocab_size=120, special_tokens=specials, unk_token="<unk>")
+    backend = trainer._tokenizer
+    ids = [(token, backend.token_to_id(token)) for token in ("<s>", "</s>")]
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=ids
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+    )
+
+
+def test_a_long_question_with_unknown_characters_is_cut_to_fit():
+    """Cutting by decoding the first ids failed here: the decoded ``<unk>`` text tokenises
+    longer than the ids, and the tokenizer panicked (a BaseException that ended the trial)."""
+    context = "the horse sees the small ring near the river . " * 4
+    tokenizer = _sentencepiece_tokenizer([context, "what is it ? where is the horse ?"] * 50)
+    question = "what's " * 12  # the apostrophe was never seen: <unk>
+    assert tokenizer.unk_token_id in tokenizer(question)["input_ids"]
+    columns = {
+        "id": ["q1"],
+        "question": [question],
+        "context": [context],
+        "answers": [["horse"]],
+        "answer_starts": [[4]],
+    }
+    max_length, stride = 32, 4
+    budget = max_length - stride - tokenizer.num_special_tokens_to_add(pair=True) - 1
+    for features in (eval_features, train_features):
+        encoded = features(columns, tokenizer, max_length=max_length, doc_stride=stride)
+        assert all(encoded["question_truncated"])
+        for ids in encoded["input_ids"]:
+            question_ids = ids[1 : ids.index(tokenizer.sep_token_id)]
+            assert 0 < len(question_ids) <= budget
+            assert len(ids) == max_length
+
+
 def test_windows_must_leave_room_for_context(world, tokenizer):
     data = columns(world / "xquad/test-en.json")
     with pytest.raises(ValueError, match="leaves no room"):
         train_features(data, tokenizer, max_length=20, doc_stride=16)
+
+
+def test_the_cache_key_of_a_tokenizer_does_not_change_with_its_calls(world, tokenizer):
+    """A truncating call leaves its settings on the Rust backend; hashed with them, one tokenizer
+    had three cache keys, and the same windows were tokenised again under each."""
+    from ot_ray.data.tokenized import tokenizer_digest
+
+    before = tokenizer_digest(tokenizer)
+    eval_features(columns(world / "xquad/test-en.json"), tokenizer, max_length=64, doc_stride=16)
+    tokenizer("a b c d e f", truncation=True, max_length=3)
+    assert tokenizer_digest(tokenizer) == before
+    english = [line for document in read_documents(world / "mono/en.txt") for line in document]
+    other = train_tokenizer(english, vocab_size=200, max_length=128)
+    assert tokenizer_digest(other) != before

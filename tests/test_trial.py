@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +145,29 @@ def test_progress_log_has_intermediate_checkpoints(finished):
     assert stages.count("align") >= 1  # checkpoints inside stage 1
     assert stages[-1] == "done" or "xquad" in stages
     assert (out / "checkpoint" / "state.json").exists()
+
+
+def test_a_run_started_over_in_a_used_folder_keeps_nothing_of_the_old_run(
+    finished, cache, tmp_path
+):
+    """Prediction files were merged into the folder: an XTREME submission built from it held the
+    earlier run's XQuAD answers next to this run's XNLI labels; the progress log was appended."""
+    _, used, _ = finished
+    out = tmp_path / "out"
+    shutil.copytree(used, out)
+    assert (out / "predictions" / "xquad" / "test-fr.json").exists()
+    config = tiny_config(cache, out, "task.tasks=[xnli]", "data.eval_languages=[de]")
+    run_trial(config, LocalReporter(out), show_progress=False)
+    predictions = out / "predictions"
+    written = sorted(
+        p.relative_to(predictions).as_posix()
+        for task in ("xnli", "xquad")
+        for p in (predictions / task).glob("*")
+    )
+    assert written == ["xnli/test-de.tsv", "xnli/test-en.tsv"]
+    rows = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert rows[0]["milestone"] == 0 and rows[-1]["milestone"] == 1  # this run's rows only
+    assert [r["global_step"] for r in rows] == sorted(r["global_step"] for r in rows)
 
 
 METHODS = {
@@ -373,8 +397,6 @@ def test_a_qa_window_needs_room_for_the_question():
 def test_a_model_folder_without_weights_or_tokenizer_is_refused_before_it_starts(cache, tmp_path):
     """Without its tokenizer files transformers builds a 5-token tokenizer that reads every
     word as [UNK] and trains on; without weights it failed in every worker."""
-    import shutil
-
     from ot_ray.data.sources import model_path
 
     encoder = Path(model_path(tiny_config(cache, tmp_path)))

@@ -26,10 +26,16 @@ PAD_WORD = -1
 
 
 def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A short hash of everything that decides how the tokenizer splits text."""
+    """A short hash of everything that decides how the tokenizer splits text; not of the
+    truncation and padding state a call leaves on the backend (each call sets its own), which
+    would give one tokenizer other cache keys after other calls."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab())
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    if backend is None:
+        return hashlib.sha256(json.dumps(tokenizer.get_vocab()).encode()).hexdigest()[:16]
+    state = json.loads(backend.to_str())
+    state.pop("truncation", None)
+    state.pop("padding", None)
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cached_map(

@@ -41,8 +41,8 @@ def _windows(columns: Mapping[str, Sequence[Any]], tokenizer, max_length: int, d
     question_ids = tokenizer(questions, add_special_tokens=False)["input_ids"]
     cut = [len(ids) > budget for ids in question_ids]
     questions = [
-        tokenizer.decode(ids[:budget]) if too_long else question
-        for question, ids, too_long in zip(questions, question_ids, cut, strict=True)
+        _cut_question(question, tokenizer, budget) if too_long else question
+        for question, too_long in zip(questions, cut, strict=True)
     ]
     encoded = tokenizer(
         questions,
@@ -56,6 +56,20 @@ def _windows(columns: Mapping[str, Sequence[Any]], tokenizer, max_length: int, d
     )
     encoded["question_truncated"] = [cut[i] for i in encoded["overflow_to_sample_mapping"]]
     return encoded
+
+
+def _cut_question(question: str, tokenizer, budget: int) -> str:
+    """The longest prefix of ``question``, cut at a token's end, that tokenises to at most
+    ``budget`` tokens. Cut in the text, not by decoding token ids: a decoded ``<unk>`` or a
+    SentencePiece boundary can tokenise longer than the ids it came from, and then the windowing
+    fails (a tokenizer panic, not an error) on a question it was told fits."""
+    encoded = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+    ends = [end for _, end in encoded["offset_mapping"]]
+    for keep in range(min(budget, len(ends)), 0, -1):
+        prefix = question[: ends[keep - 1]]
+        if len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) <= budget:
+            return prefix
+    return ""
 
 
 def train_features(
