@@ -675,6 +675,7 @@ class Trial:
                 if task == "xnli":
                     data = read_nli(source, training=False, **where).head(settings.max_eval)
                     encoded = nli_dataset(data, self.tokenizer, settings.max_length, self.cache)
+                    self._count(f"data/xnli_{split}/truncated/{lang}", sum(encoded["truncated"]))
                     accuracy, labels = evaluate_nli(model, encoded, self.tokenizer, **options)
                     scores.setdefault("acc", {})[lang] = accuracy
                     if split == "test" and self.is_main:
@@ -684,6 +685,11 @@ class Trial:
                 else:
                     examples = read_qa(source, **where)[: settings.max_eval]
                     windows = qa_eval_dataset(examples, self.tokenizer, settings, self.cache)
+                    flags = zip(windows["example_id"], windows["question_truncated"], strict=True)
+                    self._count(  # questions, not windows: one question spans several
+                        f"data/xquad_{split}/question_truncated/{lang}",
+                        len({question for question, cut in flags if cut}),
+                    )
                     result, answers = evaluate_qa(model, examples, windows, settings, **options)
                     scores.setdefault("f1", {})[lang] = result["f1"]
                     scores.setdefault("em", {})[lang] = result["em"]

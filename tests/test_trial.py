@@ -6,6 +6,7 @@ import json
 import math
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -168,6 +169,34 @@ def test_a_run_started_over_in_a_used_folder_keeps_nothing_of_the_old_run(
     rows = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
     assert rows[0]["milestone"] == 0 and rows[-1]["milestone"] == 1  # this run's rows only
     assert [r["global_step"] for r in rows] == sorted(r["global_step"] for r in rows)
+
+
+def test_evaluation_counts_the_inputs_it_cut(cache, tmp_path):
+    """Training counted its cut questions and truncated NLI pairs; evaluation, where a cut
+    question changes what is scored, did not."""
+    overrides = ["alignment.method=none", "data.eval_languages=[de]", "task.xnli.max_length=12"]
+    root = Path(data_root(tiny_config(cache, tmp_path, *overrides)))
+    tokenizer = AutoTokenizer.from_pretrained(root / "encoder")
+
+    def question_lengths(split: str, lang: str) -> list[int]:
+        questions = [e.question for e in read_squad(root / f"xquad/{split}-{lang}.json")]
+        return [len(tokenizer(q, add_special_tokens=False)["input_ids"]) for q in questions]
+
+    budget = statistics.median_low(question_lengths("dev", "en"))  # about half are cut
+    stride = 8
+    max_length = budget + stride + tokenizer.num_special_tokens_to_add(pair=True) + 1
+    windows = [f"task.xquad.max_length={max_length}", f"task.xquad.doc_stride={stride}"]
+    config = tiny_config(cache, tmp_path, *overrides, *windows)
+    metrics = run_trial(config, LocalReporter(tmp_path), show_progress=False)
+    for split in ("dev", "test"):
+        for lang in ("en", "de"):
+            lengths = question_lengths(split, lang)
+            cut = sum(length > budget for length in lengths)
+            assert 0 < cut < len(lengths)
+            assert metrics[f"data/xquad_{split}/question_truncated/{lang}"] == cut
+            rows = read_xnli(root / f"xnli/{split}-{lang}.tsv", skip_empty=False)
+            pairs = tokenizer(list(rows.premises), list(rows.hypotheses))["input_ids"]
+            assert metrics[f"data/xnli_{split}/truncated/{lang}"] == sum(len(p) > 12 for p in pairs)
 
 
 METHODS = {
