@@ -18,11 +18,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
+from ot_ray.errors import UserError
+
 STATE = "state.json"
 ALIGNED = "aligned_encoder"
 STAGE_MODEL = "stage_model.safetensors"
 OPTIMIZER = "optimizer.pt"
 RNG = "rng.pt"
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be resumed as it is."""
 
 
 @dataclass
@@ -33,6 +39,8 @@ class TrialState:
     step: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     done: list[str] = field(default_factory=list)
+    #: the trial's results-settings (``ot_ray.fingerprint``): only such a trial may resume it
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 def save_checkpoint(
@@ -76,22 +84,23 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def load_stage(
-    directory: Path, model: torch.nn.Module | None, rank: int = 0
-) -> tuple[dict[str, Any] | None, bool]:
-    """Restore the in-progress stage's weights into ``model`` and this rank's RNG; return the
-    optimizer state (or None) and whether weights were restored."""
-    restored = False
-    if model is not None and (directory / STAGE_MODEL).exists():
-        load_model(model, str(directory / STAGE_MODEL))
-        restored = True
-    if (directory / RNG).exists():
-        per_rank = torch.load(directory / RNG, weights_only=True)["per_rank"]
-        mine = per_rank[rank] if rank < len(per_rank) else per_rank[0]
-        torch.set_rng_state(mine["cpu"])
-        if "cuda" in mine and torch.cuda.is_available():
-            torch.cuda.set_rng_state(mine["cuda"])
-    optimizer_state = None
-    if (directory / OPTIMIZER).exists():
-        optimizer_state = torch.load(directory / OPTIMIZER, weights_only=True)
-    return optimizer_state, restored
+def load_stage(directory: Path, model: torch.nn.Module, rank: int = 0) -> dict[str, Any]:
+    """Restore a stage in progress (a checkpoint taken mid-stage): its weights into ``model``
+    and this rank's RNG; return the optimizer and schedule state.
+
+    Such a checkpoint always holds all three files: one missing means a damaged checkpoint, and
+    going on without it would restart the schedule's warmup (or the stage's weights) silently.
+    """
+    missing = [name for name in (STAGE_MODEL, OPTIMIZER, RNG) if not (directory / name).exists()]
+    if missing:
+        raise CheckpointError(
+            f"{directory}: a checkpoint taken mid-stage lacks {', '.join(missing)} (damaged or "
+            "copied in part); resume from a whole checkpoint, or start the trial anew"
+        )
+    load_model(model, str(directory / STAGE_MODEL))
+    per_rank = torch.load(directory / RNG, weights_only=True)["per_rank"]
+    mine = per_rank[rank] if rank < len(per_rank) else per_rank[0]
+    torch.set_rng_state(mine["cpu"])
+    if "cuda" in mine and torch.cuda.is_available():
+        torch.cuda.set_rng_state(mine["cuda"])
+    return torch.load(directory / OPTIMIZER, weights_only=True)

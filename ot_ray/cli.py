@@ -137,7 +137,7 @@ def train(argv: Sequence[str] | None = None) -> int:
     if args.resume and not args.in_process:
         parser.error(
             "--resume is for --in-process runs; on Ray Train a trial submitted again with the "
-            "same config (or train.run_name) resumes from its last checkpoint by itself"
+            "same settings (or train.run_name) resumes from its last checkpoint by itself"
         )
     user_config = config_from_args(args)
     if args.resume:  # before the demo world's build and the data checks

@@ -7,8 +7,6 @@ a worker (bad data, NaN loss) back into that error so the CLI can print it in on
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import socket
 import urllib.parse
@@ -16,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ot_ray.config import Config
+from ot_ray.config import Config, SourceSpec
 from ot_ray.errors import ConfigError, UserError
+from ot_ray.fingerprint import settings_digest
 
 
 def writable_folder(path: Path, key: str) -> Path:
@@ -37,7 +36,7 @@ def writable_folder(path: Path, key: str) -> Path:
 def resolve_paths(config: Config) -> Config:
     """A copy of ``config`` with local paths made absolute and checked as folders ot-ray can
     write, then the demo world built."""
-    config = config.model_copy(deep=True)
+    config = absolute_locations(config)  # a copy
     from ot_ray.demo.build import default_cache_root, ensure_demo_world
 
     demo = config.data.demo
@@ -48,8 +47,6 @@ def resolve_paths(config: Config) -> Config:
         else default_cache_root().resolve()
     )
     demo.cache_dir = str(demo_cache)
-    if config.data.root != "demo":
-        config.data.root = str(Path(config.data.root).expanduser().resolve())
     train = config.train
     output_dir = Path(train.output_dir).expanduser().resolve()
     train.output_dir = str(writable_folder(output_dir, "train.output_dir"))
@@ -58,14 +55,57 @@ def resolve_paths(config: Config) -> Config:
     if config.data.cache_dir:
         cache = Path(config.data.cache_dir).expanduser().resolve()
         config.data.cache_dir = str(writable_folder(cache, "data.cache_dir"))
-    local_model = Path(config.model.name_or_path).expanduser()
-    if config.model.name_or_path != "demo" and local_model.exists():
-        config.model.name_or_path = str(local_model.resolve())
     if config.data.root == "demo" or config.model.name_or_path == "demo":
         # checked only when used: a run of real data must not need a writable home folder
         writable_folder(demo_cache, cache_key)
         ensure_demo_world(demo)  # minutes the first time: after the cheap checks
     return config
+
+
+#: ``hub`` values that read local files (``data_files``) rather than a Hub repository's.
+LOCAL_FILE_BUILDERS = frozenset({"json", "csv", "text", "parquet", "arrow"})
+
+
+def absolute_locations(config: Config) -> Config:
+    """A copy of ``config`` whose data and model locations are absolute: ``data.root``, the
+    sources' relative local paths, a local model folder. A relative path means another place
+    from another working directory (a worker's, a resumed sweep's)."""
+    config = config.model_copy(deep=True)
+    if config.data.root != "demo":
+        config.data.root = str(Path(config.data.root).expanduser().resolve())
+    for spec in source_specs(config):
+        absolute_sources(spec)
+    local_model = Path(config.model.name_or_path).expanduser()
+    if config.model.name_or_path != "demo" and local_model.exists():
+        config.model.name_or_path = str(local_model.resolve())
+    return config
+
+
+def source_specs(config: Config) -> list[SourceSpec]:
+    """Every data source of the config (parallel text, XNLI, XQuAD; all splits)."""
+    data = config.data
+    specs = [data.parallel.train, data.parallel.dev]
+    specs += [spec for listed in data.parallel.by_language.values() for spec in listed]
+    for task in (data.xnli, data.xquad):
+        specs += [task.train, task.dev, task.test]
+    return specs
+
+
+def absolute_sources(spec: SourceSpec) -> None:
+    """A source's relative local paths made absolute against this working directory
+    (placeholders kept): workers and a resumed sweep read them from another one."""
+
+    def absolute(template: str | None) -> str | None:
+        if template is None or template.startswith("{root}"):
+            return template  # data.root is made absolute itself
+        path = Path(template).expanduser()
+        return str(path if path.is_absolute() else Path.cwd() / path)
+
+    spec.path = absolute(spec.path)
+    spec.second_path = absolute(spec.second_path)
+    spec.alignments = absolute(spec.alignments)
+    if spec.hub in LOCAL_FILE_BUILDERS:  # a Hub repository's data_files are paths inside it
+        spec.data_files = absolute(spec.data_files)
 
 
 def check_ray_address(timeout: float = 5.0) -> None:
@@ -123,10 +163,9 @@ def run_name(config: Config) -> str:
     """A stable name for the Ray Train run, so a resubmitted trial resumes from its checkpoint."""
     if config.train.run_name:
         return config.train.run_name
-    digest = hashlib.sha256(
-        json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
-    ).hexdigest()[:10]
-    return f"trial-{config.alignment.method}-{digest}"
+    # only what changes results: a trial resubmitted with more restarts allowed, or on fewer
+    # workers, goes on from its checkpoint rather than silently starting over
+    return f"trial-{config.alignment.method}-{settings_digest(config)}"
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:

@@ -8,12 +8,12 @@ Every worker calls :meth:`Reporter.report`; only rank 0 passes a checkpoint dire
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from ot_ray.errors import UserError
+from ot_ray.folders import replace_folder
 
 
 class Reporter(Protocol):
@@ -49,12 +49,7 @@ class LocalReporter:
         with (self.directory / "progress.jsonl").open("a", encoding="utf-8") as log:
             log.write(json.dumps(metrics) + "\n")
         if checkpoint is not None:
-            target = self.directory / "checkpoint"
-            staging = self.directory / ".checkpoint.partial"
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(checkpoint, staging)
-            shutil.rmtree(target, ignore_errors=True)
-            staging.rename(target)
+            replace_folder(checkpoint, self.directory / "checkpoint")
 
     def latest_checkpoint(self) -> Path | None:
         target = self.directory / "checkpoint"

@@ -29,6 +29,7 @@ from ot_ray.align.quality import alignment_quality
 from ot_ray.align.stage import align_encoder
 from ot_ray.checkpoints import (
     ALIGNED,
+    CheckpointError,
     TrialState,
     load_stage,
     read_state,
@@ -47,6 +48,8 @@ from ot_ray.data.sources import (
 )
 from ot_ray.data.tokenized import tokenize_parallel
 from ot_ray.errors import ConfigError
+from ot_ray.fingerprint import changed_settings, result_settings
+from ot_ray.folders import replace_folder
 from ot_ray.precision import allow_tf32
 from ot_ray.reporters import Reporter
 from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predictions
@@ -300,6 +303,15 @@ class Trial:
         transformers.set_seed(self.config.train.seed + 1000 * distributed.rank())
         self.restored = self.reporter.latest_checkpoint()
         state = read_state(self.restored) if self.restored else TrialState()
+        settings = result_settings(self.config)
+        if self.restored and state.settings and state.settings != settings:
+            raise CheckpointError(
+                "the checkpoint to resume from was written by a trial of other settings ("
+                + "; ".join(changed_settings(state.settings, settings))
+                + f"; output folder {self.out}): resume with the settings it was written with, "
+                "or start a new trial (no --resume, or another train.run_name)"
+            )
+        state.settings = settings
         if self.restored:  # a restarted worker group: counted, and said where it goes on
             state.metrics["restarts"] = state.metrics.get("restarts", 0.0) + 1
             if self.is_main:
@@ -444,7 +456,7 @@ class Trial:
             objective = AlignmentObjective(config.alignment, reference)
             optimizer_state = None
             if self.restored is not None and state.step > 0:
-                optimizer_state, _ = load_stage(self.restored, encoder, distributed.rank())
+                optimizer_state = load_stage(self.restored, encoder, distributed.rank())
             stage_state = StageState(step=state.step)
             windows: dict[str, list[float]] = {key: [] for key in STAGE1_MEANS}
 
@@ -583,7 +595,7 @@ class Trial:
         compiled(model, config.train.compile)
         optimizer_state = None
         if self.restored is not None and state.stage == task and state.step > 0:
-            optimizer_state, _ = load_stage(self.restored, model, distributed.rank())
+            optimizer_state = load_stage(self.restored, model, distributed.rank())
 
         progress = StageState(step=state.step)
 
@@ -707,20 +719,10 @@ class Trial:
         self.out.mkdir(parents=True, exist_ok=True)
         encoder.save_pretrained(self.out / ALIGNED, safe_serialization=True)
         self.tokenizer.save_pretrained(self.out / ALIGNED)
-        _replace_folder(self.predictions, self.out / "predictions")
+        replace_folder(self.predictions, self.out / "predictions")
         (self.out / "metrics.json").write_text(
             json.dumps(dict(sorted(state.metrics.items())), indent=1), encoding="utf-8"
         )
-
-
-def _replace_folder(source: Path, target: Path) -> None:
-    """``target`` becomes a copy of ``source``: a merge would keep an earlier run's prediction
-    files for languages or tasks this run does not write, next to this run's."""
-    staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
 
 
 def _record_means(metrics: dict, windows: dict[str, list[float]]) -> None:

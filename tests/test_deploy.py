@@ -37,6 +37,7 @@ DOCKERFILE = REPO / "docker" / "Dockerfile"
 K8S = REPO / "docker" / "k8s"
 CRDS = REPO / "tests" / "data" / "kuberay"
 SHARED_CRDS = REPO.parent / "shared" / "kuberay"
+OLDEST_CRDS = CRDS / "v1.5.1"  # the oldest KubeRay the README supports (>= 1.5.1)
 KNOWN_IDS = REPO / "tests" / "data" / "known_hub_ids.yaml"
 IMAGE_HOME = "/home/ray/ot-ray"  # the Dockerfile's WORKDIR
 KUBERNETES_VERSION = "1.33.0"
@@ -117,9 +118,9 @@ def ray_cluster_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def crd_schema(kind: str) -> dict[str, Any]:
+def crd_schema(kind: str, folder: Path = CRDS) -> dict[str, Any]:
     name = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}[kind]
-    with gzip.open(CRDS / f"{name}.gz", "rt", encoding="utf-8") as handle:
+    with gzip.open(folder / f"{name}.gz", "rt", encoding="utf-8") as handle:
         crd = yaml.safe_load(handle)
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return version["schema"]["openAPIV3Schema"]
@@ -262,8 +263,11 @@ def test_the_manifests_hold_the_objects_the_deployment_needs():
 
 
 @pytest.mark.parametrize("kind", ["RayCluster", "RayJob"])
-def test_kuberay_objects_match_the_crd_schemas(kind):
-    schema = crd_schema(kind)
+@pytest.mark.parametrize("folder", [CRDS, OLDEST_CRDS], ids=["shared", "oldest-supported"])
+def test_kuberay_objects_match_the_crd_schemas(kind, folder):
+    """Against the schemas handed to the project and those of the oldest operator the README
+    supports: a key only newer operators know would be pruned silently by an older one."""
+    schema = crd_schema(kind, folder)
     docs = of_kind(kind)
     assert docs
     for doc in docs:

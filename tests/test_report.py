@@ -98,3 +98,22 @@ def test_the_best_trial_is_chosen_on_the_dev_objective_never_on_test():
     outcome = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=best)
     text = summary(outcome, config, trials[0])
     assert "| de | 55.0 | 70.0 | -15.0 |" in text  # the best trial's test score, reported once
+
+
+def test_the_best_trials_delta_carries_the_selection_caveat_and_points_to_a_fair_comparison():
+    """The best of N on dev is lucky on test too: the summary says so, and says where the
+    unselected comparison is (the over-seeds table, or rerunning at several seeds)."""
+    demo = load_config(REPO / "configs" / "demo.yaml")
+    trials = [trial(0, "none", 0, 50.0), trial(1, "wordot", 0, 60.0), trial(2, "subot", 0, 55.0)]
+    trials.append(trial(3, "l2", 0, 0.0, status="failed"))
+    outcome = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=trials[1])
+    text = summary(outcome, demo, trials[0])
+    caveat = text.split("## Best trial")[1]
+    assert "the best of 3 finished trials on dev" in caveat  # the failed one is not counted
+    assert "run the best config and the baseline at several seeds" in caveat
+    assert "the best of" not in summary(outcome, demo, None)  # nothing to compare with
+
+    paper = load_config(REPO / "configs" / "paper_mbert.yaml")
+    text = summary(outcome, paper, trials[0])
+    assert "The over-seeds table below compares settings" in text
+    assert text.index("the best of 3 finished") < text.index("## Over seeds")

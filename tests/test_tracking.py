@@ -15,11 +15,11 @@ from mlflow import MlflowClient
 
 from ot_ray.config import load_config
 from ot_ray.errors import ConfigError
+from ot_ray.fingerprint import flatten
 from ot_ray.search.tracking import (
     PARENT_TAG,
     TrackingError,
     check_tracking,
-    flatten,
     get_or_create_run,
     log_metrics,
     log_params,
@@ -256,21 +256,31 @@ def test_a_new_sweep_gets_its_own_run_even_where_one_of_its_name_exists(tmp_path
     assert MlflowClient(uri).get_run(third).data.params["alignment.lr"] == "0.001"
 
 
-def test_a_failed_start_leaves_no_run_and_no_sweep_record(tmp_path):
-    """Ray that cannot be joined (or a Ctrl-C while it starts) stops a new sweep before Tune
-    records anything: its parent run and sweep.json are undone, so the next start is clean."""
-    from ot_ray.errors import UserError
-    from ot_ray.search.sweep import run_sweep
-
+def sweep_config(tmp_path):
+    """A tracking store and a sweep config with a one-parameter search, under ``tmp_path``."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = load_config(
         None,
         [f"tracking.uri={uri}", f"tune.storage_path={tmp_path / 'sweeps'}",
          "tune.search_space={alignment.lr: {low: 1.0e-5, high: 1.0e-3, log: true}}"],
     )  # fmt: skip
+    return uri, config
 
-    def cannot_connect() -> None:
-        raise UserError("no cluster")
+
+def cannot_connect() -> None:
+    """A Ray cluster that cannot be joined."""
+    from ot_ray.errors import UserError
+
+    raise UserError("no cluster")
+
+
+def test_a_failed_start_leaves_no_run_and_no_sweep_record(tmp_path):
+    """Ray that cannot be joined (or a Ctrl-C while it starts) stops a new sweep before Tune
+    records anything: its parent run and sweep.json are undone, so the next start is clean."""
+    from ot_ray.errors import UserError
+    from ot_ray.search.sweep import run_sweep
+
+    uri, config = sweep_config(tmp_path)
 
     with pytest.raises(UserError, match="no cluster"):
         run_sweep(config, resume=False, repo=tmp_path, connect=cannot_connect)
@@ -278,6 +288,27 @@ def test_a_failed_start_leaves_no_run_and_no_sweep_record(tmp_path):
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(config.tracking.experiment).experiment_id
     assert client.search_runs([experiment]) == []  # deleted runs are not listed
+
+
+def test_a_resume_that_fails_to_start_leaves_the_sweeps_run_as_it_was(tmp_path):
+    """A resumed sweep reopened its parent run (RUNNING) before joining Ray; when the cluster
+    could not be joined, the run stayed RUNNING for good, a sweep that looked alive in MLflow."""
+    from ot_ray.errors import UserError
+    from ot_ray.search.sweep import _parent_run, run_sweep, sweep_dir
+
+    uri, config = sweep_config(tmp_path)
+    experiment = check_tracking(uri, config.tracking.experiment)
+    directory = sweep_dir(config)
+    parent = _parent_run(config, directory, uri, experiment, tmp_path, resume=False)
+    client = MlflowClient(uri)
+    client.set_terminated(parent, "KILLED")  # an interrupted sweep, as finish_sweep leaves it
+    (directory / "tuner.pkl").write_bytes(b"")  # what Tune.can_restore looks for
+    (directory / "experiment_state-2026-11-28.json").write_text("{}", encoding="utf-8")
+
+    with pytest.raises(UserError, match="no cluster"):
+        run_sweep(config, resume=True, repo=tmp_path, connect=cannot_connect)
+    assert client.get_run(parent).info.status == "KILLED"
+    assert (directory / "sweep.json").exists()  # still resumable
 
 
 def test_resuming_with_other_settings_is_refused_with_the_keys(tmp_path):
@@ -315,6 +346,40 @@ def test_resuming_with_other_settings_is_refused_with_the_keys(tmp_path):
     del state["settings"]  # a sweep started before settings were kept: nothing to compare
     (tmp_path / "sweep.json").write_text(json.dumps(state), encoding="utf-8")
     check_same_settings(changed, tmp_path)
+
+
+def test_resuming_from_another_folder_where_relative_paths_lead_elsewhere_is_refused(
+    tmp_path, monkeypatch
+):
+    """``data.root: ./data`` reads the data next to where the command runs: a sweep resumed
+    from another folder passed the settings check (the text is the same) and its new trials
+    read other data than its first ones."""
+    import json
+
+    from ot_ray.search.sweep import RESOLVED, SweepError, _parent_run, check_same_settings
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = check_tracking(uri, "sweeps")
+    space = "tune.search_space={alignment.lr: {low: 1.0e-5, high: 1.0e-3, log: true}}"
+    given = load_config(None, ["tune.name=s1", space, "data.root=./data"])
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    _parent_run(given, tmp_path, uri, experiment, tmp_path, resume=False, settings=given)
+    record = json.loads((tmp_path / "sweep.json").read_text(encoding="utf-8"))
+    assert record["settings"][f"data.root {RESOLVED}"] == json.dumps(str(tmp_path / "first/data"))
+    check_same_settings(given, tmp_path)  # from the same folder: the same sweep
+    monkeypatch.chdir(tmp_path / "second")
+    with pytest.raises(SweepError) as caught:
+        check_same_settings(given, tmp_path)
+    message = str(caught.value)
+    assert f'data.root (resolved): "{tmp_path}/first/data" (sweep) -> "{tmp_path}/second/data"' in (
+        message
+    )
+    assert "from the folder it was started in" in message
+    record["settings"] = {k: v for k, v in record["settings"].items() if RESOLVED not in k}
+    (tmp_path / "sweep.json").write_text(json.dumps(record), encoding="utf-8")
+    check_same_settings(given, tmp_path)  # kept by an older ot-ray: nothing to compare
 
 
 def test_a_registry_that_refuses_the_model_keeps_the_sweeps_results(tmp_path, monkeypatch):

@@ -16,11 +16,12 @@ import torch
 from conftest import tiny_trial_overrides
 from transformers import AutoModel, AutoTokenizer
 
+from ot_ray.checkpoints import OPTIMIZER, CheckpointError, TrialState, load_stage, save_checkpoint
 from ot_ray.config import load_config
 from ot_ray.data.sources import data_root
 from ot_ray.data.tasks import read_squad, read_xnli
-from ot_ray.errors import ConfigError, DataError
-from ot_ray.launch import resolve_paths
+from ot_ray.errors import ConfigError, DataError, UserError
+from ot_ray.launch import resolve_paths, run_name
 from ot_ray.reporters import LocalReporter
 from ot_ray.training import StageState, TrainingError, batch_count, epoch_batches, run_steps
 from ot_ray.trial import _check_one_task_step, check_data, language_averages, run_trial
@@ -533,6 +534,66 @@ def test_a_run_without_the_demo_world_does_not_need_its_cache_folder(tmp_path, m
     model.mkdir()
     config = load_config(None, [f"model.name_or_path={model}", f"data.root={tmp_path}"])
     assert resolve_paths(config).data.demo.cache_dir == str(occupied.resolve())
+
+
+def test_relative_data_paths_are_made_absolute_before_workers_read_them(tmp_path, monkeypatch):
+    """Workers do not share the driver's working directory: a source's relative path used to
+    reach them as written. Placeholders stay; a Hub repository's data_files are its own."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "encoder").mkdir()
+    config = load_config(
+        None,
+        ["model.name_or_path=encoder", "data.root=./corpora",
+         "data.parallel.train={path: 'pairs/{lang}-{pivot}.tsv', alignments: '~/a/{lang}.align'}",
+         "data.xnli.test={hub: json, data_files: 'xnli/test-{lang}.jsonl'}",
+         "data.xquad.test={hub: google/xquad, hub_config: 'xquad.{lang}', data_files: 'x.json'}",
+         "data.xnli.dev={path: '/abs/dev-{lang}.tsv'}"],
+    )  # fmt: skip
+    resolved = resolve_paths(config)
+    assert resolved.model.name_or_path == str(tmp_path / "encoder")
+    assert resolved.data.root == str(tmp_path / "corpora")
+    assert resolved.data.parallel.train.path == f"{tmp_path}/pairs/{{lang}}-{{pivot}}.tsv"
+    assert resolved.data.parallel.train.alignments == str(Path.home() / "a/{lang}.align")
+    assert resolved.data.parallel.dev.path == "{root}/parallel/dev/{lang}-{pivot}.tsv"
+    assert resolved.data.xnli.test.data_files == f"{tmp_path}/xnli/test-{{lang}}.jsonl"
+    assert resolved.data.xquad.test.data_files == "x.json"  # a path inside the Hub repository
+    assert resolved.data.xnli.dev.path == "/abs/dev-{lang}.tsv"
+    assert config.data.parallel.train.path == "pairs/{lang}-{pivot}.tsv"  # the given one kept
+
+
+def test_a_checkpoint_resumes_only_under_the_settings_that_wrote_it(finished, tmp_path):
+    """A checkpoint left in a used folder by another run was resumed under any config: the
+    other run's weights and metrics came out as this one's. Keys that say only where or how
+    the trial runs (restarts allowed, workers, checkpoint interval) may change."""
+    config, out, metrics = finished
+    shutil.copytree(out / "checkpoint", tmp_path / "checkpoint")
+    other = config.model_copy(deep=True)
+    other.alignment.lr *= 2
+    other.train.output_dir = str(tmp_path)
+    with pytest.raises(UserError) as caught:
+        run_trial(other, LocalReporter(tmp_path, resume=True), show_progress=False)
+    message = str(caught.value)
+    assert "written by a trial of other settings (alignment.lr: " in message
+    assert "train.output_dir" not in message and not (tmp_path / "metrics.json").exists()
+    same = config.model_copy(deep=True)
+    same.train.output_dir = str(tmp_path)
+    same.train.max_failures, same.train.checkpoint_every, same.train.num_workers = 3, 7, 2
+    resumed = run_trial(same, LocalReporter(tmp_path, resume=True), show_progress=False)
+    assert resumed["xnli/test/acc/de"] == metrics["xnli/test/acc/de"]  # its finished result
+    assert run_name(same) == run_name(config) != run_name(other)  # Ray finds the same run
+
+
+def test_a_checkpoint_taken_mid_stage_without_its_optimizer_is_refused(tmp_path):
+    """It was resumed with a fresh optimizer and schedule: warmup again, silently."""
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    state = TrialState(stage="xnli", step=5)
+    save_checkpoint(tmp_path, state, stage_model=model, optimizer=optimizer, scheduler=scheduler)
+    assert set(load_stage(tmp_path, model)) == {"optimizer", "scheduler"}
+    (tmp_path / OPTIMIZER).unlink()
+    with pytest.raises(CheckpointError, match=r"mid-stage lacks optimizer\.pt \(damaged"):
+        load_stage(tmp_path, model)
 
 
 def test_resume_without_a_checkpoint_is_refused_not_a_fresh_start(cache, tmp_path):

@@ -201,9 +201,38 @@ def summary(outcome: SweepOutcome, config: Config, baseline: TrialOutcome | None
                 cells.append(f"{mine - theirs:+.1f}" if both else "")
         if any(cells):
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines += ["", *selection_caveat(outcome, config, baseline)]
     if SEED_KEY in config.tune.search_space:
         lines += ["", *over_seeds(outcome, config)]
     return "\n".join(lines)
+
+
+def selection_caveat(
+    outcome: SweepOutcome, config: Config, baseline: TrialOutcome | None
+) -> list[str]:
+    """Why the delta above flatters the best trial, and where the fair comparison is.
+
+    The best of N trials on dev is also lucky on test (its seed, data order and head init
+    help on both splits), while the baseline is one unselected run: the gap overstates what the
+    best setting gains. Comparing settings over seeds chooses nothing, so it is unbiased.
+    """
+    finished = sum(t.status == "finished" for t in outcome.trials)
+    if baseline is None or finished < 2:
+        return []
+    text = (
+        f"The best trial is the best of {finished} finished trials on dev. What lifted it on dev "
+        "(its seed, data order, head initialisation) tends to lift it on test too, while the "
+        "baseline is one run, not chosen from several: the delta overstates what the best setting "
+        "gains. "
+    )
+    if SEED_KEY in config.tune.search_space:
+        text += "The over-seeds table below compares settings without choosing among runs."
+    else:
+        text += (
+            "To compare fairly, run the best config and the baseline at several seeds "
+            "(`train.seed` in the search space gives the over-seeds table) and compare means."
+        )
+    return [text]
 
 
 def over_seeds(outcome: SweepOutcome, config: Config) -> list[str]:

@@ -21,14 +21,14 @@ from typing import Any
 
 from ot_ray.config import Config
 from ot_ray.errors import UserError
-from ot_ray.launch import writable_folder
+from ot_ray.fingerprint import flatten
+from ot_ray.launch import absolute_locations, writable_folder
 from ot_ray.search.milestones import finished
 from ot_ray.search.scheduler import make_scheduler, pruned_trials
 from ot_ray.search.space import REFERENCE_KEY, DefineByRun, optuna_points
 from ot_ray.search.tracking import (
     SWEEP_TAG,
     check_tracking,
-    flatten,
     git_commit,
     log_params,
     mlflow_client,
@@ -41,6 +41,8 @@ from ot_ray.uris import redacted, redacted_text
 #: cluster's CPUs go to Train workers.
 TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 256 * 2**20}
 STATE_FILE = "sweep.json"
+#: Suffix of a settings key that holds where a relative path led (``data.root (resolved)``).
+RESOLVED = "(resolved)"
 #: Keys a resumed sweep may be given otherwise: those that find its folder (any spelling that
 #: finds it is the same sweep), those each trial sets for itself, and those that change no
 #: result (a moved tracking store is checked by finding the sweep's run in it).
@@ -144,6 +146,10 @@ def settings_record(config: Config) -> dict[str, str]:
     a field a newer ot-ray adds, at its default, changes nothing), values as JSON, any URI's
     secrets hidden."""
     flat = flatten(config.model_dump(mode="json", exclude_defaults=True))
+    located = flatten(absolute_locations(config).model_dump(mode="json", exclude_defaults=True))
+    # where a relative path led from the folder the sweep started in: from another folder the
+    # same text reads other data
+    flat |= {f"{k} {RESOLVED}": v for k, v in located.items() if flat.get(k, v) != v}
     return {key: redacted_text(json.dumps(value, sort_keys=True)) for key, value in flat.items()}
 
 
@@ -156,6 +162,8 @@ def check_same_settings(config: Config, directory: Path) -> None:
     if not isinstance(kept, dict):  # a sweep from before settings were kept: nothing to compare
         return
     now = settings_record(config)
+    if not any(key.endswith(RESOLVED) for key in kept):  # kept by an older ot-ray: not known
+        now = {key: value for key, value in now.items() if not key.endswith(RESOLVED)}
     keys = (kept.keys() | now.keys()) - UNCHECKED_KEYS
     changed = [key for key in sorted(keys) if kept.get(key) != now.get(key)]
     if not changed:
@@ -165,10 +173,13 @@ def check_same_settings(config: Config, directory: Path) -> None:
         for key in changed[:5]
     )
     more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+    where = ""
+    if any(key.endswith(RESOLVED) for key in changed):
+        where = " from the folder it was started in (its relative paths lead elsewhere from here)"
     raise SweepError(
         f"--resume with settings other than the sweep's: {shown}{more}. A sweep goes on with "
         f"the settings it started with (they are in {directory / STATE_FILE}): resume with the "
-        "command that started it, or set tune.name to start another sweep"
+        f"command that started it{where}, or set tune.name to start another sweep"
     )
 
 
@@ -246,12 +257,16 @@ def run_sweep(
     except BaseException:
         if not resume:  # Tune recorded nothing yet: the next start is a new sweep, not this one
             _forget_parent_run(directory, uri, parent)
-        raise
+        raise  # a resume that did not start leaves its run as it was (not RUNNING)
+    if resume:
+        _set_parent_status(uri, parent, "RUNNING")  # the sweep goes on in its run
     try:
         grid = tuner.fit()
     except BaseException:
         if not resume and not tune_state_recorded(directory):  # stopped before its first step
             _forget_parent_run(directory, uri, parent)
+        else:  # Tune has the sweep: like an interrupted one, --resume goes on with it
+            _set_parent_status(uri, parent, "KILLED")
         raise
     outcome = SweepOutcome(config.tune.name, directory, parent, experiment_id, uri)
     pruned = pruned_trials(directory)
@@ -332,7 +347,7 @@ def _parent_run(
         from mlflow.exceptions import MlflowException
 
         try:
-            mlflow_client(uri).update_run(run_id, status="RUNNING")
+            mlflow_client(uri).get_run(run_id)  # reopened once the sweep is under way
         except MlflowException:
             raise SweepError(
                 f"{state} names the MLflow run {run_id}, which the tracking store "
@@ -363,6 +378,16 @@ def _parent_run(
         _forget_parent_run(directory, uri, run_id)
         raise
     return run_id
+
+
+def _set_parent_status(uri: str, run_id: str, status: str) -> None:
+    """Best effort: a store that fails here must not hide the error that got us here."""
+    with contextlib.suppress(Exception):
+        client = mlflow_client(uri)
+        if status == "RUNNING":
+            client.update_run(run_id, status=status)
+        else:
+            client.set_terminated(run_id, status)
 
 
 def _forget_parent_run(directory: Path, uri: str, run_id: str) -> None:

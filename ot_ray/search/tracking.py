@@ -142,18 +142,6 @@ def git_commit(repo: Path) -> str:
     return out.stdout.strip()
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config as dotted keys (``alignment.ot.epsilon``), the way MLflow shows params."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def find_run(client, experiment_id: str, tags: Mapping[str, str]) -> str | None:
     """The id of the run with exactly these tag values, if one exists."""
     query = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ot_ray.config import Config
+from ot_ray.fingerprint import flatten
 from ot_ray.search.space import REFERENCE_KEY, apply_params
 from ot_ray.search.tracking import (
     PARENT_TAG,
     SWEEP_TAG,
     TRIAL_TAG,
     MLflowMetricsCallback,
-    flatten,
     get_or_create_run,
     log_files,
     log_params,
