@@ -103,4 +103,9 @@ def load_stage(directory: Path, model: torch.nn.Module, rank: int = 0) -> dict[s
     torch.set_rng_state(mine["cpu"])
     if "cuda" in mine and torch.cuda.is_available():
         torch.cuda.set_rng_state(mine["cuda"])
+    if rank >= len(per_rank):
+        # resumed on more workers than wrote it: a rank with no saved state of its own must not
+        # replay rank 0's dropout masks, so it draws its own stream, seeded from rank 0's
+        # state and its rank (deterministic, and distinct per rank)
+        torch.manual_seed(int(torch.randint(2**62, (1,))) + rank)
     return torch.load(directory / OPTIMIZER, weights_only=True)

@@ -12,7 +12,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -149,6 +149,13 @@ class DemoConfig(Section):
 PLACEHOLDERS = ("root", "lang", "pivot", "pair")
 
 
+#: ``hub`` values that read local files (``data_files``) rather than a Hub repository's.
+LOCAL_FILE_BUILDERS = frozenset({"json", "csv", "text", "parquet", "arrow"})
+#: The SourceSpec keys only a local file's reader uses, and those only a Hub dataset's.
+LOCAL_KEYS = ("path", "second_path", "alignments")
+HUB_KEYS = ("hub", "hub_config", "data_files", "revision")
+
+
 class SourceSpec(Section):
     """Where one split of one dataset comes from: a local file or an HF Hub dataset.
 
@@ -192,6 +199,15 @@ class SourceSpec(Section):
     def _one_origin(self) -> SourceSpec:
         if (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of 'path' (a local file) and 'hub' (a dataset id)")
+        # keys the other origin's reader never looks at would be dropped without a word
+        # (alignments given with a Hub dataset: no AER, and l2 would find no links)
+        unread = HUB_KEYS if self.path is not None else LOCAL_KEYS
+        given = [key for key in unread if key not in ("path", "hub") and getattr(self, key)]
+        if given:
+            origin = "a local file ('path')" if self.path is not None else "a Hub dataset ('hub')"
+            raise ValueError(
+                f"{', '.join(given)} cannot be used with {origin}: it would be ignored"
+            )
         return self
 
     def covers(self, lang: str) -> bool:
@@ -200,6 +216,18 @@ class SourceSpec(Section):
 
 def _local(path: str, alignments: str | None = None, **extra: Any) -> Any:
     return Field(default_factory=lambda: SourceSpec(path=path, alignments=alignments, **extra))
+
+
+def _held_out_splits_named(**specs: SourceSpec) -> None:
+    """A held-out Hub source must name its split: the default, ``train``, would score (and
+    select) on training data without a word. Local files read by a builder (``hub: json``)
+    have only that split."""
+    for name, spec in specs.items():
+        if spec.hub not in (None, *LOCAL_FILE_BUILDERS) and "split" not in spec.model_fields_set:
+            raise ValueError(
+                f"{name}: a Hub dataset read for evaluation needs its split named (e.g. split: "
+                "validation); the default, train, would evaluate on training data"
+            )
 
 
 class ParallelSources(Section):
@@ -217,6 +245,11 @@ class ParallelSources(Section):
         "MultiUN for ar, Tanzil and GlobalVoices for sw); several sources are concatenated.",
     )
 
+    @model_validator(mode="after")
+    def _dev_split_named(self) -> ParallelSources:
+        _held_out_splits_named(dev=self.dev)
+        return self
+
     def train_sources(self, lang: str) -> list[SourceSpec]:
         """Where ``lang``'s training pairs come from (empty: that language has none)."""
         if lang in self.by_language:
@@ -231,6 +264,11 @@ class NLISources(Section):
     dev: SourceSpec = _local("{root}/xnli/dev-{lang}.tsv")
     test: SourceSpec = _local("{root}/xnli/test-{lang}.tsv")
 
+    @model_validator(mode="after")
+    def _splits_named(self) -> NLISources:
+        _held_out_splits_named(dev=self.dev, test=self.test)
+        return self
+
 
 class QASources(Section):
     """XQuAD: SQuAD v1.1 JSON (or the Hub's squad/xquad schema) per split and language."""
@@ -238,6 +276,11 @@ class QASources(Section):
     train: SourceSpec = _local("{root}/xquad/train-{lang}.json")
     dev: SourceSpec = _local("{root}/xquad/dev-{lang}.json")
     test: SourceSpec = _local("{root}/xquad/test-{lang}.json")
+
+    @model_validator(mode="after")
+    def _splits_named(self) -> QASources:
+        _held_out_splits_named(dev=self.dev, test=self.test)
+        return self
 
 
 class DataConfig(Section):
@@ -690,6 +733,27 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _l2_has_links(self) -> Config:
+        # l2 learns from word links only: without them it would fail at its first step
+        method = self.tune.search_space.get("alignment.method")
+        offered = method is not None and "l2" in (method.choices or [])
+        if self.alignment.method != "l2" and not offered:
+            return self
+        parallel = self.data.parallel
+        missing = [
+            lang
+            for lang in self.data.languages
+            if any(spec.alignments is None for spec in parallel.train_sources(lang))
+        ]
+        if missing:
+            key = "alignment.method" if self.alignment.method == "l2" else "tune.search_space"
+            raise ValueError(
+                f"{key}: l2 needs word alignments ('alignments' on data.parallel.train or "
+                f"by_language), and the training pairs of {', '.join(missing)} have none"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _search_metrics_exist(self) -> Config:
         # a misspelt name leaves every trial's objective NaN: said now, not after the sweep
         named = [("tune.objective", m) for m in self.tune.objective]
@@ -1057,15 +1121,12 @@ def _key_path(dotted: str) -> list[str]:
     return parts
 
 
-#: The fields that say where a source's data comes from: setting one replaces the others.
-SOURCE_ORIGIN_FIELDS = ("path", "second_path", "alignments", "hub", "hub_config", "data_files")
-
-
 def _section_default(parts: list[str], *, leaf: str) -> dict[str, Any]:
     """The default of the section ``parts`` names, as plain data: some sections' defaults are
     not their fields' defaults (``task.xquad`` sets lr and epochs), so ``--set
     task.xquad.doc_stride=64`` must start from them. A source's default origin is dropped when
-    ``leaf`` gives another one (``--set data.xnli.test.hub=...``)."""
+    ``leaf`` gives another one (``--set data.xnli.test.hub=...``, ``...path=...``), and kept when
+    it adds to it (``--set data.parallel.train.alignments=...``: links for the default pairs)."""
     model: type[BaseModel] = Config
     default: Any = None
     for part in parts:
@@ -1079,8 +1140,12 @@ def _section_default(parts: list[str], *, leaf: str) -> dict[str, Any]:
             default = getattr(default, part)
         model = annotation
     dumped = default.model_dump(mode="json", exclude_defaults=True)
-    if model is SourceSpec and leaf in SOURCE_ORIGIN_FIELDS:
-        dumped = {k: v for k, v in dumped.items() if k not in SOURCE_ORIGIN_FIELDS}
+    if model is SourceSpec and leaf in (*LOCAL_KEYS, *HUB_KEYS):
+        # a new file or dataset brings its own links and config; a link file alone does not
+        dropped = {*LOCAL_KEYS, *HUB_KEYS} if leaf in ("path", "hub") else set(HUB_KEYS)
+        if leaf in HUB_KEYS:
+            dropped |= set(LOCAL_KEYS)
+        dumped = {k: v for k, v in dumped.items() if k not in dropped}
     return dumped
 
 
@@ -1192,3 +1257,15 @@ def _one_line(err: Exception) -> str:
 def dump_config(config: Config) -> str:
     """YAML text of ``config`` that :func:`load_config` reads back to an equal config."""
     return yaml.dump(config.model_dump(mode="json"), Dumper=ConfigDumper, sort_keys=False)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config as dotted keys (``alignment.ot.epsilon``), the way MLflow shows params."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -12,9 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
 
-from ot_ray.config import Config
+from ot_ray.config import Config, flatten
 
 #: Keys that change where a trial writes or how it is run, never what it computes.
 NEUTRAL_KEYS = frozenset(
@@ -32,18 +31,6 @@ NEUTRAL_KEYS = frozenset(
     }
 )
 NEUTRAL_SECTIONS = ("tune.", "tracking.")
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config as dotted keys (``alignment.ot.epsilon``), the way MLflow shows params."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def result_settings(config: Config) -> dict[str, str]:

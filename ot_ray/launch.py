@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ot_ray.config import Config, SourceSpec
+from ot_ray.config import LOCAL_FILE_BUILDERS, Config, SourceSpec
 from ot_ray.errors import ConfigError, UserError
 from ot_ray.fingerprint import settings_digest
 
@@ -60,10 +60,6 @@ def resolve_paths(config: Config) -> Config:
         writable_folder(demo_cache, cache_key)
         ensure_demo_world(demo)  # minutes the first time: after the cheap checks
     return config
-
-
-#: ``hub`` values that read local files (``data_files``) rather than a Hub repository's.
-LOCAL_FILE_BUILDERS = frozenset({"json", "csv", "text", "parquet", "arrow"})
 
 
 def absolute_locations(config: Config) -> Config:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ot_ray.errors import UserError
-from ot_ray.folders import replace_folder
+from ot_ray.folders import recover_folder, replace_folder
 
 
 class Reporter(Protocol):
@@ -25,6 +25,7 @@ class Reporter(Protocol):
 def require_checkpoint(directory: Path) -> None:
     """A local run's checkpoint to resume from is there: starting over instead would silently
     redo, and overwrite, what the user asked to keep."""
+    recover_folder(directory / "checkpoint")
     if not (directory / "checkpoint" / "state.json").is_file():
         raise UserError(
             f"--resume: no checkpoint to go on from at {directory / 'checkpoint'}; run without "

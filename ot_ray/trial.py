@@ -286,6 +286,7 @@ class Trial:
         self.restored: Path | None = None
         self._dev: ParallelData | None = None
         self._dev_texts: dict[str, tuple[list[str], list[str]]] = {}
+        self._dev_rows: dict[str, list[int] | None] = {}  # input line of each held-out pair
         self.counts: dict[str, float] = {}  # skipped and truncated inputs, logged as metrics
 
     # ---------------------------------------------------------------- orchestration
@@ -418,6 +419,8 @@ class Trial:
                 corpus.targets = corpus.targets[: config.alignment.eval_pairs]
                 if corpus.links is not None:
                     corpus.links = corpus.links[: config.alignment.eval_pairs]
+                if corpus.rows is not None:
+                    corpus.rows = corpus.rows[: config.alignment.eval_pairs]
             noise = config.alignment.link_noise
             if split == "train" and corpus.links is not None and (noise.drop or noise.move):
                 corpus.links = degrade_links(
@@ -435,6 +438,7 @@ class Trial:
             links[lang] = corpus.links
             if split == "dev":
                 self._dev_texts[lang] = (corpus.sources, corpus.targets)
+                self._dev_rows[lang] = corpus.rows
             prefix = f"data/parallel_{split}"
             self._count(f"{prefix}/skipped_empty/{lang}", corpus.skipped_empty)
             truncated = sum(datasets[lang]["src_truncated"]) + sum(datasets[lang]["tgt_truncated"])
@@ -526,7 +530,7 @@ class Trial:
             if write_links and self.is_main:
                 path = self.predictions / "alignments" / f"dev-{lang}.pharaoh"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(quality.pharaoh(), encoding="utf-8")
+                path.write_text(quality.pharaoh(self._dev_rows[lang]), encoding="utf-8")
                 self._picture_plans(lang, quality.plans)
         self._record("align/retrieval_acc", retrieval, state)
         self._record("align/aer", aer, state)
@@ -607,6 +611,9 @@ class Trial:
             if every and progress.step % every == 0:
                 state.step = progress.step
                 state.metrics[f"{task}/train_loss"] = means[f"{task}/loss"]
+                # kept with the checkpoint: a resume at the stage's last step runs no step that
+                # would give them again
+                state.metrics.update(_joint_terms(task, means))
                 self._checkpoint(
                     state,
                     encoder,
@@ -632,9 +639,7 @@ class Trial:
             show_progress=self.show_progress,
         )
         state.metrics[f"{task}/steps"] = float(progress.step)
-        for key, value in last_means.items():  # the joint variant's terms at the last step
-            if key.startswith("joint/"):
-                state.metrics[f"{task}/{key}"] = value
+        state.metrics.update(_joint_terms(task, last_means))  # at the last step run here
         self._evaluate_task(task, model, state)
         self._finish_stage(state, encoder)
 
@@ -738,3 +743,8 @@ def _load_encoder_weights(model: torch.nn.Module, encoder: torch.nn.Module) -> N
     result = model.base_model.load_state_dict(encoder.state_dict(), strict=False)
     if result.missing_keys:
         raise RuntimeError(f"the aligned encoder lacks weights the task model needs: {result}")
+
+
+def _joint_terms(task: str, means: dict[str, float]) -> dict[str, float]:
+    """The joint variant's loss terms of a task step, named ``{task}/joint/...``."""
+    return {f"{task}/{key}": value for key, value in means.items() if key.startswith("joint/")}

@@ -212,13 +212,19 @@ def test_every_batch_must_be_shared_by_all_workers():
 
 def test_setting_one_key_of_a_section_keeps_the_sections_defaults():
     """task.xquad's default sets lr and epochs, which its fields lack; a source's default path
-    gives way when the override names a Hub dataset instead."""
+    gives way when the override names a Hub dataset or another file instead."""
     config = load_config(None, ["task.xquad.doc_stride=64"])
     assert (config.task.xquad.doc_stride, config.task.xquad.lr) == (64, 3e-5)
     config = load_config(None, ["data.parallel.train.languages=[de]"])
     assert config.data.parallel.train.path == "{root}/parallel/{lang}-{pivot}.tsv"
-    source = load_config(DEMO, ["data.xnli.test.hub=facebook/xnli"]).data.xnli.test
-    assert (source.hub, source.path) == ("facebook/xnli", None)
+    overrides = ["data.xnli.test.hub=facebook/xnli", "data.xnli.test.split=test"]
+    source = load_config(DEMO, overrides).data.xnli.test
+    assert (source.hub, source.path, source.split) == ("facebook/xnli", None, "test")
+    # a new file drops the default links; links alone are added to the default pairs
+    source = load_config(None, ["data.parallel.train.path=mine.tsv"]).data.parallel.train
+    assert (source.path, source.alignments) == ("mine.tsv", None)
+    source = load_config(None, ["data.parallel.train.alignments=mine.align"]).data.parallel.train
+    assert (source.path, source.alignments) == ("{root}/parallel/{lang}-{pivot}.tsv", "mine.align")
 
 
 def test_numbers_are_read_as_yaml_1_2_writes_them(tmp_path):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
 from conftest import refuse_reading, write_small_world
 
+from ot_ray.align.quality import AlignmentQuality
 from ot_ray.data.parallel import packed, read_line_aligned, read_parallel_tsv
 from ot_ray.errors import DataError
 
@@ -45,6 +47,19 @@ def test_empty_sides_are_skipped_and_counted_with_their_links(tmp_path):
     corpus = read_parallel_tsv(tsv, align)
     assert corpus.sources == ["a b", "c"] and corpus.skipped_empty == 2
     assert corpus.links == [{(0, 0), (1, 1)}, {(0, 0)}]
+    assert corpus.rows == [1, 4]  # the input lines the kept pairs came from
+    blank = read_parallel_tsv(write(tmp_path / "b.tsv", "a\tx\n\nc\tw\n\n"))
+    assert blank.sources == ["a", "c"] and blank.skipped_empty == 2 and blank.rows == [1, 3]
+
+
+def test_written_links_keep_the_input_line_numbering_where_pairs_were_skipped(tmp_path):
+    """Line k of predicted Pharaoh links must align line k of the input (as the gold file
+    does), also when an empty pair in the middle was skipped."""
+    corpus = read_parallel_tsv(write(tmp_path / "c.tsv", "a b\tx y\n\tz\nc\tw\n"))
+    quality = AlignmentQuality(retrieval=100.0, aer=None, links=[{(1, 1), (0, 0)}, {(0, 0)}])
+    assert quality.pharaoh(corpus.rows) == "0-0 1-1\n\n0-0\n"
+    assert quality.pharaoh() == "0-0 1-1\n0-0\n"  # no rows: one line per pair
+    assert packed(corpus, 2).rows is None and corpus.resized(5, seed=0).rows is None
 
 
 @pytest.mark.parametrize(
@@ -53,6 +68,7 @@ def test_empty_sides_are_skipped_and_counted_with_their_links(tmp_path):
         ("a\tb\nno tab here\n", r"c\.tsv:2: expected source<TAB>target, found no tab"),
         ("a\tb\tc\n", r"c\.tsv:1: expected source<TAB>target, found 2 tabs"),
         (b"a\tb\nbad \xff byte\tc\n", r"c\.tsv:2: not UTF-8 \(byte 0xff at column 5\)"),
+        (gzip.compress(b"a\tb\n"), r"c\.tsv:1: not UTF-8 .*\(the file is gzip-compressed"),
     ],
 )
 def test_bad_tsv_names_file_and_line(tmp_path, content, message):

@@ -10,11 +10,11 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from ot_ray.config import ParallelSources, SourceSpec
+from ot_ray.config import ParallelSources, SourceSpec, load_config
 from ot_ray.data.parallel import ParallelCorpus
 from ot_ray.data.sources import fill, read_nli, read_parallel, read_parallel_sources, read_qa
 from ot_ray.data.tokenized import tokenize_parallel
-from ot_ray.errors import DataError
+from ot_ray.errors import ConfigError, DataError
 
 WHERE = {"root": "/r", "pivot": "en"}
 
@@ -51,7 +51,7 @@ def test_europarl_schema(tmp_path):
     corpus = read_parallel(spec, lang="de", **WHERE)
     assert corpus.sources == ["guten Tag", "danke"]
     assert corpus.targets == ["good day", "thanks"]
-    assert corpus.skipped_empty == 1
+    assert corpus.skipped_empty == 1 and corpus.rows == [1, 3]
     with pytest.raises(DataError, match="row 1: translation has no 'fr' and 'en' sides"):
         read_parallel(spec, lang="fr", **WHERE)
 
@@ -138,6 +138,47 @@ def test_a_source_is_a_file_or_a_hub_dataset_not_both():
         SourceSpec()
 
 
+@pytest.mark.parametrize(
+    "fields, unread",
+    [
+        ({"hub": "Helsinki-NLP/europarl", "alignments": "links.align"}, "alignments"),
+        ({"hub": "json", "data_files": "x.jsonl", "second_path": "en.txt"}, "second_path"),
+        ({"path": "a.tsv", "hub_config": "de-en"}, "hub_config"),
+        ({"path": "a.tsv", "revision": "main"}, "revision"),
+    ],
+)
+def test_a_key_the_sources_reader_would_ignore_is_refused(fields, unread):
+    # alignments on a Hub dataset were dropped without a word: no AER, l2 without links
+    with pytest.raises(ValueError, match=f"{unread} cannot be used with .* ignored"):
+        SourceSpec(**fields)
+
+
+@pytest.mark.parametrize(
+    "key", ["data.parallel.dev", "data.xnli.dev", "data.xnli.test", "data.xquad.test"]
+)
+def test_a_held_out_hub_source_must_name_its_split(key):
+    with pytest.raises(ConfigError, match=f"{key.rsplit('.', 1)[1]}: .*needs its split named"):
+        load_config(None, [f'{key}={{hub: facebook/xnli, hub_config: "{{lang}}"}}'])
+    named = load_config(
+        None, [f'{key}={{hub: facebook/xnli, hub_config: "{{lang}}", split: test}}']
+    )
+    section, split = key.rsplit(".", 1)
+    assert getattr(getattr(named.data, section.split(".")[1]), split).split == "test"
+    # training data may leave it at the default
+    load_config(None, ["data.xnli.train={hub: nyu-mll/multi_nli}"])
+
+
+def test_l2_without_word_alignments_is_refused_when_the_config_is_read():
+    unaligned = ["data.parallel.train={path: pairs.tsv}"]
+    with pytest.raises(ConfigError, match=r"alignment.method: l2 needs word alignments.* de, fr"):
+        load_config("configs/demo.yaml", [*unaligned, "alignment.method=l2"])
+    offered = "tune.search_space.alignment.method.choices=[wordot, subot, none, l2]"
+    with pytest.raises(ConfigError, match=r"tune.search_space: l2 needs word alignments"):
+        load_config("configs/demo.yaml", [*unaligned, offered])
+    assert load_config("configs/demo.yaml", ["alignment.method=l2"]).alignment.method == "l2"
+    assert load_config("configs/demo.yaml", unaligned).alignment.method == "wordot"
+
+
 def word_tokenizer() -> PreTrainedTokenizerFast:
     """A WordPiece tokenizer that splits every word into characters (many subwords per word)."""
     vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3}
@@ -173,6 +214,13 @@ def test_parallel_tokenisation_indexes_whitespace_words_and_counts_truncation(tm
     changed = ParallelCorpus(sources=["ab c", "abc"], targets=["x yz", "k"])
     tokenize_parallel(changed, word_tokenizer(), 6, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("parallel-*.arrow"))) == 2
+
+
+def test_a_last_word_cut_in_its_middle_counts_as_truncated_and_a_full_fit_does_not(tmp_path):
+    corpus = ParallelCorpus(sources=["ab cdefgh", "ab cd"], targets=["x", "x"])
+    data = tokenize_parallel(corpus, word_tokenizer(), 6, cache_dir=tmp_path)
+    assert data[0]["src_word_ids"] == [-1, 0, 0, 1, 1, -1]  # "cdefgh" keeps 2 of its 6 tokens
+    assert data["src_truncated"] == [True, False]  # "ab cd" is exactly 6 tokens
 
 
 def test_malformed_local_json_through_the_hub_path_is_named(tmp_path):
@@ -238,6 +286,11 @@ def test_an_empty_evaluation_split_is_named_before_anything_is_scored(tmp_path):
             "qa",
             {"question": " ", "answers": {"text": ["a"], "answer_start": [5]}},
             r"empty question",
+        ),
+        (
+            "qa",
+            {"id": None, "answers": {"text": ["a"], "answer_start": [0]}},
+            r"row 1: needs a non-empty string \(or integer\) id, found None",
         ),
         ("nli", {"premise": 5}, r"row 1: premise and hypothesis must be strings, found 5"),
         ("nli", {"label": True}, r"row 1: label True is not one of 0..2"),

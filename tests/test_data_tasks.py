@@ -52,6 +52,21 @@ def test_jsonl_and_integer_labels(tmp_path):
     assert kept.labels == [2, 1, 0] and kept.hypotheses[1] == ""
 
 
+def test_unlabelled_rows_are_dropped_and_counted_in_training_and_refused_in_evaluation(tmp_path):
+    # MultiNLI marks rows without a gold label -1; the Hub reader already dropped them
+    rows = [
+        {"premise": "a", "hypothesis": "b", "label": -1},
+        {"premise": "c", "hypothesis": "d", "label": 0},
+    ]
+    path = write(tmp_path / "m.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    data = read_xnli(path)
+    assert data.labels == [0] and data.premises == ["c"] and data.skipped_empty == 1
+    tsv = write(tmp_path / "m.tsv", "premise\thypothesis\tlabel\na\tb\t-1\nc\td\t0\n")
+    assert read_xnli(tsv).labels == [0]
+    with pytest.raises(DataError, match=r"m\.tsv:2: unknown label '-1'"):
+        read_xnli(tsv, skip_empty=False)
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
@@ -63,6 +78,13 @@ def test_jsonl_and_integer_labels(tmp_path):
         ("x.tsv", b"premise\thypothesis\tlabel\n\xc3(\tb\tneutral\n", r"x\.tsv:2: not UTF-8"),
         ("x.jsonl", '{"premise": "a", "label": 0}\n', r"x\.jsonl:1: missing field.*hypothesis"),
         ("x.jsonl", '{"premise": "a",\n', r"x\.jsonl:1: invalid JSON"),
+        (
+            "x.jsonl",
+            '["a", "b", 0]\n',
+            r"x\.jsonl:1: expected a JSON object per line, found a list",
+        ),
+        # another script's digit (Arabic-Indic one) is not a label index
+        ("x.tsv", "premise\thypothesis\tlabel\na\tb\t\u0661\n", r"x\.tsv:2: unknown label"),
     ],
 )
 def test_bad_xnli_names_file_and_line(tmp_path, name, content, message):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ot_ray.folders import replace_folder
+from ot_ray.folders import recover_folder, replace_folder
 
 
 def files(folder) -> dict[str, str]:
@@ -42,3 +42,18 @@ def test_a_target_that_does_not_exist_yet_is_created(tmp_path):
     (tmp_path / "src" / "a").write_text("1")
     replace_folder(tmp_path / "src", tmp_path / "out" / "checkpoint")
     assert files(tmp_path / "out" / "checkpoint") == {"a": "1"}
+
+
+def test_a_replacement_that_died_between_its_renames_is_finished_not_lost(tmp_path):
+    """The old folder retired, the new one staged whole, no target: the staged copy is put in
+    place (before, the next replacement deleted both and a resume found no checkpoint)."""
+    target = tmp_path / "checkpoint"
+    (tmp_path / ".checkpoint.old").mkdir()
+    (tmp_path / ".checkpoint.old" / "state.json").write_text("step 10")
+    (tmp_path / ".checkpoint.partial").mkdir()
+    (tmp_path / ".checkpoint.partial" / "state.json").write_text("step 20")
+    recover_folder(target)
+    assert files(target) == {"state.json": "step 20"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    recover_folder(target)  # nothing to finish: a no-op
+    assert files(target) == {"state.json": "step 20"}

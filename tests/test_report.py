@@ -112,6 +112,8 @@ def test_the_best_trials_delta_carries_the_selection_caveat_and_points_to_a_fair
     assert "the best of 3 finished trials on dev" in caveat  # the failed one is not counted
     assert "run the best config and the baseline at several seeds" in caveat
     assert "the best of" not in summary(outcome, demo, None)  # nothing to compare with
+    won = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=trials[0])
+    assert "overstates" not in summary(won, demo, trials[0])  # the baseline is the best trial
 
     paper = load_config(REPO / "configs" / "paper_mbert.yaml")
     text = summary(outcome, paper, trials[0])

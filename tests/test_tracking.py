@@ -13,14 +13,14 @@ import threading
 import pytest
 from mlflow import MlflowClient
 
-from ot_ray.config import load_config
+from ot_ray.config import flatten, load_config
 from ot_ray.errors import ConfigError
-from ot_ray.fingerprint import flatten
 from ot_ray.search.tracking import (
     PARENT_TAG,
     TrackingError,
     check_tracking,
     get_or_create_run,
+    log_config,
     log_metrics,
     log_params,
     redacted,
@@ -170,6 +170,11 @@ def test_runs_are_found_again_not_duplicated(tmp_path):
     assert [(m.step, m.value) for m in history][1] == (40, 51.5)
     assert math.isnan(history[0].value)
     assert "stage" not in client.get_run(child).data.metrics
+    # where a run writes differs per trial and machine: tags, not params to compare
+    log_config(client, child, {"train.output_dir": "/srv/x/trials/t1", "train.lr": 0.1})
+    run = client.get_run(child).data
+    assert run.tags["where.train.output_dir"] == "/srv/x/trials/t1"
+    assert "train.output_dir" not in run.params and run.params["train.lr"] == "0.1"
 
 
 def test_the_job_stops_before_ray_when_the_server_is_unreachable(tmp_path):
@@ -411,6 +416,28 @@ def test_a_registry_that_refuses_the_model_keeps_the_sweeps_results(tmp_path, mo
         register_best(outcome, "enc")
     assert client.get_run(trial.info.run_id).info.status == "FINISHED"  # not failed by it
 
+    def refuse_quoting_the_uri(*args, **kwargs):  # MLflow's REST errors quote the full URL
+        raise MlflowException("API request to http://alice:s3cret@127.0.0.1:9/api failed")
+
+    monkeypatch.setattr(ot_ray.serving, "log_encoder_model", refuse_quoting_the_uri)
+    with pytest.raises(UserError) as refused:
+        register_best(outcome, "enc")
+    assert "s3cret" not in str(refused.value) and "alice:***@127.0.0.1" in str(refused.value)
+
+    # a finished sweep resumed: its model is registered already, not a second time
+    client.set_tag(parent, "registered_model_version", "3")
+    assert register_best(outcome, "enc") == "3"
+
+
+def test_a_deleted_experiment_is_refused_before_anything_starts(tmp_path):
+    """MLflow keeps a deleted experiment's name and refuses runs in it: the sweep used to fail
+    with a traceback when it opened its run, after the checks."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.delete_experiment(check_tracking(uri, "old"))
+    with pytest.raises(TrackingError, match=r"experiment 'old' in .* is deleted: restore it"):
+        check_tracking(uri, "old")
+
 
 def test_a_sweep_stopped_before_tunes_first_step_is_not_resumable(tmp_path):
     """Tune writes its Tuner when built and its experiment state at the first step of fit: a
@@ -431,3 +458,51 @@ def test_a_sweep_stopped_before_tunes_first_step_is_not_resumable(tmp_path):
     (tmp_path / "s" / "experiment_state-2026-11-27_21-00-00.json").write_text("{}")
     with pytest.raises(SweepError, match=r"a sweep named 's' exists"):
         check_sweep_request(config, resume=False)
+
+
+def test_closing_a_sweep_charts_the_scores_there_are_and_keeps_a_pruned_trials_outputs(tmp_path):
+    """The chart kept a panel only if every evaluated language had its score: in the paper
+    config QA dev is English alone, and with no XNLI score for one language either, no panel
+    was left and closing the sweep crashed (runs left RUNNING, no summary). A pruned trial's
+    run had no artifacts at all (its plots only in its Ray checkpoint)."""
+    from ot_ray.search.report import finish_sweep
+    from ot_ray.search.sweep import SweepOutcome, TrialOutcome
+
+    config = load_config("configs/paper_mbert.yaml")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = check_tracking(uri, "sweeps")
+    client = MlflowClient(uri)
+    parent = client.create_run(experiment).info.run_id
+    run = client.create_run(experiment, tags={PARENT_TAG: parent, "ot_ray.trial_id": "t1"})
+    dev = {"objective": 70.0, "xnli/dev/acc/en": 80.0, "xnli/dev/acc/de": 70.0}
+    best = TrialOutcome("t1", {}, {**dev, "xquad/dev/f1/en": 75.0}, "finished")
+    # a pruned trial never uploads its outputs: those of its last checkpoint are logged for it
+    cut = client.create_run(experiment, tags={PARENT_TAG: parent, "ot_ray.trial_id": "t2"})
+    checkpoint = tmp_path / "ray" / "checkpoint_000003"
+    (checkpoint / "predictions" / "plots").mkdir(parents=True)
+    (checkpoint / "predictions" / "plots" / "transport-dev-de-0.png").write_bytes(b"png")
+    stopped = {"objective": 50.0, "milestone": 1, "checkpoint_path": str(checkpoint)}
+    pruned = TrialOutcome("t2", {}, stopped, "pruned")
+    outcome = SweepOutcome("s", tmp_path, parent, experiment, uri, [best, pruned], best)
+    assert "## Best trial t1" in finish_sweep(outcome, config, config)
+    plots = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
+    assert plots == ["plots/dev_scores_vs_baseline.png"]
+    assert client.get_run(parent).info.status == "FINISHED"
+    kept = [a.path for a in client.list_artifacts(cut.info.run_id, "predictions/plots")]
+    assert kept == ["predictions/plots/transport-dev-de-0.png"]
+    assert client.get_run(cut.info.run_id).info.status == "KILLED"
+
+
+def test_a_tracking_outage_mid_trial_is_a_warning_not_a_failed_trial(monkeypatch, caplog):
+    """Ray Train fails a run whose callback raises: one refused log_batch killed the trial,
+    and the error (which quotes the URL) could carry the password into the failure reason."""
+    from ot_ray.search.tracking import MLflowMetricsCallback
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    callback = MLflowMetricsCallback(f"http://alice:s3cret@127.0.0.1:{free_port()}", "r1")
+    with caplog.at_level("WARNING", logger="ot_ray.search.tracking"):
+        callback.after_report(None, [{"global_step": 3, "xnli/loss": 0.5}], None)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and warned[0].startswith("MLflow did not take the metrics of step 3")
+    assert "s3cret" not in warned[0] and "alice:***@127.0.0.1" in warned[0]  # the URL, redacted

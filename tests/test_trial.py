@@ -317,6 +317,38 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(
     assert resumed["restarts"] == 1 and "restarts" not in straight
 
 
+class CrashAtStep(LocalReporter):
+    """Reports like LocalReporter, then dies after the checkpoint of ``stage`` at ``step``."""
+
+    def __init__(self, directory: Path, stage: str, step: int) -> None:
+        super().__init__(directory)
+        self.stage, self.step = stage, step
+
+    def report(self, metrics, checkpoint):
+        super().report(metrics, checkpoint)
+        if (metrics["stage"], metrics["step"]) == (self.stage, self.step) and checkpoint:
+            raise KeyboardInterrupt("simulated crash")
+
+
+def test_a_joint_trial_resumed_at_its_tasks_last_step_keeps_the_joint_terms(cache, tmp_path):
+    """The joint terms came only from steps run in the process: resumed from a checkpoint of
+    the task's last step (killed during evaluation), the trial ended without them."""
+    joint = [*RESUME, "alignment.joint_weight=0.5"]
+    straight = run_trial(
+        tiny_config(cache, tmp_path / "a", *joint),
+        LocalReporter(tmp_path / "a"),
+        show_progress=False,
+    )
+    steps = int(straight["xnli/steps"])
+    config = tiny_config(cache, tmp_path / "b", *joint, f"train.checkpoint_every={steps}")
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(config, CrashAtStep(tmp_path / "b", "xnli", steps), show_progress=False)
+    resumed = run_trial(config, LocalReporter(tmp_path / "b", resume=True), show_progress=False)
+    terms = {k: v for k, v in straight.items() if k.startswith("xnli/joint/")}
+    assert "xnli/joint/align/loss" in terms
+    assert {k: resumed.get(k) for k in terms} == pytest.approx(terms, abs=1e-9)
+
+
 def test_a_nan_loss_stops_with_stage_and_step():
     param = torch.nn.Parameter(torch.ones(2))
     optimizer = torch.optim.SGD([param], lr=0.1)
@@ -546,7 +578,8 @@ def test_relative_data_paths_are_made_absolute_before_workers_read_them(tmp_path
         ["model.name_or_path=encoder", "data.root=./corpora",
          "data.parallel.train={path: 'pairs/{lang}-{pivot}.tsv', alignments: '~/a/{lang}.align'}",
          "data.xnli.test={hub: json, data_files: 'xnli/test-{lang}.jsonl'}",
-         "data.xquad.test={hub: google/xquad, hub_config: 'xquad.{lang}', data_files: 'x.json'}",
+         "data.xquad.test={hub: google/xquad, hub_config: 'xquad.{lang}', data_files: 'x.json',"
+         " split: validation}",
          "data.xnli.dev={path: '/abs/dev-{lang}.tsv'}"],
     )  # fmt: skip
     resolved = resolve_paths(config)
@@ -594,6 +627,24 @@ def test_a_checkpoint_taken_mid_stage_without_its_optimizer_is_refused(tmp_path)
     (tmp_path / OPTIMIZER).unlink()
     with pytest.raises(CheckpointError, match=r"mid-stage lacks optimizer\.pt \(damaged"):
         load_stage(tmp_path, model)
+
+
+def test_a_rank_the_checkpoint_has_no_rng_for_draws_its_own_stream_not_rank_0s(tmp_path):
+    """Resumed on more workers than wrote it, rank 1 replayed rank 0's dropout masks."""
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    torch.manual_seed(7)
+    state = TrialState(stage="xnli", step=5)
+    save_checkpoint(tmp_path, state, stage_model=model, optimizer=optimizer, scheduler=scheduler)
+    draws = {}
+    for rank in (0, 1, 2, 1):
+        load_stage(tmp_path, model, rank)
+        draws.setdefault(rank, []).append(torch.rand(4))
+    torch.manual_seed(7)
+    assert torch.equal(draws[0][0], torch.rand(4))  # rank 0 goes on from its saved state
+    assert not torch.equal(draws[1][0], draws[0][0]) and not torch.equal(draws[2][0], draws[1][0])
+    assert torch.equal(draws[1][0], draws[1][1])  # and each new rank's stream is reproducible
 
 
 def test_resume_without_a_checkpoint_is_refused_not_a_fresh_start(cache, tmp_path):

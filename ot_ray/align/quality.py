@@ -32,8 +32,15 @@ class AlignmentQuality:
     links: list[set[Link]]  # predicted, one set per pair (source word -> pivot word)
     plans: dict[int, torch.Tensor] = field(default_factory=dict)  # row -> (words, words) plan
 
-    def pharaoh(self) -> str:
-        return "".join(format_pharaoh(links) + "\n" for links in self.links)
+    def pharaoh(self, rows: list[int] | None = None) -> str:
+        """One line of links per pair; with ``rows`` (each pair's input line, from 1), line k
+        holds input line k's links and an input line without a pair (skipped) stays empty."""
+        if rows is None:
+            return "".join(format_pharaoh(links) + "\n" for links in self.links)
+        lines = [""] * (max(rows, default=0))
+        for row, links in zip(rows, self.links, strict=True):
+            lines[row - 1] = format_pharaoh(links)
+        return "".join(line + "\n" for line in lines)
 
 
 @torch.no_grad()

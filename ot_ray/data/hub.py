@@ -17,10 +17,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ot_ray.data.parallel import ParallelCorpus
-from ot_ray.data.tasks import NLI_LABELS, NLIData, QAData, QAExample
+from ot_ray.data.tasks import NLI_LABELS, UNLABELLED, NLIData, QAData, QAExample
 from ot_ray.errors import DataError
-
-UNLABELLED = -1
 
 
 def _require(dataset: Any, columns: Iterable[str], described: str) -> None:
@@ -34,7 +32,7 @@ def _require(dataset: Any, columns: Iterable[str], described: str) -> None:
 def parallel_from_hub(dataset: Any, lang: str, pivot: str, *, described: str) -> ParallelCorpus:
     """Europarl-style ``translation`` rows; pairs with an empty side are skipped and counted."""
     _require(dataset, ["translation"], described)
-    corpus = ParallelCorpus(origin=described)
+    corpus = ParallelCorpus(origin=described, rows=[])
     for row_number, row in enumerate(dataset["translation"], start=1):
         if not isinstance(row, Mapping) or lang not in row or pivot not in row:
             raise DataError(
@@ -54,6 +52,7 @@ def parallel_from_hub(dataset: Any, lang: str, pivot: str, *, described: str) ->
             continue
         corpus.sources.append(source)
         corpus.targets.append(target)
+        corpus.rows.append(row_number)
     return corpus
 
 
@@ -95,6 +94,13 @@ def squad_from_hub(dataset: Any, *, described: str, skip_empty: bool = False) ->
     examples = QAData()
     seen: dict[str, int] = {}  # question id -> row number of its first occurrence
     for row_number, row in enumerate(dataset, start=1):
+        qid = row["id"]
+        if isinstance(qid, bool) or not isinstance(qid, str | int) or not str(qid).strip():
+            # str(None) would make the id "None", and predictions are keyed by id
+            raise DataError(
+                f"row {row_number}: needs a non-empty string (or integer) id, found {qid!r}",
+                path=described,
+            )
         if not isinstance(row["context"], str) or not isinstance(row["question"], str):
             raise DataError(
                 f"row {row_number} (id {row['id']}): context and question must be strings",

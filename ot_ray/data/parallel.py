@@ -17,6 +17,9 @@ from pathlib import Path
 from ot_ray.errors import DataError
 from ot_ray.metrics import Link, parse_pharaoh
 
+#: The first bytes of a gzip file, which a corpus download often still is.
+GZIP_MAGIC = b"\x1f\x8b"
+
 
 @dataclass
 class ParallelCorpus:
@@ -28,6 +31,10 @@ class ParallelCorpus:
     skipped_empty: int = 0
     #: Where the pairs came from (file names or a Hub dataset), for error messages.
     origin: str = ""
+    #: The input line (or Hub row) of each pair, from 1, where pairs map to one input's lines:
+    #: outputs per pair (Pharaoh links) keep the input's line numbering although empty pairs
+    #: were skipped. None once pairs are resampled, joined or drawn from several inputs.
+    rows: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -99,8 +106,10 @@ def read_lines(path: Path, *, carriage_returns: bool = False) -> Iterator[tuple[
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
+                packed = " (the file is gzip-compressed: decompress it first)"
                 raise DataError(
-                    f"not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})",
+                    f"not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})"
+                    + (packed if number == 1 and raw.startswith(GZIP_MAGIC) else ""),
                     path=path,
                     line=number,
                 ) from None
@@ -121,6 +130,9 @@ def read_parallel_tsv(path: Path, alignments: Path | None = None) -> ParallelCor
     """A ``source<TAB>target`` file (no header), with an optional Pharaoh file beside it."""
     pairs = []
     for number, line in read_lines(path):
+        if not line.strip():  # a blank line (a trailing one, say) is a pair of empty sides
+            pairs.append((number, "", ""))
+            continue
         if line.count("\t") != 1:
             found = "no tab" if "\t" not in line else f"{line.count(chr(9))} tabs"
             raise DataError(f"expected source<TAB>target, found {found}", path=path, line=number)
@@ -170,13 +182,14 @@ def _corpus(
                     line=number,
                 )
             links.append(pair_links)
-    corpus = ParallelCorpus(links=[] if links is not None else None, origin=described)
-    for k, (_, source, target) in enumerate(pairs):
+    corpus = ParallelCorpus(links=[] if links is not None else None, origin=described, rows=[])
+    for k, (number, source, target) in enumerate(pairs):
         if not source.strip() or not target.strip():
             corpus.skipped_empty += 1
             continue
         corpus.sources.append(source.strip())
         corpus.targets.append(target.strip())
+        corpus.rows.append(number)
         if links is not None and corpus.links is not None:
             corpus.links.append(links[k])
     return corpus

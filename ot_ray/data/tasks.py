@@ -14,6 +14,8 @@ from ot_ray.errors import DataError
 #: XNLI's label names in the order of HF ``facebook/xnli``'s integer encoding.
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 NLI_COLUMNS = ("premise", "hypothesis", "label")
+#: The label of MultiNLI's and XNLI's rows without a gold label (dropped from training).
+UNLABELLED = -1
 
 
 @dataclass
@@ -65,6 +67,9 @@ def read_xnli(path: Path, *, skip_empty: bool = True) -> NLIData:
     rows = _jsonl_rows(path) if path.suffix.lower() == ".jsonl" else _tsv_rows(path)
     data = NLIData()
     for number, row in rows:
+        if skip_empty and str(row["label"]).strip() == str(UNLABELLED):
+            data.skipped_empty += 1  # MultiNLI's unlabelled rows, as the Hub reader drops them
+            continue
         label = _label(row["label"], path, number)
         if skip_empty and not (row["premise"].strip() and row["hypothesis"].strip()):
             data.skipped_empty += 1
@@ -105,7 +110,12 @@ def _jsonl_rows(path: Path):
         except (ValueError, RecursionError) as err:  # JSONDecodeError, too deep, too many digits
             message = err.msg if isinstance(err, json.JSONDecodeError) else _one_line(err)
             raise DataError(f"invalid JSON: {message}", path=path, line=number) from None
-        missing = [c for c in NLI_COLUMNS if c not in row] if isinstance(row, dict) else NLI_COLUMNS
+        if not isinstance(row, dict):
+            found = type(row).__name__
+            raise DataError(
+                f"expected a JSON object per line, found a {found}", path=path, line=number
+            )
+        missing = [c for c in NLI_COLUMNS if c not in row]
         if missing:
             raise DataError(f"missing field(s) {list(missing)}", path=path, line=number)
         for column in ("premise", "hypothesis"):
@@ -123,7 +133,7 @@ def _label(value: object, path: Path, line: int) -> int:
         raise DataError(
             f"label must be a name or an integer, found {_shown(value)}", path=path, line=line
         )
-    if isinstance(value, int) or value.strip().isdecimal():
+    if isinstance(value, int) or (value.strip().isascii() and value.strip().isdecimal()):
         index = int(value)
         if 0 <= index < len(NLI_LABELS):
             return index

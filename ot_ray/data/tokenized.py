@@ -94,6 +94,9 @@ def tokenize_parallel(
         out: dict[str, list] = {}
         for side, texts in (("src", batch["source"]), ("tgt", batch["target"])):
             words = [text.split() for text in texts]
+            # cut or not is read off the full length: a last word cut in the middle still has
+            # a token, and a word the tokenizer drops whole (a lone zero-width space) none
+            full = tokenizer(words, is_split_into_words=True)
             encoded = tokenizer(
                 words, is_split_into_words=True, truncation=True, max_length=max_length
             )
@@ -103,9 +106,7 @@ def tokenize_parallel(
             ]
             out[f"{side}_input_ids"] = encoded["input_ids"]
             out[f"{side}_word_ids"] = word_ids
-            out[f"{side}_truncated"] = [
-                max(ids, default=-1) + 1 < len(w) for ids, w in zip(word_ids, words, strict=True)
-            ]
+            out[f"{side}_truncated"] = [len(ids) > max_length for ids in full["input_ids"]]
         return out
 
     return cached_map(
@@ -113,7 +114,7 @@ def tokenize_parallel(
         encode,
         cache_dir=cache_dir,
         name="parallel",
-        settings={"tokenizer": tokenizer_digest(tokenizer), "max_length": max_length, "v": 1},
+        settings={"tokenizer": tokenizer_digest(tokenizer), "max_length": max_length, "v": 2},
     )
 
 

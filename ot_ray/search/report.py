@@ -20,11 +20,14 @@ from ot_ray.plots import optuna_figures, scores_against_baseline
 from ot_ray.search.space import apply_params, rebuilt_study
 from ot_ray.search.sweep import SweepOutcome, TrialOutcome
 from ot_ray.search.tracking import PARENT_TAG, TRIAL_TAG, find_run, log_metrics, mlflow_client
+from ot_ray.uris import redacted_text
 
 DEV_PANELS = (("XNLI dev acc", "xnli/dev/acc"), ("XQuAD dev F1", "xquad/dev/f1"))
 TEST_COLUMNS = (("XNLI acc", "xnli/test/acc"), ("XQuAD F1", "xquad/test/f1"))
 AVERAGES = ("avg_seen_targets", "avg_unseen", "avg_targets")
 SEED_KEY = "train.seed"
+#: Tag on a sweep's run: the version its best encoder was registered as (registered once).
+REGISTERED_TAG = "registered_model_version"
 
 
 def baseline_trial(outcome: SweepOutcome, base_method: str) -> TrialOutcome | None:
@@ -55,9 +58,10 @@ def finish_sweep(outcome: SweepOutcome, config: Config, user_config: Config) -> 
             if run_id is None:
                 continue
             _close_run(client, run_id, trial)
-            if trial.status == "finished":
+            panels = _panels(trial.metrics, languages, DEV_PANELS)
+            if trial.status == "finished" and panels:
                 chart = scores_against_baseline(
-                    _panels(trial.metrics, languages, DEV_PANELS),
+                    panels,
                     _panels(baseline.metrics, languages, DEV_PANELS) if baseline else None,
                     work / trial.trial_id / "dev_scores_vs_baseline.png",
                     f"trial {trial.trial_id} ({_method(trial, config)}) vs baseline, dev",
@@ -105,33 +109,39 @@ def register_best(outcome: SweepOutcome, name: str) -> str | None:
     if outcome.best is None:
         return None
     import mlflow
-
-    client = mlflow_client(outcome.tracking_uri)
-    run_id = find_run(
-        client,
-        outcome.experiment_id,
-        {PARENT_TAG: outcome.parent_run_id, TRIAL_TAG: outcome.best.trial_id},
-    )
-    encoder = outcome.sweep_dir / "trials" / outcome.best.trial_id / "aligned_encoder"
-    if run_id is None or not encoder.is_dir():
-        return None
     from mlflow.exceptions import MlflowException
 
     from ot_ray.serving import log_encoder_model
 
-    mlflow.set_tracking_uri(outcome.tracking_uri)
+    client = mlflow_client(outcome.tracking_uri)
+    run_id = None
     try:
+        registered = client.get_run(outcome.parent_run_id).data.tags.get(REGISTERED_TAG)
+        if registered:  # a finished sweep resumed: its best model is registered already
+            return registered
+        run_id = find_run(
+            client,
+            outcome.experiment_id,
+            {PARENT_TAG: outcome.parent_run_id, TRIAL_TAG: outcome.best.trial_id},
+        )
+        encoder = outcome.sweep_dir / "trials" / outcome.best.trial_id / "aligned_encoder"
+        if run_id is None or not encoder.is_dir():
+            return None
+        mlflow.set_tracking_uri(outcome.tracking_uri)
         with mlflow.start_run(run_id=run_id):
             info = log_encoder_model(str(encoder), registered_name=name)
+        version = str(info.registered_model_version)
+        client.set_tag(outcome.parent_run_id, REGISTERED_TAG, version)
     except (MlflowException, OSError) as err:  # the registry or the artifact store refused
-        with contextlib.suppress(Exception):  # the trial did finish; start_run marked it failed
-            client.set_terminated(run_id, "FINISHED")
-        message = " ".join(str(err).split())[:300]
+        if run_id is not None:
+            with contextlib.suppress(Exception):  # the trial did finish; start_run failed it
+                client.set_terminated(run_id, "FINISHED")
+        message = redacted_text(" ".join(str(err).split()))[:300]  # MLflow quotes the URI
         raise UserError(
             f"registering the best trial's encoder as {name!r} failed ({message}); the sweep's "
             f"results are kept (MLflow run {outcome.parent_run_id}, {outcome.sweep_dir})"
         ) from None
-    return str(info.registered_model_version)
+    return version
 
 
 def summary(outcome: SweepOutcome, config: Config, baseline: TrialOutcome | None) -> str:
@@ -217,8 +227,13 @@ def selection_caveat(
     best setting gains. Comparing settings over seeds chooses nothing, so it is unbiased.
     """
     finished = sum(t.status == "finished" for t in outcome.trials)
-    if baseline is None or finished < 2:
-        return []
+    best = outcome.best
+    if (
+        baseline is None
+        or finished < 2
+        or (best is not None and best.trial_id == baseline.trial_id)
+    ):
+        return []  # no delta to flatter (the baseline winning on dev is not a gain)
     text = (
         f"The best trial is the best of {finished} finished trials on dev. What lifted it on dev "
         "(its seed, data order, head initialisation) tends to lift it on test too, while the "
@@ -274,17 +289,36 @@ def _close_run(client, run_id: str, trial: TrialOutcome) -> None:
     client.set_tag(run_id, "status", trial.status)
     if trial.status == "pruned":
         client.set_tag(run_id, "pruned_at_milestone", str(trial.metrics.get("milestone", 0)))
+    kept = _checkpointed_predictions(trial)
+    if kept is not None:  # it never got to upload its outputs itself
+        client.log_artifacts(run_id, str(kept), "predictions")
     if run.info.status == "RUNNING":
         closing = {"failed": "FAILED", "pruned": "KILLED", "interrupted": "KILLED"}
         client.set_terminated(run_id, closing.get(trial.status))
 
 
+def _checkpointed_predictions(trial: TrialOutcome) -> Path | None:
+    """The predictions and plots of the stages a stopped trial finished, from its last
+    checkpoint (Ray's ``TuneReportCallback`` adds the path of a report's checkpoint to its
+    metrics as ``checkpoint_path``); None for a finished trial, which uploads its own, or where
+    the checkpoint is not a local folder (cloud storage)."""
+    path = trial.metrics.get("checkpoint_path")
+    if trial.status == "finished" or not isinstance(path, str):
+        return None
+    predictions = Path(path) / "predictions"
+    return predictions if predictions.is_dir() else None
+
+
 def _panels(metrics: dict[str, Any], languages: list[str], panels) -> dict[str, dict[str, float]]:
-    return {
-        title: {lang: metrics[f"{prefix}/{lang}"] for lang in languages}
+    """Each panel with the languages that have its score (the paper's QA dev set is the
+    pivot's alone, and a language may lack one task's data); a panel with none is left out."""
+    found = {
+        title: {
+            lang: metrics[f"{prefix}/{lang}"] for lang in languages if f"{prefix}/{lang}" in metrics
+        }
         for title, prefix in panels
-        if all(f"{prefix}/{lang}" in metrics for lang in languages)
     }
+    return {title: scores for title, scores in found.items() if scores}
 
 
 def _optuna_state(trial: TrialOutcome) -> str:

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ot_ray.config import Config
+from ot_ray.config import Config, flatten
 from ot_ray.errors import UserError
-from ot_ray.fingerprint import flatten
 from ot_ray.launch import absolute_locations, writable_folder
 from ot_ray.search.milestones import finished
 from ot_ray.search.scheduler import make_scheduler, pruned_trials
@@ -30,7 +29,7 @@ from ot_ray.search.tracking import (
     SWEEP_TAG,
     check_tracking,
     git_commit,
-    log_params,
+    log_config,
     mlflow_client,
     tracking_uri,
 )
@@ -367,7 +366,7 @@ def _parent_run(
         },
     ).info.run_id
     try:
-        log_params(client, run_id, flatten(config.model_dump(mode="json", exclude={"tune"})))
+        log_config(client, run_id, flatten(config.model_dump(mode="json", exclude={"tune"})))
         client.log_dict(run_id, config.model_dump(mode="json", include={"tune"}), "search.yaml")
         directory.mkdir(parents=True, exist_ok=True)
         record = {"parent_run_id": run_id, "settings": settings_record(settings or config)}

@@ -10,6 +10,7 @@ step as MLflow step; params, tags and artifacts from the Tune trial process.
 from __future__ import annotations
 
 import base64
+import logging
 import math
 import os
 import subprocess
@@ -25,7 +26,9 @@ from ray.train import UserCallback
 
 from ot_ray.config import Config
 from ot_ray.errors import UserError
-from ot_ray.uris import redacted
+from ot_ray.uris import redacted, redacted_text
+
+logger = logging.getLogger(__name__)
 
 SWEEP_TAG = "ot_ray.sweep"
 TRIAL_TAG = "ot_ray.trial_id"
@@ -101,12 +104,18 @@ def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0) -> str:
     try:
         client = mlflow_client(uri)
         found = client.get_experiment_by_name(experiment)
-        if found is not None:
-            return found.experiment_id
-        return client.create_experiment(experiment, artifact_location=artifact_location(uri))
+        if found is None:
+            return client.create_experiment(experiment, artifact_location=artifact_location(uri))
     except Exception as err:  # any backend failure is the user's store, not our bug
         message = " ".join(str(err).split()).replace(uri, redacted(uri))[:300]
         raise TrackingError(f"cannot use the MLflow store {redacted(uri)}: {message}") from None
+    if found.lifecycle_stage == "deleted":  # MLflow refuses new runs in it, mid-launch
+        raise TrackingError(
+            f"the MLflow experiment {experiment!r} in {redacted(uri)} is deleted: restore it "
+            "(mlflow experiments restore --experiment-id "
+            f"{found.experiment_id}) or choose another tracking.experiment"
+        )
+    return found.experiment_id
 
 
 def artifact_location(uri: str) -> str | None:
@@ -177,6 +186,25 @@ def log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
         client.log_batch(run_id, params=items[start : start + 100])
 
 
+#: Config keys that say where a run writes on this machine (a different value per trial and
+#: per machine): logged as tags ``where.<key>``, so *Compare* lists only settings as params.
+LOCATION_KEYS = (
+    "train.output_dir",
+    "train.storage_path",
+    "train.run_name",
+    "data.cache_dir",
+    "data.demo.cache_dir",
+)
+
+
+def log_config(client, run_id: str, flat: Mapping[str, Any]) -> None:
+    """A flattened config: its settings as params, its :data:`LOCATION_KEYS` as tags."""
+    log_params(client, run_id, {k: v for k, v in flat.items() if k not in LOCATION_KEYS})
+    for key in LOCATION_KEYS:
+        if flat.get(key) is not None:
+            client.set_tag(run_id, f"where.{key}", str(flat[key])[:MAX_PARAM_LENGTH])
+
+
 def log_metrics(client, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
     """The numeric entries of one report at ``step`` (NaN kept: "not measured yet")."""
     from mlflow.entities import Metric
@@ -214,7 +242,14 @@ class MLflowMetricsCallback(UserCallback):
         if not metrics:
             return
         report = metrics[0]
-        log_metrics(mlflow_client(self.uri), self.run_id, report, int(report.get("global_step", 0)))
+        step = int(report.get("global_step", 0))
+        try:
+            log_metrics(mlflow_client(self.uri), self.run_id, report, step)
+        except Exception as err:  # a tracking server's hiccup must not fail the trial
+            # (Ray Train turns a callback's exception into a failed run); Tune keeps every
+            # report for the summary, and the trial uploads its metrics.json when it ends
+            message = redacted_text(" ".join(str(err).split()))[:300]
+            logger.warning("MLflow did not take the metrics of step %d: %s", step, message)
 
     def after_exception(self, run_context, worker_exceptions) -> None:
         """Nothing: the trial process marks the run failed with the reason."""

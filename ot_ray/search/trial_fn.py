@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ot_ray.config import Config
-from ot_ray.fingerprint import flatten
+from ot_ray.config import Config, flatten
 from ot_ray.search.space import REFERENCE_KEY, apply_params
 from ot_ray.search.tracking import (
     PARENT_TAG,
@@ -21,10 +20,11 @@ from ot_ray.search.tracking import (
     TRIAL_TAG,
     MLflowMetricsCallback,
     get_or_create_run,
+    log_config,
     log_files,
-    log_params,
     mlflow_client,
 )
+from ot_ray.uris import redacted_text
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class SweepContext:
             },
         )
         searched = {f"search.{k}": v for k, v in params.items() if k != REFERENCE_KEY}
-        log_params(client, run_id, {**flatten(config.model_dump(mode="json")), **searched})
+        log_config(client, run_id, {**flatten(config.model_dump(mode="json")), **searched})
         return run_id
 
 
@@ -94,7 +94,7 @@ def search_trial(params: dict[str, Any], *, context: SweepContext) -> None:
         trainer.fit()
     except TrainingFailedError as err:
         cause = find_user_error(err) or err
-        reason = " ".join(str(cause).split())[:500]
+        reason = redacted_text(" ".join(str(cause).split()))[:500]  # a tag: shown to all
         client.set_tag(run_id, "failure_reason", reason)
         client.set_terminated(run_id, "FAILED")
         raise RuntimeError(f"trial {trial_id} failed: {reason}") from None
