@@ -193,7 +193,8 @@ def tune(argv: Sequence[str] | None = None) -> int:
     # Fail fast: the sweep's name and the tracking store before the demo world is built and the
     # data read.
     check_sweep_request(user_config, resume=args.resume)
-    check_tracking(tracking_uri(user_config), user_config.tracking.experiment)
+    # nothing written yet (run_sweep creates the experiment once every check has passed)
+    check_tracking(tracking_uri(user_config), user_config.tracking.experiment, create=False)
     check_ray_address()
     config = resolve_paths(user_config)
     check_data(config)

@@ -588,6 +588,15 @@ class TuneConfig(Section):
     storage_path: str = Field("outputs/sweeps", description="Tune + Train storage (shared).")
     best_config: str = Field("best.yaml", description="Written after the sweep, under the run.")
 
+    @field_validator("name", "best_config")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        """Both name something inside the sweep's storage: a path would put the sweep or its
+        best config elsewhere (``../x``, ``/etc/x``), an empty name the storage root itself."""
+        if not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
+            raise ValueError(f"{name!r}: a plain file name is needed here (no '/', not empty)")
+        return name
+
     @field_validator("search_space", mode="before")
     @classmethod
     def _named_by_config_keys(cls, space: Any) -> Any:
@@ -733,6 +742,20 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _no_secrets(self) -> Config:
+        # every setting is logged (MLflow params and tags, best.yaml): a password in a model or
+        # data URI would be shown to everyone who can read the experiment
+        for key, value in _string_settings(self.model_dump(mode="json", exclude={"tracking"})):
+            secret = credentials_in(value)
+            if secret is not None:
+                raise ValueError(
+                    f"{key}: the value carries {secret}, and configs are logged; give "
+                    "credentials through the environment (HF_TOKEN for the Hub, the storage's "
+                    "own variables such as AWS_ACCESS_KEY_ID)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _l2_has_links(self) -> Config:
         # l2 learns from word links only: without them it would fail at its first step
         method = self.tune.search_space.get("alignment.method")
@@ -762,6 +785,18 @@ class Config(Section):
             if problem:
                 raise ValueError(f"{key}: {metric!r} is not a metric a trial reports ({problem})")
         return self
+
+
+def _string_settings(tree: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a dumped config (in lists and the search space too), with its key."""
+    if isinstance(tree, str):
+        yield key, tree
+    elif isinstance(tree, dict):
+        for name, value in tree.items():
+            yield from _string_settings(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _string_settings(value, key)
 
 
 #: Language averages reported next to the per-language scores (see ``ot_ray.trial``).
@@ -1030,9 +1065,33 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
             f"expected a mapping at the top level, found {type(data).__name__}", source=str(path)
         )
     _refuse_cycles(node, set(), set(), path)
+    size = _expanded_size(node, {})
+    if size > MAX_CONFIG_VALUES:
+        # a few lines of aliases to aliases expand to billions of values (a "YAML bomb")
+        raise ConfigError(
+            f"expands to {size:,} values through its aliases (more than {MAX_CONFIG_VALUES:,})",
+            source=str(path),
+        )
     lines: dict[str, int] = {}
     _collect_lines(node, "", lines, path)
     return _unshared(data), lines
+
+
+#: More values than any config needs once its aliases are expanded.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` holds once every alias is copied out; ``sizes`` remembers each
+    node's, so a node that aliases reach many times is counted without walking it again."""
+    if id(node) not in sizes:
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
 
 
 def _unshared(value: Any) -> Any:

@@ -58,6 +58,10 @@ def resolve_paths(config: Config) -> Config:
     if config.data.root == "demo" or config.model.name_or_path == "demo":
         # checked only when used: a run of real data must not need a writable home folder
         writable_folder(demo_cache, cache_key)
+        if config.model.name_or_path != "demo":  # a wrong model said now, not after the build
+            from ot_ray.trial import check_model
+
+            check_model(config)
         ensure_demo_world(demo)  # minutes the first time: after the cheap checks
     return config
 

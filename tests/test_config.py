@@ -521,3 +521,43 @@ def test_a_password_in_any_form_of_override_is_not_printed(override):
 def test_a_model_name_mlflow_would_refuse_at_the_end_of_a_sweep_is_refused_now(name):
     with pytest.raises(ConfigError, match=r"tracking\.registered_model_name: .* cannot name"):
         load_config(None, [f'tracking.registered_model_name="{name}"'])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.name_or_path=https://u:Zq9pass@hf.example/x",
+        "data.parallel.train.path=s3://AKIAX:Zq9secret@bucket/pairs.tsv",
+        "data.xnli.train.hub=https://h.example/x?token=Zq9abc",
+        "train.storage_path=s3://AKIAX:Zq9secret@bucket/ray",
+    ],
+)
+def test_no_setting_may_carry_a_secret_since_configs_are_logged(override):
+    """Only tracking.uri was checked: a password in a model, data or storage URI went into
+    MLflow params and best.yaml."""
+    key = override.split("=", 1)[0]
+    with pytest.raises(
+        ConfigError, match=rf"{key}: the value carries .* through the environment"
+    ) as caught:
+        load_config(None, [override])
+    assert "Zq9" not in str(caught.value)
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    """Nine lines of aliases to aliases: copying them out took minutes and gigabytes, then a
+    MemoryError traceback."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = _write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"expands to 1,234,567,909 values through its aliases"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override", ["tune.best_config=nosub/best.yaml", "tune.best_config=/etc/x", "tune.name=../up"]
+)
+def test_the_sweeps_names_stay_inside_its_storage(override):
+    """A path here put the sweep or its best config outside the sweep's folder (or failed with
+    a traceback at the sweep's end, after every trial)."""
+    with pytest.raises(ConfigError, match=r"a plain file name is needed here"):
+        load_config(None, [override])

@@ -56,6 +56,25 @@ def test_relative_sqlite_path_is_made_absolute_and_env_overrides(tmp_path, monke
     assert tracking_uri(config, base=tmp_path) == f"sqlite:///{tmp_path}/runs/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5005")
     assert tracking_uri(config, base=tmp_path) == "http://127.0.0.1:5005"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "HTTP://127.0.0.1:5005")
+    assert tracking_uri(config) == "http://127.0.0.1:5005"  # then the server check applies
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", " http://u:pw@127.0.0.1:5005")  # used to hang
+    with pytest.raises(TrackingError, match=r"MLFLOW_TRACKING_URI has spaces around it") as c:
+        tracking_uri(config)
+    assert "pw" not in str(c.value)
+
+
+def test_the_start_up_check_writes_nothing_to_the_store(tmp_path):
+    """A start stopped by a later check (a missing model, say) left a new mlflow.db with the
+    experiment in it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert check_tracking(uri, "sweeps", create=False) == ""
+    assert not (tmp_path / "mlflow.db").exists()
+    check_tracking(uri, "other")  # the store exists now, without the experiment
+    assert check_tracking(uri, "sweeps", create=False) == ""
+    assert MlflowClient(uri).get_experiment_by_name("sweeps") is None
+    made = check_tracking(uri, "sweeps")
+    assert check_tracking(uri, "sweeps", create=False) == made
 
 
 def test_passwords_never_appear_in_messages():

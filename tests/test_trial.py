@@ -409,9 +409,8 @@ def test_settings_the_trial_cannot_run_are_refused_before_it_starts(
     cache, tmp_path, override, key, message
 ):
     """Each of these used to pass validation and fail in the workers, some after stage 1."""
-    config = tiny_config(cache, tmp_path, override)
     with pytest.raises(ConfigError, match=message) as caught:
-        check_data(config)
+        check_data(tiny_config(cache, tmp_path, override))  # a wrong model: in resolve_paths
     assert caught.value.key == key
     check_data(tiny_config(cache, tmp_path, "alignment.layers=[-3, 2]"))  # embeddings, top
 
@@ -466,14 +465,12 @@ def test_a_model_folder_without_weights_or_tokenizer_is_refused_before_it_starts
     no_tokenizer.mkdir()
     for name in ("config.json", "model.safetensors"):
         shutil.copy(encoder / name, no_tokenizer / name)
-    config = tiny_config(cache, tmp_path, f"model.name_or_path={no_tokenizer}")
     with pytest.raises(ConfigError, match=r"tokenizer of .* has \d+ tokens for embeddings of"):
-        check_data(config)
+        tiny_config(cache, tmp_path, f"model.name_or_path={no_tokenizer}")  # before the world
     no_weights = shutil.copytree(encoder, tmp_path / "no-weights")
     (no_weights / "model.safetensors").unlink()
-    config = tiny_config(cache, tmp_path, f"model.name_or_path={no_weights}")
     with pytest.raises(ConfigError, match=r"no-weights has no weights \(model\.safetensors or"):
-        check_data(config)
+        tiny_config(cache, tmp_path, f"model.name_or_path={no_weights}")
 
 
 def test_too_few_task_examples_for_one_step_are_refused_before_stage_1():
@@ -669,9 +666,8 @@ def test_resume_without_a_checkpoint_is_refused_not_a_fresh_start(cache, tmp_pat
 def test_a_model_folder_that_does_not_exist_is_named_as_one(cache, tmp_path):
     """transformers reports it as an invalid Hub repo id ("Repo id must be in the form")."""
     for name in (tmp_path / "missing", "./models/missing", "~/missing-encoder", "a/b/c"):
-        config = tiny_config(cache, tmp_path, f"model.name_or_path={name}")
         with pytest.raises(ConfigError, match=r"missing.*: no such folder|a/b/c: no such") as c:
-            check_data(config)
+            tiny_config(cache, tmp_path, f"model.name_or_path={name}")  # in resolve_paths
         assert c.value.key == "model.name_or_path"
 
 
@@ -713,3 +709,14 @@ def test_an_unreachable_ray_address_is_one_line_before_any_work(tmp_path, monkey
     assert done.stderr.startswith(f"error: RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster")
     assert len(done.stderr.strip().splitlines()) == 1
     assert not cache.exists()  # before the demo world's build
+
+
+def test_a_missing_model_with_the_demo_data_is_named_before_the_world_is_built(tmp_path):
+    """The demo world (minutes the first time) was built before the model was checked."""
+    cache = tmp_path / "cache"
+    overrides = tiny_trial_overrides(str(cache), str(tmp_path / "out"))
+    config = load_config(None, [*overrides, f"model.name_or_path={tmp_path / 'nomodel'}"])
+    with pytest.raises(ConfigError, match=r"nomodel: no such folder") as caught:
+        resolve_paths(config)
+    assert caught.value.key == "model.name_or_path"
+    assert not any(cache.glob("*"))  # nothing of the world built

@@ -43,7 +43,13 @@ class TrackingError(UserError):
 def tracking_uri(config: Config, *, base: Path | None = None) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri``; a relative SQLite path is made
     absolute (Tune trials do not run in the driver's working directory)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = from_env or config.tracking.uri
+    if uri != uri.strip():  # " http://..." would miss the quick server check and hang
+        where = "MLFLOW_TRACKING_URI" if from_env else "tracking.uri"
+        raise TrackingError(f"{where} has spaces around it: {redacted(uri.strip())!r}")
+    scheme, sep, rest = uri.partition("://")
+    uri = scheme.lower() + sep + rest if sep else uri  # HTTP://... is http://...
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         path = (base or Path.cwd()) / uri[len(prefix) :]
@@ -73,11 +79,13 @@ def _health_request(uri: str) -> urllib.request.Request:
     return request
 
 
-def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0) -> str:
+def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0, create: bool = True) -> str:
     """Make sure runs can be written to ``uri``; return the experiment id (created if new).
 
     Raises :class:`TrackingError` with one line for an unreachable server or an unwritable
-    store, so a sweep never trains for hours and then fails to record anything.
+    store, so a sweep never trains for hours and then fails to record anything. ``create``
+    False checks without writing anything (no new SQLite file, no experiment; the id is then
+    "" where there is none yet): for start-up checks that other checks may still stop.
     """
     if uri.startswith(("http://", "https://")):
         try:
@@ -101,10 +109,14 @@ def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0) -> str:
             raise TrackingError(f"cannot write the MLflow store {path}: {folder} is not writable")
         if path.exists() and not os.access(path, os.W_OK):
             raise TrackingError(f"cannot write the MLflow store {path}: the file is read-only")
+        if not path.exists() and not create:
+            return ""  # opening it would create it
     try:
         client = mlflow_client(uri)
         found = client.get_experiment_by_name(experiment)
         if found is None:
+            if not create:
+                return ""
             return client.create_experiment(experiment, artifact_location=artifact_location(uri))
     except Exception as err:  # any backend failure is the user's store, not our bug
         message = " ".join(str(err).split()).replace(uri, redacted(uri))[:300]
