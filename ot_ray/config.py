@@ -528,12 +528,35 @@ class ParamSpec(Section):
                 raise ValueError(f"need low < high, found low={self.low} high={self.high}")
             if self.log and self.low <= 0:
                 raise ValueError("a log range needs low > 0")
+            if self.log and self.step is not None:
+                raise ValueError("a log range cannot have a step (Optuna samples it continuously)")
+            bounds = {"low": self.low, "high": self.high, "step": self.step}
+            for name, bound in bounds.items():
+                if self.is_int and bound is not None and bound != int(bound):
+                    raise ValueError(f"int: true needs whole numbers, found {name}={bound}")
+            if self.step is not None and not self._on_grid(self.high):
+                raise ValueError(
+                    f"high={self.high} is not low={self.low} plus a whole number of "
+                    f"step={self.step} (Optuna would lower it)"
+                )
         return self
 
+    def _on_grid(self, value: float) -> bool:
+        if self.step is None or self.low is None:
+            return True
+        steps = (value - self.low) / self.step
+        return abs(steps - round(steps)) < 1e-8
+
     def contains(self, value: Any) -> bool:
+        """Whether Optuna could sample ``value``: a reference point off a ``step`` grid runs,
+        but Optuna refuses it when the sweep's study is rebuilt at the end."""
         if self.choices is not None:
             return value in self.choices
-        return isinstance(value, int | float) and self.low <= value <= self.high
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.is_int and value != int(value):
+            return False
+        return self.low <= value <= self.high and self._on_grid(value)
 
 
 def sampling_order(space: dict[str, ParamSpec]) -> list[str]:
@@ -640,19 +663,34 @@ class TuneConfig(Section):
             for key, value in point.items():
                 if key not in self.search_space:
                     raise ValueError(f"points_to_evaluate.{label}.{key}: not in search_space")
-                if not self.search_space[key].contains(value):
+                spec = self.search_space[key]
+                if not spec.contains(value):
+                    grid = f" (low + a whole number of step={spec.step})" if spec.step else ""
                     raise ValueError(
                         f"points_to_evaluate.{label}.{key}: {value!r} is outside its search "
-                        f"space{_boolean_word_hint(value, self.search_space[key])}"
+                        f"space{grid}{_boolean_word_hint(value, spec)}"
                     )
+                for switch, wanted in spec.when.items():  # else Optuna never samples it
+                    allowed = wanted if isinstance(wanted, list) else [wanted]
+                    if point.get(switch, _UNSET) not in allowed:
+                        given = "leaves it out"
+                        if switch in point:
+                            given = f"sets it to {point[switch]!r}"
+                        raise ValueError(
+                            f"points_to_evaluate.{label}.{key}: sampled only when {switch} is "
+                            f"{wanted!r}, and the point {given}"
+                        )
                 if "." in key:
                     _check_setting(key, value, f"points_to_evaluate.{label}.{key}")
         for name, spec in self.search_space.items():
             if "." in name:
                 for value in spec.choices or [spec.low, spec.high]:
-                    value = round(value) if spec.is_int and spec.choices is None else value
+                    value = int(value) if spec.is_int and spec.choices is None else value
                     _check_setting(name, value, f"search_space.{name}")
         return self
+
+
+_UNSET = object()
 
 
 def _boolean_word_hint(value: Any, spec: ParamSpec) -> str:

@@ -35,7 +35,7 @@ def writable_folder(path: Path, key: str) -> Path:
 
 def resolve_paths(config: Config) -> Config:
     """A copy of ``config`` with local paths made absolute and checked as folders ot-ray can
-    write, then the demo world built."""
+    write, the encoder checked (loadable, with the layers asked for), and the demo world built."""
     config = absolute_locations(config)  # a copy
     from ot_ray.demo.build import default_cache_root, ensure_demo_world
 
@@ -55,14 +55,17 @@ def resolve_paths(config: Config) -> Config:
     if config.data.cache_dir:
         cache = Path(config.data.cache_dir).expanduser().resolve()
         config.data.cache_dir = str(writable_folder(cache, "data.cache_dir"))
-    if config.data.root == "demo" or config.model.name_or_path == "demo":
+    from ot_ray.trial import check_model
+
+    demo_model = config.model.name_or_path == "demo"
+    if not demo_model:  # a wrong model said now, not after minutes of building the demo world
+        check_model(config)
+    if config.data.root == "demo" or demo_model:
         # checked only when used: a run of real data must not need a writable home folder
         writable_folder(demo_cache, cache_key)
-        if config.model.name_or_path != "demo":  # a wrong model said now, not after the build
-            from ot_ray.trial import check_model
-
-            check_model(config)
         ensure_demo_world(demo)  # minutes the first time: after the cheap checks
+    if demo_model:  # the demo encoder lives in the world just built
+        check_model(config)
     return config
 
 

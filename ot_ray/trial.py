@@ -37,7 +37,7 @@ from ot_ray.checkpoints import (
     save_checkpoint,
 )
 from ot_ray.config import Config
-from ot_ray.data.parallel import packed
+from ot_ray.data.parallel import ParallelCorpus, packed
 from ot_ray.data.sources import (
     data_root,
     model_path,
@@ -80,7 +80,6 @@ def check_data(config: Config) -> None:
     root, data = data_root(config), config.data
     pivot = data.pivot
     evaluated = data.all_eval_languages
-    check_model(config)
     _check_alignment_data(config, root)
     for lang in evaluated[1:]:
         if data.parallel.dev.covers(lang):
@@ -285,8 +284,7 @@ class Trial:
         self.predictions.mkdir()
         self.restored: Path | None = None
         self._dev: ParallelData | None = None
-        self._dev_texts: dict[str, tuple[list[str], list[str]]] = {}
-        self._dev_rows: dict[str, list[int] | None] = {}  # input line of each held-out pair
+        self._dev_corpora: dict[str, ParallelCorpus] = {}  # held-out pairs: texts, input lines
         self.counts: dict[str, float] = {}  # skipped and truncated inputs, logged as metrics
 
     # ---------------------------------------------------------------- orchestration
@@ -369,18 +367,23 @@ class Trial:
         ``milestone`` counts finished task stages, and ``objective`` is the mean of the
         configured dev metrics measured so far (NaN before the first task is evaluated), so
         every trial reports comparable values at the same milestones whatever its method.
+        ``tune.metric`` is in every report too (NaN until measured): Tune fails a sweep whose
+        result lacks the metric it searches on.
         """
         tasks = self.config.task.tasks
         finished = [stage for stage in state.done if stage in tasks]
         measured = [state.metrics[m] for m in self.config.tune.objective if m in state.metrics]
         steps = sum(state.metrics.get(f"{stage}/steps", 0.0) for stage in state.done)
-        return {
+        progress: dict[str, float | str] = {
             "stage": state.stage,
             "step": state.step,
             "global_step": int(steps) + (state.step if state.stage not in state.done else 0),
             "milestone": len(finished),
             "objective": statistics.fmean(measured) if measured else math.nan,
         }
+        searched = self.config.tune.metric
+        progress.setdefault(searched, state.metrics.get(searched, math.nan))
+        return progress
 
     def _encoder(self, state: TrialState) -> torch.nn.Module:
         """The base encoder, or the aligned one from the checkpoint once stage 1 is done."""
@@ -415,12 +418,7 @@ class Trial:
             if split == "train" and config.data.pairs_per_language:
                 corpus = corpus.resized(config.data.pairs_per_language, config.train.seed + k)
             if split == "dev" and config.alignment.eval_pairs:
-                corpus.sources = corpus.sources[: config.alignment.eval_pairs]
-                corpus.targets = corpus.targets[: config.alignment.eval_pairs]
-                if corpus.links is not None:
-                    corpus.links = corpus.links[: config.alignment.eval_pairs]
-                if corpus.rows is not None:
-                    corpus.rows = corpus.rows[: config.alignment.eval_pairs]
+                corpus = corpus.head(config.alignment.eval_pairs)
             noise = config.alignment.link_noise
             if split == "train" and corpus.links is not None and (noise.drop or noise.move):
                 corpus.links = degrade_links(
@@ -437,8 +435,7 @@ class Trial:
             )
             links[lang] = corpus.links
             if split == "dev":
-                self._dev_texts[lang] = (corpus.sources, corpus.targets)
-                self._dev_rows[lang] = corpus.rows
+                self._dev_corpora[lang] = corpus
             prefix = f"data/parallel_{split}"
             self._count(f"{prefix}/skipped_empty/{lang}", corpus.skipped_empty)
             truncated = sum(datasets[lang]["src_truncated"]) + sum(datasets[lang]["tgt_truncated"])
@@ -530,7 +527,7 @@ class Trial:
             if write_links and self.is_main:
                 path = self.predictions / "alignments" / f"dev-{lang}.pharaoh"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(quality.pharaoh(self._dev_rows[lang]), encoding="utf-8")
+                path.write_text(quality.pharaoh(self._dev_corpora[lang].rows), encoding="utf-8")
                 self._picture_plans(lang, quality.plans)
         self._record("align/retrieval_acc", retrieval, state)
         self._record("align/aer", aer, state)
@@ -539,13 +536,13 @@ class Trial:
         """Heat maps of the transport plans of a few held-out pairs (logged to MLflow)."""
         from ot_ray.plots import transport_heatmap
 
-        sources, targets = self._dev_texts[lang]
+        corpus = self._dev_corpora[lang]
         for row, plan in sorted(plans.items()):
             rows, columns = plan.shape
             transport_heatmap(
                 plan.numpy(),
-                sources[row].split()[:rows],
-                targets[row].split()[:columns],
+                corpus.sources[row].split()[:rows],
+                corpus.targets[row].split()[:columns],
                 self.predictions / "plots" / f"transport-dev-{lang}-{row}.png",
                 f"{lang}-{self.config.data.pivot} dev pair {row} ({self.config.alignment.method})",
             )

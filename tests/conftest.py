@@ -1,4 +1,5 @@
-"""Shared fixtures: small random padded batches of embeddings."""
+"""Shared fixtures: small random padded batches of embeddings, a tiny saved encoder, the small
+demo world's settings."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast
 
 # The tests build Hub-format stand-in datasets afresh; a datasets cache shared with other runs
 # (~/.cache/huggingface) served an earlier run's build of a stand-in that had other rows.
@@ -122,3 +124,28 @@ def refuse_reading(monkeypatch) -> None:
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "open", refuse)
+
+
+TINY_ENCODER_WORDS = ["ein", "satz", "a", "sentence", "to", "embed", "the", "dog", "runs"]
+
+
+def tiny_encoder(path: Path) -> None:
+    """A randomly initialised BERT and its WordPiece tokenizer, saved as ``save_pretrained``:
+    a real local model folder, as a user's would be."""
+    path.mkdir()
+    vocab = path / "vocab.txt"
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab.write_text("\n".join([*special, *TINY_ENCODER_WORDS]) + "\n")
+    # from the folder: transformers 5 ignores ``vocab_file=`` (every word became [UNK])
+    tokenizer = BertTokenizerFast.from_pretrained(path)
+    assert tokenizer.tokenize("ein satz") == ["ein", "satz"]
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(TINY_ENCODER_WORDS) + len(special),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    BertModel(config).save_pretrained(path, safe_serialization=True)

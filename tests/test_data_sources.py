@@ -217,10 +217,14 @@ def test_parallel_tokenisation_indexes_whitespace_words_and_counts_truncation(tm
 
 
 def test_a_last_word_cut_in_its_middle_counts_as_truncated_and_a_full_fit_does_not(tmp_path):
-    corpus = ParallelCorpus(sources=["ab cdefgh", "ab cd"], targets=["x", "x"])
+    corpus = ParallelCorpus(sources=["ab cdefgh", "ab cd", "ab cd ef"], targets=["x"] * 3)
     data = tokenize_parallel(corpus, word_tokenizer(), 6, cache_dir=tmp_path)
-    assert data[0]["src_word_ids"] == [-1, 0, 0, 1, 1, -1]  # "cdefgh" keeps 2 of its 6 tokens
-    assert data["src_truncated"] == [True, False]  # "ab cd" is exactly 6 tokens
+    # "cdefgh" keeps 2 of its 6 tokens: not the word, so out of the transport (-1); last-piece
+    # pooling used to read "cd" as the word
+    assert data[0]["src_word_ids"] == [-1, 0, 0, -1, -1, -1]
+    assert data[1]["src_word_ids"] == [-1, 0, 0, 1, 1, -1]  # a whole fit keeps every word
+    assert data[2]["src_word_ids"] == [-1, 0, 0, 1, 1, -1]  # cut between words: all kept
+    assert data["src_truncated"] == [True, False, True]  # "ab cd" is exactly 6 tokens
 
 
 def test_malformed_local_json_through_the_hub_path_is_named(tmp_path):

@@ -20,7 +20,7 @@ import yaml
 from ot_ray.config import Config, load_config, load_config_data
 from ot_ray.data.sources import read_parallel, read_qa
 from ot_ray.errors import DataError
-from ot_ray.trial import check_data
+from ot_ray.trial import check_data, check_model
 
 REPO = Path(__file__).resolve().parent.parent
 XNLI_LANGS = ["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi"]
@@ -144,6 +144,7 @@ def localised(path: Path, hub: dict[str, Path], *overrides: str) -> Config:
 def test_paper_mbert_reads_every_source_it_names(hub):
     # the stand-in MultiNLI has 6 rows: batches that size, or the driver refuses it (no step)
     config = localised(REPO / "configs" / "paper_mbert.yaml", hub, "task.xnli.batch_size=6")
+    check_model(config)  # as resolve_paths checks it
     check_data(config)  # every split of every language, as the trial's driver checks them
 
 

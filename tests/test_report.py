@@ -38,6 +38,19 @@ def test_a_seeded_reproduction_reports_mean_and_spread_per_method():
     assert "XQuAD" not in table  # no such scores: no rows
 
 
+def test_settings_that_print_alike_are_not_averaged_together():
+    """The table groups trials by their exact values: two learning rates that show as 0.000123
+    were one column, its mean +- std over two settings."""
+    config = load_config(REPO / "configs" / "paper_mbert.yaml")
+    trials = [trial(k, "wordot", k % 2, 70.0 + k) for k in range(4)]
+    for t, lr in zip(trials, [1.2345e-4, 1.2345e-4, 1.2349e-4, 1.2349e-4], strict=True):
+        t.params["alignment.lr"] = lr
+    outcome = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=trials[3])
+    table = summary(outcome, config, None).split("## Over seeds")[1]
+    assert "method=wordot, lr=0.00012345 (n=2) | method=wordot, lr=0.00012349 (n=2)" in table
+    assert "| XNLI acc de | 70.5 +- 0.7 | 72.5 +- 0.7 |" in table
+
+
 def test_a_search_without_seeds_has_no_seed_table():
     config = load_config(REPO / "configs" / "demo.yaml")
     trials = [trial(0, "none", 0, 50.0), trial(1, "wordot", 0, 60.0)]

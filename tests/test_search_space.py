@@ -3,6 +3,8 @@ turning a trial's values into a config, and config files that extend others."""
 
 from __future__ import annotations
 
+import json
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +14,12 @@ import pytest
 from ot_ray.config import load_config
 from ot_ray.errors import ConfigError
 from ot_ray.search.milestones import MilestoneOptunaSearch, MilestoneReporter
-from ot_ray.search.scheduler import PRUNED_LOG, ReferenceKeepingASHA, pruned_trials
+from ot_ray.search.scheduler import (
+    PRUNED_LOG,
+    RUNGS_FILE,
+    ReferenceKeepingASHA,
+    pruned_trials,
+)
 from ot_ray.search.space import (
     REFERENCE_KEY,
     DefineByRun,
@@ -87,6 +94,21 @@ def test_enqueued_points_come_first_with_their_labels_and_list_choices_decoded(c
     assert all(REFERENCE_KEY not in p or p[REFERENCE_KEY] in ("baseline", "paper") for p in rest)
 
 
+def test_only_the_enqueued_point_is_a_reference_not_later_trials_that_draw_its_values(tmp_path):
+    """Labels went by matching values: in a space of choices, every later trial that drew the
+    baseline's method was a "baseline" too, never pruned, and a candidate for the comparison."""
+    path = tmp_path / "choices.yaml"
+    path.write_text(
+        "tune:\n  search_space:\n    alignment.method: {choices: [none, wordot]}\n"
+        "    train.seed: {choices: [0, 1, 2]}\n"
+        "  points_to_evaluate:\n    baseline: {alignment.method: none}\n"
+    )
+    first, *rest = sample(load_config(path), 12)
+    assert first[REFERENCE_KEY] == "baseline"
+    assert any(p["alignment.method"] == "none" for p in rest)  # drawn again ...
+    assert all(REFERENCE_KEY not in p for p in rest)  # ... and not labelled
+
+
 def test_a_condition_on_a_parameter_written_below_still_holds(tmp_path):
     path = tmp_path / "reordered.yaml"
     path.write_text(
@@ -137,6 +159,11 @@ def test_a_value_the_config_rejects_names_the_trial_and_key(config):
         ("alignment.lr: {lo: 0.1, high: 1}", "unknown key"),
         ("alignment.lr: {low: 0.1, high: 1, when: {nothing: true}}", "not a parameter of the"),
         ("a: {choices: [1], when: {b: 1}}\n    b: {choices: [1], when: {a: 1}}", "form a cycle"),
+        # each of these loaded, then Optuna refused it mid-sweep (a traceback)
+        ("alignment.lr: {low: 1.0e-5, high: 1.0e-3, log: true, step: 1.0e-5}", "have a step"),
+        ("task.xnli.epochs: {low: 0.6, high: 3, int: true}", r"whole numbers, found low=0.6"),
+        ("alignment.batch_size: {low: 8, high: 32, int: true, step: 0.5}", "found step=0.5"),
+        ("alignment.batch_size: {low: 8, high: 30, step: 8, int: true}", "high=30.0 is not low"),
     ],
 )
 def test_bad_search_space_entries_say_what_and_where(tmp_path, entry, message):
@@ -154,6 +181,23 @@ def test_points_must_lie_in_the_space_and_objective_must_not_use_test(tmp_path):
         "  points_to_evaluate:\n    base: {alignment.method: none}\n"
     )
     with pytest.raises(ConfigError, match="outside its search space"):
+        load_config(path)
+    # off a step grid: it trained, then the sweep's closing (Optuna's study) refused it
+    path.write_text(
+        "tune:\n  search_space:\n    alignment.batch_size: {low: 8, high: 32, int: true, step: 8}\n"
+        "  points_to_evaluate:\n    base: {alignment.batch_size: 12}\n"
+    )
+    with pytest.raises(ConfigError, match=r"12 is outside its search space \(low \+ a whole"):
+        load_config(path)
+    # a conditional parameter whose condition the point does not meet: Optuna never samples
+    # it, so the enqueued point never matched, and the baseline lost its reference label
+    path.write_text(
+        "tune:\n  search_space:\n    alignment.method: {choices: [none, wordot]}\n"
+        "    alignment.ot.epsilon: {low: 0.001, high: 0.1, when: {alignment.method: wordot}}\n"
+        "  points_to_evaluate:\n    base: {alignment.method: none, alignment.ot.epsilon: 0.01}\n"
+    )
+    with pytest.raises(ConfigError, match=r"sampled only when alignment.method is 'wordot', and "
+                       r"the point sets it to 'none'"):  # fmt: skip
         load_config(path)
     with pytest.raises(ConfigError, match="must not select on test metrics"):
         load_config(None, ["tune.objective=[xnli/test/acc/avg_targets]"])
@@ -234,7 +278,9 @@ class FakeTrial:
         self.config = config
 
 
-def two_milestone_asha(pruned_log: str | None = None) -> ReferenceKeepingASHA:
+def two_milestone_asha(
+    pruned_log: str | None = None, rungs_file: str | None = None
+) -> ReferenceKeepingASHA:
     return ReferenceKeepingASHA(
         time_attr="milestone",
         metric="objective",
@@ -244,6 +290,7 @@ def two_milestone_asha(pruned_log: str | None = None) -> ReferenceKeepingASHA:
         reduction_factor=2,
         stop_last_trials=False,
         pruned_log=pruned_log,
+        rungs_file=rungs_file,
     )
 
 
@@ -260,6 +307,34 @@ def test_asha_cuts_weak_trials_but_never_a_reference_point():
     assert (
         scheduler.on_trial_result(None, baseline, {"milestone": 1, "objective": 10.0}) == "CONTINUE"
     )
+
+
+def test_a_resumed_sweep_cuts_against_the_rungs_recorded_before_it_stopped(tmp_path):
+    """Tune restores the scheduler pickled when the sweep was made, with empty rungs: a weak
+    trial after --resume used to run on, as the first to reach its milestone."""
+    rungs = str(tmp_path / RUNGS_FILE)
+    as_made = pickle.dumps(two_milestone_asha(rungs_file=rungs))  # what tuner.pkl holds
+    scheduler = pickle.loads(as_made)
+    strong = [FakeTrial(f"s{k}", {}) for k in range(4)]
+    for k, trial in enumerate(strong):
+        scheduler.on_trial_add(None, trial)
+        scheduler.on_trial_result(None, trial, {"milestone": 1, "objective": 60.0 + k})
+    scheduler.on_trial_complete(None, strong[0], {"milestone": 2, "objective": 70.0})
+
+    resumed = pickle.loads(as_made)
+    weak, again = FakeTrial("weak", {}), strong[1]
+    resumed.on_trial_add(None, weak)
+    assert resumed.on_trial_result(None, weak, {"milestone": 1, "objective": 10.0}) == "STOP"
+    resumed.on_trial_add(None, again)  # an interrupted trial, requeued: its rung is kept
+    assert resumed.on_trial_result(None, again, {"milestone": 1, "objective": 0.0}) == "CONTINUE"
+    saved = json.loads((tmp_path / RUNGS_FILE).read_text())
+    assert saved["rungs"][0] == [[2, {"s0": 70.0}], [1, {f"s{k}": 60.0 + k for k in range(4)}
+                                                      | {"weak": 10.0}]]  # fmt: skip
+
+    fresh = pickle.loads(as_made)  # without the file (an unreadable one is the same): empty
+    (tmp_path / RUNGS_FILE).write_text("{not json", encoding="utf-8")
+    fresh.on_trial_add(None, weak)
+    assert fresh.on_trial_result(None, weak, {"milestone": 1, "objective": 10.0}) == "CONTINUE"
 
 
 def test_a_config_extends_another_and_keeps_where_each_key_came_from(tmp_path):

@@ -6,28 +6,10 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import torch
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
+from conftest import tiny_encoder
+from transformers import AutoModel, AutoTokenizer
 
 from ot_ray.serving import log_encoder_model
-
-WORDS = ["ein", "satz", "a", "sentence", "to", "embed", "the", "dog", "runs"]
-
-
-def tiny_encoder(path) -> None:
-    """A randomly initialised BERT and its WordPiece tokenizer, saved as ``save_pretrained``."""
-    path.mkdir()
-    vocab = path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(path)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-    )
-    BertModel(config).save_pretrained(path, safe_serialization=True)
 
 
 def test_the_registered_encoder_loads_by_name_and_embeds_as_the_encoder_does(tmp_path):

@@ -444,8 +444,12 @@ def test_a_registry_that_refuses_the_model_keeps_the_sweeps_results(tmp_path, mo
     assert "s3cret" not in str(refused.value) and "alice:***@127.0.0.1" in str(refused.value)
 
     # a finished sweep resumed: its model is registered already, not a second time
+    client.set_tag(parent, "registered_model_name", "enc")
     client.set_tag(parent, "registered_model_version", "3")
     assert register_best(outcome, "enc") == "3"
+    # ... but under another name it is registered (the old name's version is not returned)
+    with pytest.raises(UserError, match="'other' failed"):
+        register_best(outcome, "other")
 
 
 def test_a_deleted_experiment_is_refused_before_anything_starts(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_trial_overrides
+from conftest import tiny_encoder, tiny_trial_overrides
 from transformers import AutoModel, AutoTokenizer
 
 from ot_ray.checkpoints import OPTIMIZER, CheckpointError, TrialState, load_stage, save_checkpoint
@@ -47,9 +47,13 @@ def tiny_config(cache: Path, out: Path, *extra: str):
 def finished(cache, tmp_path_factory):
     """A complete wordot trial with both tasks: its config, output directory and metrics."""
     out = tmp_path_factory.mktemp("trial")
-    config = tiny_config(cache, out)
+    config = tiny_config(cache, out, f"tune.metric={SEARCHED}")
     metrics = run_trial(config, LocalReporter(out), show_progress=False)
     return config, out, metrics
+
+
+#: A sweep may search on one dev score rather than the objective; QA's is measured last.
+SEARCHED = "xquad/dev/f1/avg_targets"
 
 
 def test_metrics_use_the_documented_names(finished):
@@ -138,6 +142,10 @@ def test_progress_reports_milestones_and_the_dev_objective(finished):
     assert after_xnli["objective"] == pytest.approx(metrics["xnli/dev/acc/avg_targets"])
     final = (metrics["xnli/dev/acc/avg_targets"] + metrics["xquad/dev/f1/avg_targets"]) / 2
     assert rows[-1]["objective"] == pytest.approx(final)
+    # the searched metric is in every report (Tune fails a sweep on a result without it)
+    assert all(SEARCHED in r for r in rows)
+    assert all(r[SEARCHED] != r[SEARCHED] for r in rows if r["milestone"] < 2)  # NaN until QA
+    assert rows[-1][SEARCHED] == pytest.approx(metrics[SEARCHED])
 
 
 def test_progress_log_has_intermediate_checkpoints(finished):
@@ -410,7 +418,7 @@ def test_settings_the_trial_cannot_run_are_refused_before_it_starts(
 ):
     """Each of these used to pass validation and fail in the workers, some after stage 1."""
     with pytest.raises(ConfigError, match=message) as caught:
-        check_data(tiny_config(cache, tmp_path, override))  # a wrong model: in resolve_paths
+        check_data(tiny_config(cache, tmp_path, override))  # the model's: in resolve_paths
     assert caught.value.key == key
     check_data(tiny_config(cache, tmp_path, "alignment.layers=[-3, 2]"))  # embeddings, top
 
@@ -560,7 +568,7 @@ def test_a_run_without_the_demo_world_does_not_need_its_cache_folder(tmp_path, m
     occupied.write_text("", encoding="utf-8")
     monkeypatch.setenv("OT_RAY_CACHE", str(occupied))
     model = tmp_path / "encoder"
-    model.mkdir()
+    tiny_encoder(model)  # resolve_paths checks the model
     config = load_config(None, [f"model.name_or_path={model}", f"data.root={tmp_path}"])
     assert resolve_paths(config).data.demo.cache_dir == str(occupied.resolve())
 
@@ -569,7 +577,7 @@ def test_relative_data_paths_are_made_absolute_before_workers_read_them(tmp_path
     """Workers do not share the driver's working directory: a source's relative path used to
     reach them as written. Placeholders stay; a Hub repository's data_files are its own."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "encoder").mkdir()
+    tiny_encoder(tmp_path / "encoder")
     config = load_config(
         None,
         ["model.name_or_path=encoder", "data.root=./corpora",

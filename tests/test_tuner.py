@@ -4,6 +4,7 @@ instead of the end-to-end sweeps' minutes, and every decision checkable."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -15,9 +16,9 @@ import ray.cloudpickle
 from ray import tune
 
 from ot_ray.config import load_config
-from ot_ray.search.scheduler import pruned_trials
+from ot_ray.search.scheduler import RUNGS_FILE, pruned_trials
 from ot_ray.search.space import REFERENCE_KEY
-from ot_ray.search.sweep import best_trial, new_tuner, trial_outcome
+from ot_ray.search.sweep import best_trial, concurrent_trials, new_tuner, trial_outcome
 
 DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -77,3 +78,18 @@ def test_weak_trials_are_cut_at_a_milestone_and_the_baseline_runs_to_the_end(loc
     assert best.metrics["objective"] == max(t.metrics["objective"] for t in finished)
     # the cut ones were weaker at milestone 1 than the best finished trial
     assert all(t.metrics["objective"] < best.metrics["objective"] - 1 for t in pruned)
+    # the rungs a resumed sweep cuts against: every trial at milestone 1, as Tune ran them
+    rungs = json.loads((directory / RUNGS_FILE).read_text())["rungs"][0]
+    assert dict(rungs)[1].keys() == {t.trial_id for t in trials}
+
+
+def test_concurrent_trials_count_workers_per_node_not_cluster_totals():
+    """Two nodes of 3 CPUs hold two 2-CPU workers; the cluster total (6) said three."""
+    config = load_config(DEMO, ["train.cpus_per_worker=2"])
+    assert concurrent_trials(config, [{"CPU": 3.0}, {"CPU": 3.0}]) == 2
+    assert concurrent_trials(config, [{"CPU": 8.0}]) == 4
+    two = load_config(DEMO, ["train.num_workers=2", "train.use_gpu=true"])
+    assert concurrent_trials(two, [{"CPU": 16.0, "GPU": 1.0}] * 3) == 1  # 3 GPU workers
+    assert concurrent_trials(two, [{"CPU": 1.0}]) == 1  # at least one
+    fixed = load_config(DEMO, ["tune.max_concurrent_trials=5"])
+    assert concurrent_trials(fixed, [{"CPU": 1.0}]) == 5

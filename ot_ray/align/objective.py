@@ -67,6 +67,9 @@ class AlignmentObjective:
             pivot = _pivot_rows(batch)
             with torch.no_grad():
                 reference = hidden_layers(self.reference, pivot, config.layers)
+            # every token of the pivot's input, [CLS]/[SEP] included (the paper: "English
+            # tokens"): [CLS] is what the NLI head reads, and holding it keeps the pivot's task
+            # input where it was; the README's results were measured this way
             mask = batch.attention_mask[size:]
             reg = sum(
                 anchor_regulariser(states[size:], ref, mask).mean()

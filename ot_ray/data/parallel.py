@@ -39,6 +39,17 @@ class ParallelCorpus:
     def __len__(self) -> int:
         return len(self.sources)
 
+    def head(self, n: int) -> ParallelCorpus:
+        """The first ``n`` pairs, their links and input lines kept with them."""
+        return ParallelCorpus(
+            sources=self.sources[:n],
+            targets=self.targets[:n],
+            links=None if self.links is None else self.links[:n],
+            skipped_empty=self.skipped_empty,
+            origin=self.origin,
+            rows=None if self.rows is None else self.rows[:n],
+        )
+
     def resized(self, n: int, seed: int) -> ParallelCorpus:
         """Exactly ``n`` pairs: a seeded subsample, or whole copies plus a seeded remainder
         (the paper upsamples small corpora to 250K pairs)."""

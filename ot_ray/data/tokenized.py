@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,26 +88,31 @@ def tokenize_parallel(
     cache_dir: Path | None,
 ) -> datasets.Dataset:
     """Both sides as whitespace words (``is_split_into_words``), so token word ids index the
-    same words as Pharaoh links. Columns: ``{src,tgt}_input_ids``, ``{src,tgt}_word_ids`` (-1 for
-    special tokens) and ``{src,tgt}_truncated`` (some words cut by ``max_length``)."""
+    same words as Pharaoh links. Columns: ``{src,tgt}_input_ids``, ``{src,tgt}_word_ids`` (-1
+    for special tokens and for a word ``max_length`` cut in its middle) and
+    ``{src,tgt}_truncated`` (some words cut by ``max_length``)."""
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {}
         for side, texts in (("src", batch["source"]), ("tgt", batch["target"])):
             words = [text.split() for text in texts]
-            # cut or not is read off the full length: a last word cut in the middle still has
-            # a token, and a word the tokenizer drops whole (a lone zero-width space) none
-            full = tokenizer(words, is_split_into_words=True)
+            # one pass: the tokens cut off come back as extra rows of the same input, so an
+            # input is truncated exactly when it has more than one row (a last word cut in its
+            # middle still counts; a word the tokenizer drops whole, a lone zero-width space,
+            # does not)
             encoded = tokenizer(
-                words, is_split_into_words=True, truncation=True, max_length=max_length
+                words,
+                is_split_into_words=True,
+                truncation=True,
+                max_length=max_length,
+                return_overflowing_tokens=True,
             )
-            word_ids = [
-                [PAD_WORD if w is None else w for w in encoded.word_ids(i)]
-                for i in range(len(words))
-            ]
-            out[f"{side}_input_ids"] = encoded["input_ids"]
-            out[f"{side}_word_ids"] = word_ids
-            out[f"{side}_truncated"] = [len(ids) > max_length for ids in full["input_ids"]]
+            owners = encoded["overflow_to_sample_mapping"]
+            first = [i for i, owner in enumerate(owners) if i == 0 or owners[i - 1] != owner]
+            out[f"{side}_input_ids"] = [encoded["input_ids"][i] for i in first]
+            out[f"{side}_word_ids"] = [_whole_words(encoded, i, owners) for i in first]
+            rows = Counter(owners)
+            out[f"{side}_truncated"] = [rows[owner] > 1 for owner in range(len(words))]
         return out
 
     return cached_map(
@@ -114,8 +120,20 @@ def tokenize_parallel(
         encode,
         cache_dir=cache_dir,
         name="parallel",
-        settings={"tokenizer": tokenizer_digest(tokenizer), "max_length": max_length, "v": 2},
+        settings={"tokenizer": tokenizer_digest(tokenizer), "max_length": max_length, "v": 3},
     )
+
+
+def _whole_words(encoded, row: int, owners: list[int]) -> list[int]:
+    """Word ids of ``row`` (``PAD_WORD`` for special tokens), with a word that ``max_length``
+    cut in its middle marked ``PAD_WORD`` too: its kept pieces are not the word (last-piece
+    pooling would read a prefix), so it stays out of the transport like the words cut whole."""
+    ids = [PAD_WORD if w is None else w for w in encoded.word_ids(row)]
+    if row + 1 < len(owners) and owners[row + 1] == owners[row]:
+        rest = [w for w in encoded.word_ids(row + 1) if w is not None]
+        if rest and rest[0] in ids:
+            ids = [PAD_WORD if w == rest[0] else w for w in ids]
+    return ids
 
 
 def tokenize_nli(

@@ -8,9 +8,11 @@ baseline of the same sweep (per-trial charts show dev scores).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,10 @@ DEV_PANELS = (("XNLI dev acc", "xnli/dev/acc"), ("XQuAD dev F1", "xquad/dev/f1")
 TEST_COLUMNS = (("XNLI acc", "xnli/test/acc"), ("XQuAD F1", "xquad/test/f1"))
 AVERAGES = ("avg_seen_targets", "avg_unseen", "avg_targets")
 SEED_KEY = "train.seed"
-#: Tag on a sweep's run: the version its best encoder was registered as (registered once).
+#: Tags on a sweep's run: the name and version its best encoder was registered as, so a
+#: resumed sweep registers it once per name.
 REGISTERED_TAG = "registered_model_version"
+REGISTERED_NAME_TAG = "registered_model_name"
 
 
 def baseline_trial(outcome: SweepOutcome, base_method: str) -> TrialOutcome | None:
@@ -116,9 +120,9 @@ def register_best(outcome: SweepOutcome, name: str) -> str | None:
     client = mlflow_client(outcome.tracking_uri)
     run_id = None
     try:
-        registered = client.get_run(outcome.parent_run_id).data.tags.get(REGISTERED_TAG)
-        if registered:  # a finished sweep resumed: its best model is registered already
-            return registered
+        tags = client.get_run(outcome.parent_run_id).data.tags
+        if tags.get(REGISTERED_TAG) and tags.get(REGISTERED_NAME_TAG) == name:
+            return tags[REGISTERED_TAG]  # a finished sweep resumed: registered already
         run_id = find_run(
             client,
             outcome.experiment_id,
@@ -131,6 +135,7 @@ def register_best(outcome: SweepOutcome, name: str) -> str | None:
         with mlflow.start_run(run_id=run_id):
             info = log_encoder_model(str(encoder), registered_name=name)
         version = str(info.registered_model_version)
+        client.set_tag(outcome.parent_run_id, REGISTERED_NAME_TAG, name)
         client.set_tag(outcome.parent_run_id, REGISTERED_TAG, version)
     except (MlflowException, OSError) as err:  # the registry or the artifact store refused
         if run_id is not None:
@@ -253,12 +258,20 @@ def selection_caveat(
 def over_seeds(outcome: SweepOutcome, config: Config) -> list[str]:
     """Test scores as mean +- std over seeds per setting (the sampled values but the seed), the
     paper's way of reporting; nothing is chosen on them."""
-    groups: dict[str, list[TrialOutcome]] = {}
+    by_setting: dict[str, tuple[dict, list[TrialOutcome]]] = {}
     for trial in outcome.trials:
         if trial.status == "finished":
             setting = {k: v for k, v in trial.params.items() if "." in k and k != SEED_KEY}
-            label = ", ".join(f"{k.split('.')[-1]}={_cell(v)}" for k, v in setting.items())
-            groups.setdefault(label or "all", []).append(trial)
+            key = json.dumps(setting, sort_keys=True, default=str)  # exact values, not shown ones
+            by_setting.setdefault(key, (setting, []))[1].append(trial)
+
+    def label(setting: dict, cell: Callable[[Any], str]) -> str:
+        return ", ".join(f"{k.split('.')[-1]}={cell(v)}" for k, v in setting.items()) or "all"
+
+    labels = [label(setting, _cell) for setting, _ in by_setting.values()]
+    if len(set(labels)) < len(labels):  # settings that differ past the shown digits
+        labels = [label(setting, _exact_cell) for setting, _ in by_setting.values()]
+    groups = {shown: g for shown, (_, g) in zip(labels, by_setting.values(), strict=True)}
     lines = [
         "## Over seeds: test scores, mean +- std (n seeds) per setting",
         "",
@@ -272,6 +285,10 @@ def over_seeds(outcome: SweepOutcome, config: Config) -> list[str]:
             if any(cells):
                 lines.append(f"| {title} {row} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _exact_cell(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else _cell(value)
 
 
 def _mean_std(values: list[Any]) -> str:

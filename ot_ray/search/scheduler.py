@@ -6,11 +6,16 @@ set the bar that other trials are cut against.
 
 Every cut is written down (``PRUNED_LOG`` in the sweep directory): a trial that stopped early
 without one was interrupted (Ctrl-C, a stopped job), not pruned, and ``--resume`` continues it.
+The rungs (each trial's objective at each milestone) are kept there too (``RUNGS_FILE``): Tune
+saves the searcher's state but not the scheduler's, so a resumed sweep would otherwise cut its
+next trials against an empty rung, with the baseline's bar forgotten.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
@@ -24,19 +29,42 @@ logger = logging.getLogger(__name__)
 TIME_ATTR = "milestone"
 #: One line per trial the scheduler cut, in the sweep directory; it survives ``--resume``.
 PRUNED_LOG = "pruned_trials.txt"
+#: ASHA's rungs, rewritten after every result, read back by a resumed sweep's scheduler.
+RUNGS_FILE = "asha_rungs.json"
 
 
 class ReferenceKeepingASHA(AsyncHyperBandScheduler):
     """ASHA that records every trial in its rungs but lets reference points run to the end,
     and writes each trial it cuts, with the milestone it was cut at, to ``pruned_log``."""
 
-    pruned_log: str | None = None  # also for schedulers pickled before it existed (--resume)
+    # class defaults also serve schedulers pickled before these existed (--resume)
+    pruned_log: str | None = None
+    rungs_file: str | None = None
+    _rungs_read = False
 
-    def __init__(self, *args, pruned_log: str | None = None, **kwargs) -> None:
+    def __init__(
+        self, *args, pruned_log: str | None = None, rungs_file: str | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.pruned_log = pruned_log
+        self.rungs_file = rungs_file
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._read_rungs()
+        super().on_trial_add(tune_controller, trial)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self._read_rungs()
+        super().on_trial_complete(tune_controller, trial, result)
+        self._write_rungs()
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        self._read_rungs()
+        action = self._decide(tune_controller, trial, result)
+        self._write_rungs()
+        return action
+
+    def _decide(self, tune_controller, trial, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
         if action != TrialScheduler.STOP:
             return action
@@ -52,6 +80,46 @@ class ReferenceKeepingASHA(AsyncHyperBandScheduler):
             except OSError as error:  # the cut stands; only its label is at stake
                 logger.warning("could not record pruned trial %s: %s", trial.trial_id, error)
         return action
+
+    def _read_rungs(self) -> None:
+        """Once, before the first decision: the rungs an earlier run of this sweep recorded."""
+        if self._rungs_read:
+            return
+        self._rungs_read = True
+        if self.rungs_file is None or not os.path.exists(self.rungs_file):
+            return
+        try:
+            with open(self.rungs_file, encoding="utf-8") as file:
+                saved = json.load(file)
+            rungs = [[(float(m), dict(rec)) for m, rec in bracket] for bracket in saved["rungs"]]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            logger.warning(
+                "ASHA starts with empty rungs: cannot read %s: %s", self.rungs_file, error
+            )
+            return
+        if [[m for m, _ in b] for b in rungs] != [[m for m, _ in b._rungs] for b in self._brackets]:
+            logger.warning("ASHA starts with empty rungs: %s has other milestones", self.rungs_file)
+            return
+        for bracket, saved_rungs in zip(self._brackets, rungs, strict=True):
+            for (_, recorded), (_, saved_recorded) in zip(bracket._rungs, saved_rungs, strict=True):
+                recorded.update(saved_recorded)
+        self._num_stopped = int(saved.get("num_stopped", 0))
+
+    def _write_rungs(self) -> None:
+        """The rungs as they are now, replaced whole (a killed driver leaves the old file)."""
+        if self.rungs_file is None:
+            return
+        state = {
+            "rungs": [[[m, recorded] for m, recorded in b._rungs] for b in self._brackets],
+            "num_stopped": self._num_stopped,
+        }
+        partial = f"{self.rungs_file}.partial"
+        try:
+            with open(partial, "w", encoding="utf-8") as file:
+                json.dump(state, file)
+            os.replace(partial, self.rungs_file)
+        except OSError as error:  # the decisions stand; only a resume's bar is at stake
+            logger.warning("could not record ASHA's rungs in %s: %s", self.rungs_file, error)
 
 
 def pruned_trials(sweep_dir: Path) -> dict[str, int]:
@@ -71,11 +139,12 @@ def pruned_trials(sweep_dir: Path) -> dict[str, int]:
 
 def make_scheduler(config: Config, sweep_dir: Path) -> TrialScheduler:
     """The scheduler named in ``tune.scheduler``; its horizon is the number of task stages.
-    Its cuts are written to ``PRUNED_LOG`` in ``sweep_dir``."""
+    Its cuts are written to ``PRUNED_LOG`` in ``sweep_dir``, its rungs to ``RUNGS_FILE``."""
     settings = config.tune.scheduler
     if settings.name == "fifo":
         return FIFOScheduler()
     milestones = len(config.task.tasks)
+    (sweep_dir / RUNGS_FILE).unlink(missing_ok=True)  # a new sweep: its own rungs only
     return ReferenceKeepingASHA(
         time_attr=TIME_ATTR,
         max_t=max(milestones, settings.grace_period),
@@ -83,4 +152,5 @@ def make_scheduler(config: Config, sweep_dir: Path) -> TrialScheduler:
         reduction_factor=settings.reduction_factor,
         stop_last_trials=False,
         pruned_log=str(sweep_dir / PRUNED_LOG),
+        rungs_file=str(sweep_dir / RUNGS_FILE),
     )

@@ -30,6 +30,8 @@ REFERENCE_KEY = "reference"
 class SuggestingTrial(Protocol):
     """What the define-by-run function needs of an ``optuna.Trial``."""
 
+    number: int
+
     def suggest_float(self, name: str, low: float, high: float, *, step=None, log=False) -> float:
         """Sample a float."""
 
@@ -62,9 +64,10 @@ class DefineByRun:
     """The function ``OptunaSearch(space=...)`` calls once per trial (a class, because Tune
     pickles the searcher into its experiment state for ``--resume``).
 
-    It returns constants: decoded non-scalar choices, and ``reference: <label>`` when the
-    sampled values are exactly an enqueued point (so the scheduler keeps it and the summary
-    can find the baseline).
+    It returns constants: decoded non-scalar choices, and ``reference: <label>`` for an
+    enqueued point (so the scheduler keeps it and the summary can find the baseline). Optuna
+    numbers the enqueued points first, in order; matching values alone would also label any
+    later trial that happens to draw a point's choices.
     """
 
     def __init__(
@@ -93,10 +96,11 @@ class DefineByRun:
             else:
                 value = trial.suggest_float(name, spec.low, spec.high, step=spec.step, log=spec.log)
             sampled[name] = value
-        for label, point in self.points.items():
-            if all(sampled.get(key) == value for key, value in point.items()):
+        labels = list(self.points)
+        if trial.number < len(labels):
+            label = labels[trial.number]
+            if all(sampled.get(key) == value for key, value in self.points[label].items()):
                 decoded[REFERENCE_KEY] = label
-                break
         return decoded
 
 

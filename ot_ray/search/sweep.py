@@ -94,15 +94,24 @@ class SweepOutcome:
         return [t for t in self.trials if t.status == "interrupted"]
 
 
-def concurrent_trials(config: Config, resources: dict[str, float]) -> int:
-    """How many trials' worker groups fit the cluster at once (at least one)."""
+def concurrent_trials(config: Config, nodes: list[dict[str, float]]) -> int:
+    """How many trials' worker groups fit the cluster's nodes at once (at least one).
+
+    Workers are counted per node (``nodes``: each live node's resources): a worker cannot
+    span two nodes, so two nodes of 3 CPUs hold two 2-CPU workers, not three. A trial
+    started beyond that would hold its slot while its workers wait.
+    """
     if config.tune.max_concurrent_trials:
         return config.tune.max_concurrent_trials
     train = config.train
-    fits = math.floor(resources.get("CPU", 1) / (train.num_workers * train.cpus_per_worker))
-    if train.use_gpu:
-        fits = min(fits, math.floor(resources.get("GPU", 0) / train.num_workers))
-    return max(1, fits)
+    workers = sum(
+        min(
+            math.floor(node.get("CPU", 0) / train.cpus_per_worker),
+            math.floor(node.get("GPU", 0)) if train.use_gpu else math.inf,
+        )
+        for node in nodes
+    )
+    return max(1, math.floor(workers / train.num_workers))
 
 
 def progress_table(config: Config):
@@ -251,7 +260,8 @@ def run_sweep(
         if resume:
             tuner = tune.Tuner.restore(str(directory), trainable=trainable)
         else:
-            concurrent = concurrent_trials(config, ray.cluster_resources())
+            live = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+            concurrent = concurrent_trials(config, live)
             tuner = new_tuner(config, trainable, directory, max_concurrent_trials=concurrent)
     except BaseException:
         if not resume:  # Tune recorded nothing yet: the next start is a new sweep, not this one
