@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
 
 # The tests build Hub-format stand-in datasets afresh; a datasets cache shared with other runs
 # (~/.cache/huggingface) served an earlier run's build of a stand-in that had other rows.
@@ -132,6 +131,9 @@ TINY_ENCODER_WORDS = ["ein", "satz", "a", "sentence", "to", "embed", "the", "dog
 def tiny_encoder(path: Path) -> None:
     """A randomly initialised BERT and its WordPiece tokenizer, saved as ``save_pretrained``:
     a real local model folder, as a user's would be."""
+    # imported here: transformers imports Triton, which must see TRITON_INTERPRET (set above)
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
     path.mkdir()
     vocab = path / "vocab.txt"
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
