@@ -89,9 +89,18 @@ def alignment_error_rate(
 
 def parse_pharaoh(line: str) -> set[Link]:
     """Links of one Pharaoh line (``0-0 1-2 ...``, 0-based source-target word indices)."""
-    links = set()
+    return parse_gold_pharaoh(line, allow_possible=False)[0]
+
+
+def parse_gold_pharaoh(line: str, *, allow_possible: bool = True) -> tuple[set[Link], set[Link]]:
+    """Sure and possible links of one gold line: ``i-j`` is sure, ``ipj`` possible, as in the
+    hand-aligned test sets AER is usually reported on (Och & Ney's S and P)."""
+    sure: set[Link] = set()
+    possible: set[Link] = set()
     for pair in line.split():
         source, sep, target = pair.partition("-")
+        if not sep and allow_possible:
+            source, sep, target = pair.partition("p")
         # ASCII digits only: str.isdigit also takes superscripts (int() then fails) and other
         # scripts' digits (read as numbers)
         if (
@@ -100,9 +109,12 @@ def parse_pharaoh(line: str) -> set[Link]:
             or not source.isdigit()
             or not target.isdigit()
         ):
-            raise ValueError(f"not a Pharaoh link: {pair!r} (expected i-j with 0-based integers)")
-        links.add((int(source), int(target)))
-    return links
+            expected = "i-j (sure) or ipj (possible)" if allow_possible else "i-j"
+            raise ValueError(
+                f"not a Pharaoh link: {pair!r} (expected {expected} with 0-based integers)"
+            )
+        (sure if sep == "-" else possible).add((int(source), int(target)))
+    return sure, possible - sure
 
 
 def format_pharaoh(links: Iterable[Link]) -> str:

@@ -516,6 +516,7 @@ class Trial:
                 self._dev.datasets[lang],
                 self._dev.links[lang],
                 config.alignment,
+                possible=self._dev_corpora[lang].possible,
                 pad_id=self.pad_id,
                 batch_size=config.train.eval_batch_size,
                 device=self.device,

@@ -11,6 +11,7 @@ from conftest import refuse_reading, write_small_world
 from ot_ray.align.quality import AlignmentQuality
 from ot_ray.data.parallel import packed, read_line_aligned, read_parallel_tsv
 from ot_ray.errors import DataError
+from ot_ray.metrics import alignment_error_rate
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,26 @@ def test_empty_sides_are_skipped_and_counted_with_their_links(tmp_path):
     assert corpus.rows == [1, 4]  # the input lines the kept pairs came from
     blank = read_parallel_tsv(write(tmp_path / "b.tsv", "a\tx\n\nc\tw\n\n"))
     assert blank.sources == ["a", "c"] and blank.skipped_empty == 2 and blank.rows == [1, 3]
+
+
+def test_gold_files_with_possible_links_give_aer_over_sure_and_possible(tmp_path):
+    """Hand-aligned gold sets mark uncertain links ``ipj`` (Och & Ney's P); they were refused
+    as "not a Pharaoh link", so AER could not be compared with published figures."""
+    tsv = write(tmp_path / "c.tsv", "a b\tx y\n\tz\nc d\tw v\n")
+    align = write(tmp_path / "c.align", "0-0 1p1\n\n0-0 1p0 1-1 1p1\n")
+    corpus = read_parallel_tsv(tsv, align)
+    assert corpus.links == [{(0, 0)}, {(0, 0), (1, 1)}]  # sure only: what l2 trains on
+    assert corpus.possible == [{(1, 1)}, {(1, 0)}]  # a link marked both ways is sure
+    assert corpus.head(1).possible == [{(1, 1)}]
+    assert read_parallel_tsv(tsv, write(tmp_path / "s.align", "0-0\n\n0-0\n")).possible is None
+    predicted = [{(0, 0), (1, 1)}, {(0, 0), (1, 0)}]  # 2 of 4 sure, 4 of 4 sure or possible
+    assert alignment_error_rate(predicted, corpus.links, corpus.possible) == pytest.approx(
+        100 * (1 - (2 + 4) / (4 + 3))
+    )
+    with pytest.raises(DataError, match=r"s2\.align:1: link 2-0 is outside the sentence"):
+        read_parallel_tsv(tsv, write(tmp_path / "s2.align", "2p0\n\n\n"))
+    with pytest.raises(DataError, match=r"expected i-j \(sure\) or ipj \(possible\)"):
+        read_parallel_tsv(tsv, write(tmp_path / "s3.align", "0x0\n\n\n"))
 
 
 def test_written_links_keep_the_input_line_numbering_where_pairs_were_skipped(tmp_path):

@@ -13,6 +13,7 @@ from ot_ray.metrics import (
     alignment_error_rate,
     format_pharaoh,
     normalize_answer,
+    parse_gold_pharaoh,
     parse_pharaoh,
     retrieval_accuracy,
     squad_em_f1,
@@ -85,6 +86,9 @@ def test_pharaoh_round_trip_and_errors():
     for bad in ("0-", "a-1", "0:1", "-1-2", "\u00b2-0", "\u0661-0"):  # superscript 2, Arabic 1
         with pytest.raises(ValueError, match="not a Pharaoh link"):
             parse_pharaoh(bad)
+    with pytest.raises(ValueError, match=r"expected i-j with"):  # predictions are sure links
+        parse_pharaoh("0p1")
+    assert parse_gold_pharaoh("0-0 1p2 3p3 3-3") == ({(0, 0), (3, 3)}, {(1, 2)})
 
 
 def test_retrieval_accuracy_both_directions():

@@ -58,6 +58,30 @@ def test_unbalanced_gradient_matches_finite_differences():
     assert torch.autograd.gradcheck(loss, (x, y), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
+def test_unbalanced_divergence_of_padded_pairs_with_costs_large_against_tau_is_finite():
+    """Encoder states give costs of hundreds; with tau = 1 every padded pair's divergence was
+    NaN (a padded position's potential overflowed expm1, times its zero mass)."""
+    x, y, x_mask, y_mask = padded_batch(3, 9, 7, 64, seed=16, dtype=torch.float32)
+    x, y = 4 * x, 4 * y  # squared distances of ~1000, in training's float32
+    x.requires_grad_(True)
+    value = sinkhorn_divergence(x, y, x_mask, y_mask, epsilon=0.05, tau=1.0)
+    assert torch.isfinite(value).all() and x_mask.sum(1).min() < 9  # some pairs are padded
+    alone = [
+        sinkhorn_divergence(
+            x[k : k + 1, : int(x_mask[k].sum())],
+            y[k : k + 1, : int(y_mask[k].sum())],
+            x_mask[k : k + 1, : int(x_mask[k].sum())],
+            y_mask[k : k + 1, : int(y_mask[k].sum())],
+            epsilon=0.05,
+            tau=1.0,
+        )
+        for k in range(3)
+    ]
+    torch.testing.assert_close(value, torch.cat(alone), rtol=1e-3, atol=1e-3)
+    value.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
 def test_padded_positions_get_no_gradient():
     x, y, x_mask, y_mask = padded_batch(4, 6, 5, 3, seed=13)
     x.requires_grad_(True)

@@ -50,13 +50,15 @@ def alignment_quality(
     gold: list[set[Link]] | None,
     config: AlignmentConfig,
     *,
+    possible: list[set[Link]] | None = None,
     pad_id: int,
     batch_size: int,
     device: torch.device,
     keep_plans: int = 0,
 ) -> AlignmentQuality:
-    """Retrieval accuracy and (with ``gold``) AER of ``encoder`` on tokenised held-out pairs;
-    the word-level transport plans of the first ``keep_plans`` pairs are kept for pictures."""
+    """Retrieval accuracy and (with ``gold``, the sure links, and ``possible`` where the gold
+    file marks some) AER of ``encoder`` on tokenised held-out pairs; the word-level transport
+    plans of the first ``keep_plans`` pairs are kept for pictures."""
     was_training = encoder.training
     encoder.eval()
     rows = list(range(len(dataset)))
@@ -93,6 +95,6 @@ def alignment_quality(
     target = torch.stack([item[2] for item in merged])
     predicted = [item[3] for item in merged]
     forward, backward = retrieval_accuracy(source, target)
-    aer = alignment_error_rate(predicted, gold) if gold is not None else None
+    aer = alignment_error_rate(predicted, gold, possible) if gold is not None else None
     plans = {item[0]: item[4] for item in merged if item[4] is not None}
     return AlignmentQuality((forward + backward) / 2, aer, predicted, plans)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ot_ray.errors import DataError
-from ot_ray.metrics import Link, parse_pharaoh
+from ot_ray.metrics import Link, parse_gold_pharaoh
 
 #: The first bytes of a gzip file, which a corpus download often still is.
 GZIP_MAGIC = b"\x1f\x8b"
@@ -35,6 +35,10 @@ class ParallelCorpus:
     #: outputs per pair (Pharaoh links) keep the input's line numbering although empty pairs
     #: were skipped. None once pairs are resampled, joined or drawn from several inputs.
     rows: list[int] | None = None
+    #: Possible-only gold links (``ipj`` in the alignment file; Och & Ney's P less S), per
+    #: pair, used by AER only; ``links`` holds the sure ones (what l2 trains on). None where
+    #: the file has none, and once pairs are resampled, packed or joined (training's copies).
+    possible: list[set[Link]] | None = None
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -48,6 +52,7 @@ class ParallelCorpus:
             skipped_empty=self.skipped_empty,
             origin=self.origin,
             rows=None if self.rows is None else self.rows[:n],
+            possible=None if self.possible is None else self.possible[:n],
         )
 
     def resized(self, n: int, seed: int) -> ParallelCorpus:
@@ -169,7 +174,8 @@ def read_line_aligned(source: Path, target: Path, alignments: Path | None = None
 def _corpus(
     pairs: list[tuple[int, str, str]], alignments: Path | None, described: str
 ) -> ParallelCorpus:
-    links = None
+    links: list[set[Link]] | None = None
+    possible: list[set[Link]] = []
     if alignments is not None:
         lines = list(read_lines(alignments))
         if len(lines) != len(pairs):
@@ -180,11 +186,11 @@ def _corpus(
         links = []
         for (number, line), (_, source, target) in zip(lines, pairs, strict=True):
             try:
-                pair_links = parse_pharaoh(line)
+                pair_links, pair_possible = parse_gold_pharaoh(line)
             except ValueError as err:
                 raise DataError(str(err), path=alignments, line=number) from None
             n, m = len(source.split()), len(target.split())
-            bad = [(i, j) for i, j in sorted(pair_links) if i >= n or j >= m]
+            bad = [(i, j) for i, j in sorted(pair_links | pair_possible) if i >= n or j >= m]
             if bad:
                 i, j = bad[0]
                 raise DataError(
@@ -193,7 +199,9 @@ def _corpus(
                     line=number,
                 )
             links.append(pair_links)
+            possible.append(pair_possible)
     corpus = ParallelCorpus(links=[] if links is not None else None, origin=described, rows=[])
+    kept = []
     for k, (number, source, target) in enumerate(pairs):
         if not source.strip() or not target.strip():
             corpus.skipped_empty += 1
@@ -201,6 +209,9 @@ def _corpus(
         corpus.sources.append(source.strip())
         corpus.targets.append(target.strip())
         corpus.rows.append(number)
+        kept.append(k)
         if links is not None and corpus.links is not None:
             corpus.links.append(links[k])
+    if links is not None and any(possible):
+        corpus.possible = [possible[k] for k in kept]
     return corpus

@@ -199,8 +199,13 @@ class _DualValue(torch.autograd.Function):
         if tau is None:
             linear = (a * f).sum(dim=1) + (b * g).sum(dim=1)
         else:
+            # padded positions (mass 0) are left out, not multiplied by 0: their potentials
+            # see zeroed costs, so -f / tau reaches hundreds where costs are large against tau,
+            # and 0 * expm1(inf) was NaN for every padded pair
+            zero = torch.zeros((), dtype=f.dtype, device=f.device)
             linear = -tau * (
-                (a * torch.expm1(-f / tau)).sum(1) + (b * torch.expm1(-g / tau)).sum(1)
+                torch.where(a > 0, a * torch.expm1(-f / tau), zero).sum(1)
+                + torch.where(b > 0, b * torch.expm1(-g / tau), zero).sum(1)
             )
         ctx.save_for_backward(plan)
         ctx.mark_non_differentiable(plan)
