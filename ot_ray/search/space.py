@@ -6,7 +6,7 @@
     alignment.ot.epsilon: {low: 1.0e-4, high: 1.0e-1, log: true}
     alignment.layers: {choices: [[-1], [-2, -1]]}
     unbalanced: {choices: [false, true]}
-    alignment.ot.tau: {low: 0.1, high: 10.0, log: true, when: {unbalanced: true}}
+    alignment.ot.tau: {low: 10.0, high: 1000.0, log: true, when: {unbalanced: true}}
 
 Parameters are sampled in the order written (a conditional one after the parameter its
 ``when`` names), so conditional parameters (tau only for unbalanced OT, the joint weight only for
