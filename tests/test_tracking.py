@@ -62,6 +62,11 @@ def test_relative_sqlite_path_is_made_absolute_and_env_overrides(tmp_path, monke
     with pytest.raises(TrackingError, match=r"MLFLOW_TRACKING_URI has spaces around it") as c:
         tracking_uri(config)
     assert "pw" not in str(c.value)
+    # an in-memory store: each Ray worker would write to its own, and nothing is kept
+    for memory in ("sqlite://", "sqlite:///:memory:", "SQLite://", "sqlite:///"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", memory)
+        with pytest.raises(TrackingError, match=r"not a SQLite file \(an in-memory store"):
+            tracking_uri(config)
 
 
 def test_the_start_up_check_writes_nothing_to_the_store(tmp_path):

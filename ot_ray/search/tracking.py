@@ -51,6 +51,14 @@ def tracking_uri(config: Config, *, base: Path | None = None) -> str:
     scheme, sep, rest = uri.partition("://")
     uri = scheme.lower() + sep + rest if sep else uri  # HTTP://... is http://...
     prefix = "sqlite:///"
+    if scheme.lower() == "sqlite" and (
+        not uri.startswith(prefix) or uri[len(prefix) :] in ("", ":memory:")
+    ):  # each Ray worker would open its own empty database, and all of it vanishes at exit
+        where = "MLFLOW_TRACKING_URI" if from_env else "tracking.uri"
+        raise TrackingError(
+            f"{where}={redacted(uri)}: not a SQLite file (an in-memory store keeps nothing); "
+            "name one, e.g. sqlite:///mlflow.db"
+        )
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         path = (base or Path.cwd()) / uri[len(prefix) :]
         uri = prefix + str(path.resolve())
