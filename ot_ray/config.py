@@ -528,8 +528,8 @@ class ParamSpec(Section):
                 raise ValueError(f"need low < high, found low={self.low} high={self.high}")
             if self.log and self.low <= 0:
                 raise ValueError("a log range needs low > 0")
-            if self.log and self.step is not None:
-                raise ValueError("a log range cannot have a step (Optuna samples it continuously)")
+            if self.log and self.step is not None and not (self.is_int and self.step == 1):
+                raise ValueError("a log range cannot have a step (Optuna refuses one but int's 1)")
             bounds = {"low": self.low, "high": self.high, "step": self.step}
             for name, bound in bounds.items():
                 if self.is_int and bound is not None and bound != int(bound):
@@ -598,7 +598,8 @@ class TuneConfig(Section):
     mode: Literal["max", "min"] = "max"
     seed: Seed = 0
     max_concurrent_trials: PositiveInt | None = Field(
-        default=None, description="Default: as many trials as the cluster's CPUs/GPUs hold."
+        default=None,
+        description="Default: as many trials' workers as the live nodes' CPUs/GPUs hold.",
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)

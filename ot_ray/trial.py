@@ -226,6 +226,13 @@ def _check_weights_and_tokenizer(config: Config, name: str, model_config) -> Non
         raise ConfigError(
             f"cannot load the tokenizer of {name!r}: {message}", key="model.name_or_path"
         ) from None
+    if not tokenizer.is_fast:  # word ids and overflow rows come from the Rust tokenizers only
+        raise ConfigError(
+            f"the tokenizer of {name!r} is not a fast (tokenizers) one: ot-ray needs its word "
+            "ids; save the model with a tokenizer.json, or convert it (AutoTokenizer "
+            "from_pretrained(..., use_fast=True) then save_pretrained)",
+            key="model.name_or_path",
+        )
     vocab = getattr(model_config, "vocab_size", None)
     if vocab and not vocab // 2 <= len(tokenizer) <= vocab:
         raise ConfigError(

@@ -47,8 +47,19 @@ def test_settings_that_print_alike_are_not_averaged_together():
         t.params["alignment.lr"] = lr
     outcome = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=trials[3])
     table = summary(outcome, config, None).split("## Over seeds")[1]
-    assert "method=wordot, lr=0.00012345 (n=2) | method=wordot, lr=0.00012349 (n=2)" in table
+    assert "lr=0.00012345 (n=2) | alignment.method=wordot, alignment.lr=0.00012349" in table
     assert "| XNLI acc de | 70.5 +- 0.7 | 72.5 +- 0.7 |" in table
+
+
+def test_settings_whose_short_names_collide_keep_their_own_columns():
+    config = load_config(REPO / "configs" / "paper_mbert.yaml")
+    trials = [trial(k, "wordot", k % 2, 70.0 + k) for k in range(4)]
+    keys = ["task.xnli.lr", "task.xnli.lr", "task.xquad.lr", "task.xquad.lr"]
+    for t, key in zip(trials, keys, strict=True):
+        t.params[key] = 1.0e-4
+    outcome = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=trials[3])
+    table = summary(outcome, config, None).split("## Over seeds")[1]
+    assert "task.xnli.lr=0.0001 (n=2) | alignment.method=wordot, task.xquad.lr=0.0001" in table
 
 
 def test_a_search_without_seeds_has_no_seed_table():

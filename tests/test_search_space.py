@@ -161,6 +161,7 @@ def test_a_value_the_config_rejects_names_the_trial_and_key(config):
         ("a: {choices: [1], when: {b: 1}}\n    b: {choices: [1], when: {a: 1}}", "form a cycle"),
         # each of these loaded, then Optuna refused it mid-sweep (a traceback)
         ("alignment.lr: {low: 1.0e-5, high: 1.0e-3, log: true, step: 1.0e-5}", "have a step"),
+        ("alignment.batch_size: {low: 8, high: 32, int: true, log: true, step: 2}", "have a step"),
         ("task.xnli.epochs: {low: 0.6, high: 3, int: true}", r"whole numbers, found low=0.6"),
         ("alignment.batch_size: {low: 8, high: 32, int: true, step: 0.5}", "found step=0.5"),
         ("alignment.batch_size: {low: 8, high: 30, step: 8, int: true}", "high=30.0 is not low"),
@@ -172,6 +173,16 @@ def test_bad_search_space_entries_say_what_and_where(tmp_path, entry, message):
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(path)
     assert str(path) in str(caught.value)
+
+
+def test_an_int_log_range_may_keep_the_step_of_one_optuna_allows(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "tune:\n  search_space:\n    alignment.batch_size: {low: 8, high: 32, int: true, "
+        "log: true, step: 1}\n"
+    )
+    (first,) = sample(load_config(path), 1)
+    assert 8 <= first["alignment.batch_size"] <= 32
 
 
 def test_points_must_lie_in_the_space_and_objective_must_not_use_test(tmp_path):

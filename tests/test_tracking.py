@@ -452,7 +452,11 @@ def test_a_registry_that_refuses_the_model_keeps_the_sweeps_results(tmp_path, mo
     client.set_tag(parent, "registered_model_name", "enc")
     client.set_tag(parent, "registered_model_version", "3")
     assert register_best(outcome, "enc") == "3"
+    # registered by an older ot-ray (no name tag): registered under the name it resumes with
+    client.delete_tag(parent, "registered_model_name")
+    assert register_best(outcome, "enc") == "3"
     # ... but under another name it is registered (the old name's version is not returned)
+    client.set_tag(parent, "registered_model_name", "enc")
     with pytest.raises(UserError, match="'other' failed"):
         register_best(outcome, "other")
 

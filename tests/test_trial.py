@@ -479,6 +479,15 @@ def test_a_model_folder_without_weights_or_tokenizer_is_refused_before_it_starts
     (no_weights / "model.safetensors").unlink()
     with pytest.raises(ConfigError, match=r"no-weights has no weights \(model\.safetensors or"):
         tiny_config(cache, tmp_path, f"model.name_or_path={no_weights}")
+    # a Python (slow) tokenizer has no word ids: it failed in tokenisation with a KeyError
+    slow = tmp_path / "slow"
+    tiny_encoder(slow)
+    (slow / "tokenizer.json").unlink()
+    settings = json.loads((slow / "tokenizer_config.json").read_text())
+    settings |= {"tokenizer_class": "BertJapaneseTokenizer", "word_tokenizer_type": "basic"}
+    (slow / "tokenizer_config.json").write_text(json.dumps(settings))
+    with pytest.raises(ConfigError, match=r"slow' is not a fast \(tokenizers\) one"):
+        tiny_config(cache, tmp_path, f"model.name_or_path={slow}")
 
 
 def test_too_few_task_examples_for_one_step_are_refused_before_stage_1():

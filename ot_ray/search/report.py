@@ -113,6 +113,7 @@ def register_best(outcome: SweepOutcome, name: str) -> str | None:
     if outcome.best is None:
         return None
     import mlflow
+    from mlflow.entities import RunTag
     from mlflow.exceptions import MlflowException
 
     from ot_ray.serving import log_encoder_model
@@ -121,8 +122,10 @@ def register_best(outcome: SweepOutcome, name: str) -> str | None:
     run_id = None
     try:
         tags = client.get_run(outcome.parent_run_id).data.tags
-        if tags.get(REGISTERED_TAG) and tags.get(REGISTERED_NAME_TAG) == name:
-            return tags[REGISTERED_TAG]  # a finished sweep resumed: registered already
+        # a finished sweep resumed: registered already (a sweep registered by an older ot-ray
+        # has no name tag: under the name it is resumed with)
+        if tags.get(REGISTERED_TAG) and tags.get(REGISTERED_NAME_TAG, name) == name:
+            return tags[REGISTERED_TAG]
         run_id = find_run(
             client,
             outcome.experiment_id,
@@ -135,8 +138,8 @@ def register_best(outcome: SweepOutcome, name: str) -> str | None:
         with mlflow.start_run(run_id=run_id):
             info = log_encoder_model(str(encoder), registered_name=name)
         version = str(info.registered_model_version)
-        client.set_tag(outcome.parent_run_id, REGISTERED_NAME_TAG, name)
-        client.set_tag(outcome.parent_run_id, REGISTERED_TAG, version)
+        registered = [RunTag(REGISTERED_NAME_TAG, name), RunTag(REGISTERED_TAG, version)]
+        client.log_batch(outcome.parent_run_id, tags=registered)  # both or neither
     except (MlflowException, OSError) as err:  # the registry or the artifact store refused
         if run_id is not None:
             with contextlib.suppress(Exception):  # the trial did finish; start_run failed it
@@ -265,12 +268,12 @@ def over_seeds(outcome: SweepOutcome, config: Config) -> list[str]:
             key = json.dumps(setting, sort_keys=True, default=str)  # exact values, not shown ones
             by_setting.setdefault(key, (setting, []))[1].append(trial)
 
-    def label(setting: dict, cell: Callable[[Any], str]) -> str:
-        return ", ".join(f"{k.split('.')[-1]}={cell(v)}" for k, v in setting.items()) or "all"
+    def label(setting: dict, cell: Callable[[Any], str], name: Callable[[str], str]) -> str:
+        return ", ".join(f"{name(k)}={cell(v)}" for k, v in setting.items()) or "all"
 
-    labels = [label(setting, _cell) for setting, _ in by_setting.values()]
-    if len(set(labels)) < len(labels):  # settings that differ past the shown digits
-        labels = [label(setting, _exact_cell) for setting, _ in by_setting.values()]
+    labels = [label(s, _cell, lambda k: k.split(".")[-1]) for s, _ in by_setting.values()]
+    if len(set(labels)) < len(labels):  # settings that differ past the shown digits or names
+        labels = [label(s, _exact_cell, str) for s, _ in by_setting.values()]
     groups = {shown: g for shown, (_, g) in zip(labels, by_setting.values(), strict=True)}
     lines = [
         "## Over seeds: test scores, mean +- std (n seeds) per setting",

@@ -109,16 +109,17 @@ class ReferenceKeepingASHA(AsyncHyperBandScheduler):
         """The rungs as they are now, replaced whole (a killed driver leaves the old file)."""
         if self.rungs_file is None:
             return
-        state = {
-            "rungs": [[[m, recorded] for m, recorded in b._rungs] for b in self._brackets],
-            "num_stopped": self._num_stopped,
-        }
         partial = f"{self.rungs_file}.partial"
         try:
+            rungs = [
+                [[m, {t: float(v) for t, v in recorded.items()}] for m, recorded in b._rungs]
+                for b in self._brackets
+            ]
             with open(partial, "w", encoding="utf-8") as file:
-                json.dump(state, file)
+                json.dump({"rungs": rungs, "num_stopped": self._num_stopped}, file)
             os.replace(partial, self.rungs_file)
-        except OSError as error:  # the decisions stand; only a resume's bar is at stake
+        except (OSError, TypeError, ValueError) as error:  # the decisions stand: only a
+            # resume's bar is at stake
             logger.warning("could not record ASHA's rungs in %s: %s", self.rungs_file, error)
 
 

@@ -45,8 +45,8 @@ def tracking_uri(config: Config, *, base: Path | None = None) -> str:
     absolute (Tune trials do not run in the driver's working directory)."""
     from_env = os.environ.get("MLFLOW_TRACKING_URI")
     uri = from_env or config.tracking.uri
+    where = "MLFLOW_TRACKING_URI" if from_env else "tracking.uri"
     if uri != uri.strip():  # " http://..." would miss the quick server check and hang
-        where = "MLFLOW_TRACKING_URI" if from_env else "tracking.uri"
         raise TrackingError(f"{where} has spaces around it: {redacted(uri.strip())!r}")
     scheme, sep, rest = uri.partition("://")
     uri = scheme.lower() + sep + rest if sep else uri  # HTTP://... is http://...
@@ -54,7 +54,6 @@ def tracking_uri(config: Config, *, base: Path | None = None) -> str:
     if scheme.lower() == "sqlite" and (
         not uri.startswith(prefix) or uri[len(prefix) :] in ("", ":memory:")
     ):  # each Ray worker would open its own empty database, and all of it vanishes at exit
-        where = "MLFLOW_TRACKING_URI" if from_env else "tracking.uri"
         raise TrackingError(
             f"{where}={redacted(uri)}: not a SQLite file (an in-memory store keeps nothing); "
             "name one, e.g. sqlite:///mlflow.db"
