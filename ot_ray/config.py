@@ -559,6 +559,17 @@ class ParamSpec(Section):
         return self.low <= value <= self.high and self._on_grid(value)
 
 
+def condition_holds(when: Mapping[str, Any], sampled: Mapping[str, Any]) -> bool:
+    """``when: {key: value}`` or ``{key: [allowed values]}``; an unsampled key never holds."""
+    for key, wanted in when.items():
+        if key not in sampled:
+            return False
+        allowed = wanted if isinstance(wanted, list) else [wanted]
+        if sampled[key] not in allowed:
+            return False
+    return True
+
+
 def sampling_order(space: dict[str, ParamSpec]) -> list[str]:
     """Parameters in the order written, except that one sampled ``when`` another has a value
     comes after it (YAML tools may reorder keys; the meaning must not change)."""
@@ -672,8 +683,7 @@ class TuneConfig(Section):
                         f"space{grid}{_boolean_word_hint(value, spec)}"
                     )
                 for switch, wanted in spec.when.items():  # else Optuna never samples it
-                    allowed = wanted if isinstance(wanted, list) else [wanted]
-                    if point.get(switch, _UNSET) not in allowed:
+                    if not condition_holds({switch: wanted}, point):
                         given = "leaves it out"
                         if switch in point:
                             given = f"sets it to {point[switch]!r}"
@@ -689,9 +699,6 @@ class TuneConfig(Section):
                     value = int(value) if spec.is_int and spec.choices is None else value
                     _check_setting(name, value, f"search_space.{name}")
         return self
-
-
-_UNSET = object()
 
 
 def _boolean_word_hint(value: Any, spec: ParamSpec) -> str:

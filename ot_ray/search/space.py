@@ -21,7 +21,13 @@ import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ot_ray.config import Config, ParamSpec, load_config_data, sampling_order
+from ot_ray.config import (
+    Config,
+    ParamSpec,
+    condition_holds,
+    load_config_data,
+    sampling_order,
+)
 
 #: The key of the constant a define-by-run function returns for an enqueued reference point.
 REFERENCE_KEY = "reference"
@@ -47,17 +53,6 @@ def choice_label(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return json.dumps(value)
-
-
-def condition_holds(when: Mapping[str, Any], sampled: Mapping[str, Any]) -> bool:
-    """``when: {key: value}`` or ``{key: [allowed values]}``; an unsampled key never holds."""
-    for key, wanted in when.items():
-        if key not in sampled:
-            return False
-        allowed = wanted if isinstance(wanted, list) else [wanted]
-        if sampled[key] not in allowed:
-            return False
-    return True
 
 
 class DefineByRun:
