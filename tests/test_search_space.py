@@ -15,7 +15,6 @@ from ot_ray.config import load_config
 from ot_ray.errors import ConfigError
 from ot_ray.search.milestones import MilestoneOptunaSearch, MilestoneReporter
 from ot_ray.search.scheduler import (
-    PRUNED_LOG,
     RUNGS_FILE,
     ReferenceKeepingASHA,
     pruned_trials,
@@ -289,9 +288,14 @@ class FakeTrial:
         self.config = config
 
 
-def two_milestone_asha(
-    pruned_log: str | None = None, rungs_file: str | None = None
-) -> ReferenceKeepingASHA:
+class FakeController:
+    """What the scheduler reads of Tune's controller: the folder the sweep runs in."""
+
+    def __init__(self, experiment_path: Path):
+        self.experiment_path = str(experiment_path)
+
+
+def two_milestone_asha() -> ReferenceKeepingASHA:
     return ReferenceKeepingASHA(
         time_attr="milestone",
         metric="objective",
@@ -300,8 +304,6 @@ def two_milestone_asha(
         grace_period=1,
         reduction_factor=2,
         stop_last_trials=False,
-        pruned_log=pruned_log,
-        rungs_file=rungs_file,
     )
 
 
@@ -322,30 +324,36 @@ def test_asha_cuts_weak_trials_but_never_a_reference_point():
 
 def test_a_resumed_sweep_cuts_against_the_rungs_recorded_before_it_stopped(tmp_path):
     """Tune restores the scheduler pickled when the sweep was made, with empty rungs: a weak
-    trial after --resume used to run on, as the first to reach its milestone."""
-    rungs = str(tmp_path / RUNGS_FILE)
-    as_made = pickle.dumps(two_milestone_asha(rungs_file=rungs))  # what tuner.pkl holds
-    scheduler = pickle.loads(as_made)
+    trial after --resume used to run on, as the first to reach its milestone. The rungs are
+    found in the folder the sweep runs in now (it was moved before the resume here)."""
+    made_in, moved_to = tmp_path / "sweep", tmp_path / "moved" / "sweep"
+    made_in.mkdir()
+    as_made = pickle.dumps(two_milestone_asha())  # what tuner.pkl holds
+    scheduler, there = pickle.loads(as_made), FakeController(made_in)
     strong = [FakeTrial(f"s{k}", {}) for k in range(4)]
     for k, trial in enumerate(strong):
-        scheduler.on_trial_add(None, trial)
-        scheduler.on_trial_result(None, trial, {"milestone": 1, "objective": 60.0 + k})
-    scheduler.on_trial_complete(None, strong[0], {"milestone": 2, "objective": 70.0})
+        scheduler.on_trial_add(there, trial)
+        scheduler.on_trial_result(there, trial, {"milestone": 1, "objective": 60.0 + k})
+    scheduler.on_trial_complete(there, strong[0], {"milestone": 2, "objective": 70.0})
+    moved_to.parent.mkdir()
+    made_in.rename(moved_to)
 
-    resumed = pickle.loads(as_made)
+    resumed, here = pickle.loads(as_made), FakeController(moved_to)
     weak, again = FakeTrial("weak", {}), strong[1]
-    resumed.on_trial_add(None, weak)
-    assert resumed.on_trial_result(None, weak, {"milestone": 1, "objective": 10.0}) == "STOP"
-    resumed.on_trial_add(None, again)  # an interrupted trial, requeued: its rung is kept
-    assert resumed.on_trial_result(None, again, {"milestone": 1, "objective": 0.0}) == "CONTINUE"
-    saved = json.loads((tmp_path / RUNGS_FILE).read_text())
+    resumed.on_trial_add(here, weak)
+    assert resumed.on_trial_result(here, weak, {"milestone": 1, "objective": 10.0}) == "STOP"
+    assert pruned_trials(moved_to) == {"weak": 1}  # its cut is written where it is read
+    resumed.on_trial_add(here, again)  # an interrupted trial, requeued: its rung is kept
+    assert resumed.on_trial_result(here, again, {"milestone": 1, "objective": 0.0}) == "CONTINUE"
+    saved = json.loads((moved_to / RUNGS_FILE).read_text())
     assert saved["rungs"][0] == [[2, {"s0": 70.0}], [1, {f"s{k}": 60.0 + k for k in range(4)}
                                                       | {"weak": 10.0}]]  # fmt: skip
+    assert not made_in.exists()
 
     fresh = pickle.loads(as_made)  # without the file (an unreadable one is the same): empty
-    (tmp_path / RUNGS_FILE).write_text("{not json", encoding="utf-8")
-    fresh.on_trial_add(None, weak)
-    assert fresh.on_trial_result(None, weak, {"milestone": 1, "objective": 10.0}) == "CONTINUE"
+    (moved_to / RUNGS_FILE).write_text("{not json", encoding="utf-8")
+    fresh.on_trial_add(here, weak)
+    assert fresh.on_trial_result(here, weak, {"milestone": 1, "objective": 10.0}) == "CONTINUE"
 
 
 def test_a_config_extends_another_and_keeps_where_each_key_came_from(tmp_path):
@@ -385,15 +393,15 @@ def test_asha_never_stops_a_trial_at_its_last_milestone():
 
 def test_only_trials_the_scheduler_cut_count_as_pruned(tmp_path):
     """ASHA writes its cuts down, so a trial stopped by Ctrl-C is told from a pruned one."""
-    scheduler = two_milestone_asha(str(tmp_path / PRUNED_LOG))
+    scheduler, sweep = two_milestone_asha(), FakeController(tmp_path)
     strong = [FakeTrial(f"s{k}", {}) for k in range(4)]
     weak, baseline = FakeTrial("weak", {}), FakeTrial("base", {REFERENCE_KEY: "baseline"})
     for trial in [*strong, weak, baseline]:
-        scheduler.on_trial_add(None, trial)
+        scheduler.on_trial_add(sweep, trial)
     for k, trial in enumerate(strong):
-        scheduler.on_trial_result(None, trial, {"milestone": 1, "objective": 60.0 + k})
-    scheduler.on_trial_result(None, weak, {"milestone": 1, "objective": 10.0})
-    scheduler.on_trial_result(None, baseline, {"milestone": 1, "objective": 10.0})
+        scheduler.on_trial_result(sweep, trial, {"milestone": 1, "objective": 60.0 + k})
+    scheduler.on_trial_result(sweep, weak, {"milestone": 1, "objective": 10.0})
+    scheduler.on_trial_result(sweep, baseline, {"milestone": 1, "objective": 10.0})
     assert pruned_trials(tmp_path) == {"weak": 1}
 
     def status(trial_id: str, milestone: int, of: int = 2) -> str:

@@ -8,7 +8,10 @@ Every cut is written down (``PRUNED_LOG`` in the sweep directory): a trial that 
 without one was interrupted (Ctrl-C, a stopped job), not pruned, and ``--resume`` continues it.
 The rungs (each trial's objective at each milestone) are kept there too (``RUNGS_FILE``): Tune
 saves the searcher's state but not the scheduler's, so a resumed sweep would otherwise cut its
-next trials against an empty rung, with the baseline's bar forgotten.
+next trials against an empty rung, with the baseline's bar forgotten. Both files are found
+through Tune's controller, not a path stored in the scheduler: ``Tuner.restore`` brings back the
+scheduler pickled when the sweep was made, and a sweep folder moved since would otherwise be
+written and read at its old place.
 """
 
 from __future__ import annotations
@@ -35,30 +38,45 @@ RUNGS_FILE = "asha_rungs.json"
 
 class ReferenceKeepingASHA(AsyncHyperBandScheduler):
     """ASHA that records every trial in its rungs but lets reference points run to the end,
-    and writes each trial it cuts, with the milestone it was cut at, to ``pruned_log``."""
+    and, with ``record``, writes each trial it cuts (with the milestone it was cut at) and its
+    rungs to the sweep folder Tune runs in."""
 
     # class defaults also serve schedulers pickled before these existed (--resume)
-    pruned_log: str | None = None
-    rungs_file: str | None = None
+    record: bool = True
     _rungs_read = False
+    _folder: Path | None = None
 
-    def __init__(
-        self, *args, pruned_log: str | None = None, rungs_file: str | None = None, **kwargs
-    ) -> None:
+    def __init__(self, *args, record: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.pruned_log = pruned_log
-        self.rungs_file = rungs_file
+        self.record = record
+
+    @property
+    def pruned_log(self) -> Path | None:
+        return self._folder / PRUNED_LOG if self.record and self._folder else None
+
+    @property
+    def rungs_file(self) -> Path | None:
+        return self._folder / RUNGS_FILE if self.record and self._folder else None
+
+    def _locate(self, tune_controller) -> None:
+        """The sweep folder as Tune runs it now (a restored sweep's may have moved)."""
+        folder = getattr(tune_controller, "experiment_path", None)
+        if folder and "://" not in str(folder):  # the sweep folder is local (tune.storage_path)
+            self._folder = Path(folder)
 
     def on_trial_add(self, tune_controller, trial) -> None:
+        self._locate(tune_controller)
         self._read_rungs()
         super().on_trial_add(tune_controller, trial)
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self._locate(tune_controller)
         self._read_rungs()
         super().on_trial_complete(tune_controller, trial, result)
         self._write_rungs()
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        self._locate(tune_controller)
         self._read_rungs()
         action = self._decide(tune_controller, trial, result)
         self._write_rungs()
@@ -83,10 +101,10 @@ class ReferenceKeepingASHA(AsyncHyperBandScheduler):
 
     def _read_rungs(self) -> None:
         """Once, before the first decision: the rungs an earlier run of this sweep recorded."""
-        if self._rungs_read:
+        if self._rungs_read or self.rungs_file is None:
             return
         self._rungs_read = True
-        if self.rungs_file is None or not os.path.exists(self.rungs_file):
+        if not self.rungs_file.exists():
             return
         try:
             with open(self.rungs_file, encoding="utf-8") as file:
@@ -109,7 +127,7 @@ class ReferenceKeepingASHA(AsyncHyperBandScheduler):
         """The rungs as they are now, replaced whole (a killed driver leaves the old file)."""
         if self.rungs_file is None:
             return
-        partial = f"{self.rungs_file}.partial"
+        partial = self.rungs_file.with_name(f"{RUNGS_FILE}.partial")
         try:
             rungs = [
                 [[m, {t: float(v) for t, v in recorded.items()}] for m, recorded in b._rungs]
@@ -140,7 +158,7 @@ def pruned_trials(sweep_dir: Path) -> dict[str, int]:
 
 def make_scheduler(config: Config, sweep_dir: Path) -> TrialScheduler:
     """The scheduler named in ``tune.scheduler``; its horizon is the number of task stages.
-    Its cuts are written to ``PRUNED_LOG`` in ``sweep_dir``, its rungs to ``RUNGS_FILE``."""
+    Its cuts are written to ``PRUNED_LOG`` in the sweep folder, its rungs to ``RUNGS_FILE``."""
     settings = config.tune.scheduler
     if settings.name == "fifo":
         return FIFOScheduler()
@@ -152,6 +170,4 @@ def make_scheduler(config: Config, sweep_dir: Path) -> TrialScheduler:
         grace_period=settings.grace_period,
         reduction_factor=settings.reduction_factor,
         stop_last_trials=False,
-        pruned_log=str(sweep_dir / PRUNED_LOG),
-        rungs_file=str(sweep_dir / RUNGS_FILE),
     )
