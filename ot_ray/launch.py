@@ -117,8 +117,12 @@ def check_ray_address(timeout: float = 5.0) -> None:
     address = os.environ.get("RAY_ADDRESS", "")
     if address != address.strip():  # Ray reads it as it is: the host would be " 10.0.0.1"
         raise UserError(f"RAY_ADDRESS={address!r}: remove the spaces around it")
-    if not address or address in ("auto", "local"):
+    if not address or address == "local":
         return
+    shown = address
+    if address == "auto":
+        address = _running_cluster()
+        shown = f"auto (the last `ray start` here: {address})"
     scheme, _, rest = address.rpartition("://")
     if scheme in ("http", "https"):
         raise UserError(
@@ -143,8 +147,24 @@ def check_ray_address(timeout: float = 5.0) -> None:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise UserError(
-            f"RAY_ADDRESS={address}: no Ray cluster answers at {host}:{port} ({reason}); start "
+            f"RAY_ADDRESS={shown}: no Ray cluster answers at {host}:{port} ({reason}); start "
             "one there (ray start --head) or unset RAY_ADDRESS to run on a local one"
+        ) from None
+
+
+def _running_cluster() -> str:
+    """The cluster ``RAY_ADDRESS=auto`` joins (the last ``ray start`` on this machine, or the
+    one Ray process found here), found as ``ray.init`` finds it; ``ray.init`` would only fail
+    on none after the data checks and the demo world's build."""
+    import ray._private.services as services
+
+    try:
+        return services.canonicalize_bootstrap_address_or_die("auto")
+    except ConnectionError as err:
+        found = "several Ray clusters run" if "multiple" in str(err) else "no Ray cluster runs"
+        raise UserError(
+            f"RAY_ADDRESS=auto: {found} on this machine; start one (ray start --head), name "
+            "one (host:port), or unset RAY_ADDRESS to run on a local one"
         ) from None
 
 

@@ -68,6 +68,14 @@ def children_and_parent(runs: list[dict]) -> tuple[list[dict], dict]:
 
 def test_ray_job_submit_runs_the_sweep_tracked_in_an_mlflow_server(cache, tmp_path):
     with mlflow_server(tmp_path / "mlflow") as uri, ray_cluster(tmp_path, head_cpus=2) as cluster:
+        # RAY_ADDRESS=auto finds this cluster as ray.init does (the early check passes)
+        check = "from ot_ray.launch import check_ray_address; check_ray_address()"
+        found = run(
+            [str(BIN / "python"), "-c", check],
+            timeout=120,
+            env={**cluster.env(), "RAY_ADDRESS": "auto"},
+        )
+        assert found.returncode == 0, found.stderr[-2000:]
         args = sweep_args(
             cache,
             tmp_path,

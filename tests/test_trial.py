@@ -712,9 +712,26 @@ def test_an_unreachable_ray_address_is_one_line_before_any_work(tmp_path, monkey
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # what `ray job submit` takes
     with pytest.raises(UserError, match=r"8265 is a dashboard address, the one `ray job sub"):
         check_ray_address()
-    for fine in ("auto", "local", "", "ray://ray-head.example"):  # the last: an ingress's port
+    for fine in ("local", "", "ray://ray-head.example"):  # the last: an ingress's port
         monkeypatch.setenv("RAY_ADDRESS", fine)
         check_ray_address()
+    # auto joins the last `ray start` of this machine, recorded in Ray's temp folder
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    recorded = tmp_path / "ray" / "ray_current_cluster"
+    recorded.parent.mkdir()
+    recorded.write_text(f"127.0.0.1:{port}\n")  # a cluster stopped since
+    with pytest.raises(
+        UserError,
+        match=rf"=auto \(the last `ray start` here: [0-9.]+:{port}\): no Ray cluster answers",
+    ):
+        check_ray_address()
+    recorded.unlink()
+    from ray._private.services import find_gcs_addresses
+
+    if not find_gcs_addresses():  # else auto would join the Ray process found here
+        with pytest.raises(UserError, match=r"=auto: no Ray cluster runs on this machine"):
+            check_ray_address()
     cache = tmp_path / "cache"
     overrides = tiny_trial_overrides(str(cache), str(tmp_path / "out"))
     done = subprocess.run(
