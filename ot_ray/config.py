@@ -1111,6 +1111,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
             f"expected a mapping at the top level, found {type(data).__name__}", source=str(path)
         )
     _refuse_cycles(node, set(), set(), path)
+    _refuse_keys_that_are_not_names(node, set(), path)
     size = _expanded_size(node, {})
     if size > MAX_CONFIG_VALUES:
         # a few lines of aliases to aliases expand to billions of values (a "YAML bomb")
@@ -1169,6 +1170,32 @@ def _refuse_cycles(node: yaml.Node, open_nodes: set[int], done: set[int], path: 
         _refuse_cycles(child, open_nodes, done, path)
     open_nodes.discard(id(node))
     done.add(id(node))
+
+
+#: The tags a mapping key may carry: a name, or YAML's merge key ``<<``.
+NAME_KEY_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge")
+
+
+def _refuse_keys_that_are_not_names(node: yaml.Node, done: set[int], path: Path) -> None:
+    """Every key of a config is a name: ``null:`` or ``~:`` read as the key None (two of
+    them, or ``1:`` and ``true:``, silently become one key), and pydantic would report them at
+    the enclosing section's line. Runs after :func:`_refuse_cycles`."""
+    if not isinstance(node, yaml.CollectionNode) or id(node) in done:
+        return
+    done.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_keys_that_are_not_names(item, done, path)
+        return
+    for key, value in node.value:
+        if key.tag not in NAME_KEY_TAGS:
+            kind = key.tag.rpartition(":")[2] if key.tag.startswith("tag:yaml.org") else key.tag
+            text = key.value if isinstance(key, yaml.ScalarNode) else "a list or mapping"
+            raise ConfigError(
+                f"the key {text!r} reads as {kind}, not a name: quote it if it is meant as one",
+                source=f"{path}:{key.start_mark.line + 1}",
+            )
+        _refuse_keys_that_are_not_names(value, done, path)
 
 
 def _collect_lines(node: yaml.Node | None, prefix: str, out: dict[str, int], path: Path) -> None:

@@ -147,6 +147,23 @@ def test_duplicate_key_is_an_error(tmp_path):
         load_config(path)
 
 
+def test_a_key_that_is_not_a_name_is_an_error_at_its_own_line(tmp_path):
+    """``null:`` and ``~:`` both read as the key None, ``1:`` and ``true:`` as one key (1 ==
+    True): two such keys silently became one, and pydantic named the section's line."""
+    for key, kind in (("null", "null"), ("~", "null"), ("1", "int"), ("true", "bool")):
+        path = _write(tmp_path, f"alignment:\n  method: wordot\n  {key}: 3\n")
+        with pytest.raises(
+            ConfigError, match=rf"config.yaml:3: the key '{re.escape(key)}' reads as {kind}"
+        ):
+            load_config(path)
+    path = _write(tmp_path, "data:\n  parallel:\n    by_language:\n      de:\n        - null: x\n")
+    with pytest.raises(ConfigError, match=r"config.yaml:5: the key 'null' reads as null"):
+        load_config(path)  # inside a list too
+    path = _write(tmp_path, "base: &b {lr: 1.0e-5}\nalignment:\n  <<: *b\n  'null': 3\n")
+    with pytest.raises(ConfigError, match=r"config.yaml:4: alignment.null: unknown key"):
+        load_config(path)  # a merge key is fine, a quoted null is a name (an unknown one)
+
+
 def test_non_utf8_file(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("model:\n  name_or_path: caf\xe9\n".encode("latin-1"))
