@@ -67,9 +67,27 @@ def test_unlabelled_rows_are_dropped_and_counted_in_training_and_refused_in_eval
         read_xnli(tsv, skip_empty=False)
 
 
+def test_xtreme_headerless_tsv_is_read_with_its_csv_quoting(tmp_path):
+    """XTREME's utils_preprocess.py writes XNLI without a header through csv.writer: a field
+    holding a quote is quoted and its quotes doubled."""
+    import csv
+
+    rows = [['He said "no".', "He refused.", "entailment"], ["A 'b' c", "d", "contradiction"]]
+    with (tmp_path / "dev-de.tsv").open("w", newline="", encoding="utf-8") as out:
+        csv.writer(out, delimiter="\t").writerows(rows)
+    assert (tmp_path / "dev-de.tsv").read_text().startswith('"He said ""no""."\tHe refused.')
+    data = read_xnli(tmp_path / "dev-de.tsv", skip_empty=False)
+    assert data.premises == ['He said "no".', "A 'b' c"] and data.labels == [0, 2]
+    assert read_xnli(write(tmp_path / "n.tsv", "a\tb\t1\nc\td\t2\n")).labels == [1, 2]
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
+        ("x.tsv", "a\tb\tentailment\nc\td\n", r"x\.tsv:2: 2 fields; a file without a header"),
+        ("x.tsv", "a\tb\tmaybe\n", r"x\.tsv:1: expected a header premise<TAB>hypothesis<TAB>label"),
+        ("x.tsv", "a\tb\n", r"x\.tsv:1: two fields and no header: XTREME's test files hold no"),
+        ("x.tsv", "a\tb\tneutral\nc\td\tmaybe\n", r"x\.tsv:2: unknown label 'maybe'"),
         ("x.tsv", "premise\thypothesis\tlabel\na\tb\tmaybe\n", r"x\.tsv:2: unknown label 'maybe'"),
         ("x.tsv", "premise\thypothesis\tlabel\na\tb\t3\n", r"x\.tsv:2: unknown label '3'"),
         ("x.tsv", "premise\tlabel\na\tneutral\n", r"x\.tsv:1: header .* lacks .*'hypothesis'"),

@@ -1,8 +1,11 @@
-"""Task data from local files in the real formats: XNLI (TSV with a header, or JSONL) and
-XQuAD/SQuAD v1.1 JSON. Errors name the file and the line (or the question id)."""
+"""Task data from local files in the real formats: XNLI (TSV with a header, XTREME's headerless
+TSV, or JSONL) and XQuAD/SQuAD v1.1 JSON. Errors name the file and the line (or the question
+id)."""
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,6 +89,9 @@ def _tsv_rows(path: Path):
     if header_line is None:
         raise DataError("empty file; expected a header premise<TAB>hypothesis<TAB>label", path=path)
     header = header_line[1].split("\t")
+    if not set(header) & set(NLI_COLUMNS):  # no header: XTREME's files, or a slip
+        yield from _headerless_rows(itertools.chain([header_line], lines), path)
+        return
     repeated = sorted({c for c in header if c and header.count(c) > 1})
     if repeated:
         raise DataError(f"header names column(s) {repeated} more than once", path=path, line=1)
@@ -99,6 +105,43 @@ def _tsv_rows(path: Path):
                 f"{len(cells)} fields, the header has {len(header)}", path=path, line=number
             )
         yield number, dict(zip(header, cells, strict=True))
+
+
+def _headerless_rows(lines, path: Path):
+    """Rows as XTREME's ``utils_preprocess.py`` writes XNLI (``train-en.tsv``,
+    ``dev-<lang>.tsv``): premise, hypothesis, label, no header, with Python's ``csv`` quoting
+    (a field holding ``"`` is quoted, its quotes doubled). A first line that is neither a
+    header nor such a row is reported as a missing header."""
+    for number, line in lines:
+        cells = next(csv.reader([line], delimiter="\t"), [])
+        if len(cells) == 3 and (number > 1 or _is_label(cells[2])):
+            yield number, dict(zip(NLI_COLUMNS, cells, strict=True))
+        elif number == 1 and len(cells) == 2:
+            raise DataError(
+                "two fields and no header: XTREME's test files hold no labels (its benchmark "
+                "scores them); take the test set with labels from XNLI-1.0 or facebook/xnli",
+                path=path,
+                line=number,
+            )
+        elif number == 1:
+            raise DataError(
+                "expected a header premise<TAB>hypothesis<TAB>label, or rows of those three "
+                "fields without one (XTREME's format)",
+                path=path,
+                line=number,
+            )
+        else:
+            raise DataError(
+                f"{len(cells)} fields; a file without a header holds premise<TAB>hypothesis<TAB>"
+                "label on every line",
+                path=path,
+                line=number,
+            )
+
+
+def _is_label(value: str) -> bool:
+    value = value.strip()
+    return value in NLI_LABELS or value in {str(i) for i in range(len(NLI_LABELS))}
 
 
 def _jsonl_rows(path: Path):
