@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Mapping
+from typing import Any
 
 COLUMNS = (
     ("XNLI acc", "xnli/test/acc/{}"),
@@ -32,3 +35,15 @@ def summary_table(metrics: Mapping[str, float], languages: list[str]) -> str:
         text = ["" if cell is None else f"{cell:.1f}" for cell in cells]
         lines.append(f"| {row} | " + " | ".join(text) + " |")
     return "\n".join(lines)
+
+
+def mean_std(values: list[Any], *, sep: str = "+-") -> str:
+    """``mean +- std`` of the finite numbers among ``values`` (the sample std, n - 1: seeds are
+    a sample of the runs one could make), one decimal; a single number alone (no spread to
+    show), nothing for none (a trial that did not measure it)."""
+    numbers = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    if not numbers:
+        return ""
+    if len(numbers) == 1:
+        return f"{numbers[0]:.1f}"
+    return f"{statistics.fmean(numbers):.1f} {sep} {statistics.stdev(numbers):.1f}"

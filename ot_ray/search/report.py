@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from ot_ray.plots import optuna_figures, scores_against_baseline
 from ot_ray.search.space import apply_params, rebuilt_study
 from ot_ray.search.sweep import SweepOutcome, TrialOutcome
 from ot_ray.search.tracking import PARENT_TAG, TRIAL_TAG, find_run, log_metrics, mlflow_client
+from ot_ray.summary import mean_std
 from ot_ray.uris import redacted_text
 
 DEV_PANELS = (("XNLI dev acc", "xnli/dev/acc"), ("XQuAD dev F1", "xquad/dev/f1"))
@@ -276,7 +276,7 @@ def over_seeds(outcome: SweepOutcome, config: Config) -> list[str]:
         labels = [label(s, _exact_cell, str) for s, _ in by_setting.values()]
     groups = {shown: g for shown, (_, g) in zip(labels, by_setting.values(), strict=True)}
     lines = [
-        "## Over seeds: test scores, mean +- std (n seeds) per setting",
+        "## Over seeds: test scores, mean +- sample std (n seeds) per setting",
         "",
         "| score | " + " | ".join(f"{label} (n={len(g)})" for label, g in groups.items()) + " |",
         "|---|" + "---:|" * len(groups),
@@ -284,7 +284,7 @@ def over_seeds(outcome: SweepOutcome, config: Config) -> list[str]:
     for title, prefix in TEST_COLUMNS:
         for row in [*config.data.all_eval_languages, *AVERAGES]:
             name = f"{prefix}/{row}"
-            cells = [_mean_std([t.metrics.get(name) for t in g]) for g in groups.values()]
+            cells = [mean_std([t.metrics.get(name) for t in g]) for g in groups.values()]
             if any(cells):
                 lines.append(f"| {title} {row} | " + " | ".join(cells) + " |")
     return lines
@@ -292,14 +292,6 @@ def over_seeds(outcome: SweepOutcome, config: Config) -> list[str]:
 
 def _exact_cell(value: Any) -> str:
     return repr(value) if isinstance(value, float) else _cell(value)
-
-
-def _mean_std(values: list[Any]) -> str:
-    numbers = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
-    if not numbers:
-        return ""
-    spread = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
-    return f"{statistics.fmean(numbers):.1f} +- {spread:.1f}"
 
 
 def _close_run(client, run_id: str, trial: TrialOutcome) -> None:
