@@ -81,6 +81,8 @@ def test_layout_and_manifest(world):
     expected |= {"xnli/train-en.tsv", "xquad/train-en.json"}
     expected |= {f"xnli/{s}-{lang}.tsv" for s in ("dev", "test") for lang in LANGUAGES}
     expected |= {f"xquad/{s}-{lang}.json" for s in ("dev", "test") for lang in LANGUAGES}
+    expected |= {f"encoder/{name}" for name in ("config.json", "model.safetensors")}
+    expected |= {f"encoder/{name}" for name in ("tokenizer.json", "tokenizer_config.json")}
     assert set(manifest["files"]) == expected
     assert not (world / "parallel/el-en.tsv").exists()  # el is left out of alignment
     check_world(world, small_demo(world.parent))  # checksums hold
@@ -214,6 +216,60 @@ def test_cache_reuses_a_complete_world_and_rejects_a_changed_one(tmp_path):
     with pytest.raises(UserError, match=r"manifest\.json: unreadable .*rebuild with --force"):
         ensure_demo_world(demo)
     assert ensure_demo_world(demo, force=True) == path
+
+
+def test_the_encoder_is_checked_too_and_the_world_is_readable_as_the_umask_allows(tmp_path):
+    demo = small_demo(tmp_path)
+    path = ensure_demo_world(demo)
+    assert path.stat().st_mode & 0o777 == 0o777 & ~_umask()  # mkdtemp made it 0700
+    config = path / "encoder/config.json"
+    original = config.read_text()
+    config.write_text(original.replace('"num_hidden_layers": 2', '"num_hidden_layers": 1'))
+    with pytest.raises(UserError, match=r"encoder/config\.json: missing or changed"):
+        ensure_demo_world(demo)
+    config.write_text(original)
+    check_world(path, demo)
+    (path / "encoder/model.safetensors").unlink()
+    with pytest.raises(UserError, match=r"encoder/model\.safetensors: missing or changed"):
+        ensure_demo_world(demo)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_force_replaces_only_a_demo_world(tmp_path):
+    """A project folder holding its own manifest.json was renamed aside and deleted."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src/main.py").write_text("print('mine')\n", encoding="utf-8")
+    (project / MANIFEST).write_text('{"name": "my-app", "files": {}}', encoding="utf-8")
+    with pytest.raises(UserError, match=r"not a demo-world manifest; if .*project is no other"):
+        ensure_demo_world(small_demo(tmp_path), project)
+    with pytest.raises(UserError, match=r"is not empty and is not a demo world; not touching it"):
+        ensure_demo_world(small_demo(tmp_path), project, force=True)
+    assert (project / "src/main.py").read_text(encoding="utf-8") == "print('mine')\n"
+
+
+def test_too_little_text_for_one_pretraining_batch_is_an_error_not_a_hang(tmp_path):
+    too_little = small_demo(tmp_path, encoder={**SMALL["encoder"], "batch_size": 4096})
+    with pytest.raises(UserError, match=r"fewer than data\.demo\.encoder\.batch_size \(4096\)"):
+        ensure_demo_world(too_little)
+    assert not world_dir(too_little).exists()
+
+
+def test_no_written_word_is_shared_by_two_languages_or_two_meanings():
+    """Plurals and fused words clashed at some seeds (fr 'nasemi' = 'pull' and 'soldiers' at
+    seed 159; es 'the rabbit' = el 'painter' at seed 169); those seeds now draw again."""
+    from ot_ray.demo.lexicon import _clashes, _draw_lexicons, build_lexicons
+
+    assert _clashes(_draw_lexicons(159, 0)) == ["fr nasemi: pull / soldier (plural)"]
+    assert _clashes(_draw_lexicons(169, 0)) == ["mosetan: es / el"]
+    for seed in (0, 3, 159, 169):
+        assert _clashes(build_lexicons(seed)) == []
+    assert build_lexicons(0) == _draw_lexicons(0, 0)  # a seed without a clash keeps its words
 
 
 def test_cache_location_follows_config_then_environment(tmp_path, monkeypatch):

@@ -2,32 +2,38 @@
 
 A build writes into a hidden temporary directory next to the destination and renames it into
 place only after the manifest (written last) is complete, so an interrupted build never looks
-finished. Later runs check the manifest (settings and file checksums) instead of rebuilding. A
-file lock keeps two processes (say, two Ray workers on one node) from building the same world
-at once.
+finished. Later runs check the manifest (settings, the generator's code and the checksums of
+every file, the encoder's included) instead of rebuilding. A file lock keeps two processes (say,
+two Ray workers on one node) from building the same world at once.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from filelock import FileLock
 
 from ot_ray.config import DemoConfig
+from ot_ray.demo import encoder as encoder_module
+from ot_ray.demo import grammar, lexicon, nli, qa, sampling, world
 from ot_ray.demo.encoder import pretrain_encoder
 from ot_ray.demo.lexicon import LANGUAGES, function_words
 from ot_ray.demo.world import write_world
 from ot_ray.errors import UserError
 
-#: Bump when the generator changes what it writes for a given seed and sizes.
-GENERATOR_VERSION = 1
+#: Bump when the generator changes what it writes for a given seed and sizes. The generator's
+#: source is part of a world's identity too (``GENERATOR_MODULES``), so a change that forgets
+#: the bump still gets a world of its own.
+GENERATOR_VERSION = 2
+GENERATOR_MODULES = (world, grammar, lexicon, sampling, nli, qa, encoder_module)
 CACHE_ENV = "OT_RAY_CACHE"
 MANIFEST = "manifest.json"
 
@@ -63,7 +69,7 @@ def ensure_demo_world(demo: DemoConfig, out: Path | None = None, *, force: bool 
         if out.exists() and not force:
             check_world(out, demo)
             return out
-        if out.exists() and not (out / MANIFEST).exists() and any(out.iterdir()):
+        if out.exists() and any(out.iterdir()) and not _is_demo_world(out):
             raise UserError(f"{out}: exists, is not empty and is not a demo world; not touching it")
         _build(out, demo)
     return out
@@ -78,8 +84,15 @@ def check_world(path: Path, demo: DemoConfig) -> dict[str, object]:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{manifest_path}: unreadable ({err}); rebuild with --force") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise UserError(f"{manifest_path}: not a demo-world manifest; rebuild with --force")
+    except OSError as err:  # permissions: the world is someone else's, --force would not help
+        raise UserError(f"{manifest_path}: cannot read it ({err.strerror or err})") from None
+    if not _is_world_manifest(manifest):
+        raise UserError(
+            f"{manifest_path}: not a demo-world manifest; if {path} is no other program's "
+            "folder, remove it, or choose another one"
+        )
+    if not set(ENCODER_FILES) <= manifest["files"].keys():  # a world from before encoder sums
+        raise UserError(f"{manifest_path}: has no checksums of the encoder; rebuild with --force")
     if manifest.get("spec") != _spec(demo):
         raise UserError(
             f"{manifest_path}: built with other settings than the config asks for "
@@ -92,6 +105,36 @@ def check_world(path: Path, demo: DemoConfig) -> dict[str, object]:
     return manifest
 
 
+#: Encoder files every world's manifest must list (the weights and what reads them).
+ENCODER_FILES = ("encoder/model.safetensors", "encoder/config.json", "encoder/tokenizer.json")
+
+
+def _is_world_manifest(manifest: object) -> bool:
+    """What ``_build`` writes: a spec naming the generator, and the files' checksums."""
+    return (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("files"), dict)
+        and isinstance(manifest.get("spec"), dict)
+        and "generator_version" in manifest["spec"]
+    )
+
+
+#: What a world folder holds, and nothing else.
+WORLD_LAYOUT = frozenset({MANIFEST, "mono", "parallel", "xnli", "xquad", "encoder"})
+
+
+def _is_demo_world(path: Path) -> bool:
+    """Whether ``--force`` may replace ``path``: only a folder an earlier build made, known by
+    its manifest or, where that is damaged, by holding a world's folders and nothing else (a
+    project's own ``manifest.json`` must not make it look like one)."""
+    try:
+        if _is_world_manifest(json.loads((path / MANIFEST).read_text(encoding="utf-8"))):
+            return True
+    except (OSError, ValueError):
+        pass
+    return {child.name for child in path.iterdir()} == WORLD_LAYOUT
+
+
 def _remove_leftovers(out: Path) -> None:
     """Folders a killed build or swap left next to ``out``: the caller holds the world's lock,
     so nobody is writing them."""
@@ -102,7 +145,9 @@ def _remove_leftovers(out: Path) -> None:
 
 
 def _build(out: Path, demo: DemoConfig) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    # made with the umask's permissions (mkdtemp's 0700 would keep a shared cache to its builder)
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
     try:
         started = time.perf_counter()
         manifest = write_world(staging, demo.sizes, demo.seed)
@@ -113,6 +158,11 @@ def _build(out: Path, demo: DemoConfig) -> None:
             demo.seed,
             function_words(demo.seed) if demo.encoder.whole_function_words else (),
         )
+        manifest["files"] |= {
+            file.relative_to(staging).as_posix(): hashlib.sha256(file.read_bytes()).hexdigest()
+            for file in sorted((staging / "encoder").rglob("*"))
+            if file.is_file()
+        }
         manifest = {
             "spec": _spec(demo),
             **manifest,
@@ -137,7 +187,17 @@ def _spec(demo: DemoConfig) -> dict[str, object]:
     unset = set() if demo.encoder.whole_function_words else {"whole_function_words"}
     return {
         "generator_version": GENERATOR_VERSION,
+        "generator_code": _generator_code_digest(),
         "seed": demo.seed,
         "sizes": demo.sizes.model_dump(),
         "encoder": demo.encoder.model_dump(exclude=unset),
     }
+
+
+@functools.cache
+def _generator_code_digest() -> str:
+    """Ten hex digits of the generator's source: edited code builds a world of its own."""
+    digest = hashlib.sha256()
+    for module in GENERATOR_MODULES:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:10]

@@ -34,6 +34,7 @@ from transformers import (
 )
 
 from ot_ray.config import EncoderPretraining
+from ot_ray.errors import UserError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -156,6 +157,12 @@ def pretrain_encoder(
     tokenizer = train_tokenizer(train_lines, settings.vocab_size, settings.max_length, whole_words)
     train = pack_lines(tokenizer, train_lines, settings.max_length)
     heldout = pack_lines(tokenizer, heldout_lines, settings.max_length)
+    if len(train) < settings.batch_size:  # not one batch: pre-training would wait forever
+        raise UserError(
+            f"data.demo: the monolingual text left for pre-training packs into {len(train)} "
+            f"sequences, fewer than data.demo.encoder.batch_size ({settings.batch_size}): "
+            "raise data.demo.sizes.mono_sentences or lower data.demo.encoder.heldout_sentences"
+        )
     model = BertForMaskedLM(
         BertConfig(
             vocab_size=len(tokenizer),

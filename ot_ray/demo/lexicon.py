@@ -185,11 +185,22 @@ def profile(code: str) -> LanguageProfile:
 
 
 def build_lexicons(seed: int) -> dict[str, dict[str, str]]:
-    """One word per concept per language; no word is used by two languages or two concepts."""
+    """One word per concept per language; no written word (a plural, a fused article or
+    location included) is used by two languages or two concepts. Draws that would make one
+    are drawn again, from another stream, so seeds without a clash keep their words."""
+    for attempt in range(100):
+        lexicons = _draw_lexicons(seed, attempt)
+        if not _clashes(lexicons):
+            return lexicons
+    raise RuntimeError(f"no lexicon without clashing words for seed {seed} in 100 draws")
+
+
+def _draw_lexicons(seed: int, attempt: int) -> dict[str, dict[str, str]]:
     lexicons = {PIVOT.code: _pivot_lexicon()}
     taken = set(SHARED_TOKENS) | {w for p in lexicons[PIVOT.code].values() for w in p.split()}
     for language in TARGETS:
-        rng = random.Random(f"lexicon-{seed}-{language.code}")
+        stream = f"lexicon-{seed}-{language.code}" + (f"-redraw{attempt}" if attempt else "")
+        rng = random.Random(stream)
         words: dict[str, str] = {}
         for concept in CONTENT_CONCEPTS + FUNCTION_CONCEPTS:
             short = concept in FUNCTION_CONCEPTS or concept in PREPOSITIONS
@@ -201,6 +212,34 @@ def build_lexicons(seed: int) -> dict[str, dict[str, str]]:
             taken.add(words["light_verb"])
         lexicons[language.code] = words
     return lexicons
+
+
+def written_forms(lexicon: dict[str, str], grammar: Grammar) -> list[tuple[str, str]]:
+    """Every word a language writes, with what it means: the lexicon's words, plural nouns,
+    and the words an article or a preposition fuses into (see ``grammar.py``)."""
+    forms = [(word, concept) for concept, text in lexicon.items() for word in text.split()]
+    nouns = AGENTS + OBJECTS
+    forms += [(lexicon[n] + grammar.plural_suffix, f"{n} (plural)") for n in nouns]
+    if grammar.fused_locations:
+        forms += [(lexicon[p] + lexicon[q], f"{q} the {p}") for p in PLACES for q in PREPOSITIONS]
+    if grammar.fused_article:
+        forms += [(lexicon["the"] + lexicon[x], f"the {x}") for x in nouns + SIZES + COLORS]
+    return forms
+
+
+def _clashes(lexicons: dict[str, dict[str, str]]) -> list[str]:
+    """Written words two languages, or two meanings of one language, share."""
+    seen: dict[str, str] = {token: "shared" for token in SHARED_TOKENS}
+    clashes = []
+    for language in LANGUAGES:
+        own: dict[str, str] = {}
+        for word, meaning in written_forms(lexicons[language.code], language.grammar):
+            if own.setdefault(word, meaning) != meaning:
+                clashes.append(f"{language.code} {word}: {own[word]} / {meaning}")
+        for word in own:
+            if seen.setdefault(word, language.code) != language.code:
+                clashes.append(f"{word}: {seen[word]} / {language.code}")
+    return clashes
 
 
 def function_words(seed: int) -> list[str]:
