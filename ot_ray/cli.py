@@ -174,7 +174,7 @@ def tune(argv: Sequence[str] | None = None) -> int:
     import os
 
     from ot_ray.launch import check_ray_address, connect_ray, resolve_paths
-    from ot_ray.search.report import finish_sweep, register_best
+    from ot_ray.search.report import finish_sweep, register_best, served_layer
     from ot_ray.search.sweep import check_sweep_request, run_sweep
     from ot_ray.search.tracking import check_tracking, redacted, tracking_uri
     from ot_ray.trial import check_data
@@ -221,7 +221,8 @@ def tune(argv: Sequence[str] | None = None) -> int:
     print(text)
     print(f"MLflow: mlflow ui --backend-store-uri {uri} (then http://127.0.0.1:5000)", flush=True)
     if config.tracking.registered_model_name and not outcome.interrupted:
-        version = register_best(outcome, config.tracking.registered_model_name)
+        layer = served_layer(config, outcome)
+        version = register_best(outcome, config.tracking.registered_model_name, layer=layer)
         if version:
             print(f"registered model {config.tracking.registered_model_name} version {version}")
     if outcome.interrupted:

@@ -12,8 +12,10 @@ from typing import Any
 import mlflow
 
 
-def log_encoder_model(encoder_dir: str, *, registered_name: str | None) -> Any:
-    """Log ``encoder_dir`` (``save_pretrained`` output) as a pyfunc model in the active run."""
+def log_encoder_model(encoder_dir: str, *, registered_name: str | None, layer: int = -1) -> Any:
+    """Log ``encoder_dir`` (``save_pretrained`` output) as a pyfunc model in the active run;
+    it embeds with hidden state ``layer`` (0 the embeddings, -1 the last layer), the one the
+    trial aligned."""
     import torch
     import transformers
 
@@ -22,6 +24,7 @@ def log_encoder_model(encoder_dir: str, *, registered_name: str | None) -> Any:
         python_model=str(Path(__file__).with_name("serving_model.py")),
         artifacts={"encoder": encoder_dir},
         input_example=["a sentence to embed", "ein Satz"],
+        model_config={"layer": layer},
         pip_requirements=[
             f"torch=={torch.__version__.split('+')[0]}",
             f"transformers=={transformers.__version__}",

@@ -1,5 +1,7 @@
 """The aligned encoder as an MLflow model (logged "from code": MLflow stores this file, not a
-pickle). Sentences in, mean-pooled last-layer embeddings out; needs torch and transformers only.
+pickle). Sentences in, embeddings out, read as the trial's retrieval score reads them: the mean
+of the aligned layer (``model_config["layer"]``, the last of ``alignment.layers``) over each
+sentence's own tokens, ``[CLS]``/``[SEP]`` left out. Needs torch and transformers only.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from mlflow.models import set_model
 
 
 class AlignedEncoderModel(mlflow.pyfunc.PythonModel):
-    """Mean of the last layer's token states over each sentence's real tokens."""
+    """Mean of the aligned layer's token states over each sentence's real tokens."""
 
     def load_context(self, context) -> None:
         from transformers import AutoModel, AutoTokenizer
@@ -18,16 +20,22 @@ class AlignedEncoderModel(mlflow.pyfunc.PythonModel):
         path = context.artifacts["encoder"]
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.encoder = AutoModel.from_pretrained(path).eval()
+        self.layer = int((context.model_config or {}).get("layer", -1))
 
     def predict(self, model_input: list[str], params: dict | None = None) -> np.ndarray:
         import torch
 
         batch = self.tokenizer(
-            [str(x) for x in model_input], padding=True, truncation=True, return_tensors="pt"
+            [str(x) for x in model_input],
+            padding=True,
+            truncation=True,
+            return_tensors="pt",
+            return_special_tokens_mask=True,
         )
+        special = batch.pop("special_tokens_mask")
         with torch.no_grad():
-            states = self.encoder(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+            states = self.encoder(**batch, output_hidden_states=True).hidden_states[self.layer]
+        mask = (batch["attention_mask"] * (1 - special)).unsqueeze(-1).to(states.dtype)
         return ((states * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy()
 
 

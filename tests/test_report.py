@@ -143,3 +143,16 @@ def test_the_best_trials_delta_carries_the_selection_caveat_and_points_to_a_fair
     text = summary(outcome, paper, trials[0])
     assert "The over-seeds table below compares settings" in text
     assert text.index("the best of 3 finished") < text.index("## Over seeds")
+
+
+def test_the_registered_model_embeds_with_the_layer_the_best_trial_aligned():
+    from ot_ray.search.report import served_layer
+
+    config = load_config(REPO / "configs" / "demo.yaml", ["alignment.layers=[-1]"])
+    best = TrialOutcome("t0", {"alignment.layers": [-4, -2], REFERENCE_KEY: "x"}, {}, "finished")
+    outcome = SweepOutcome("s", Path("."), "p", "0", "sqlite://", [best], best)
+    assert served_layer(config, outcome) == -2
+    best.params = {"alignment.method": "wordot"}  # not searched: the config's
+    assert served_layer(config, outcome) == -1
+    outcome.best = None
+    assert served_layer(config, outcome) == -1

@@ -108,8 +108,17 @@ def finish_sweep(outcome: SweepOutcome, config: Config, user_config: Config) -> 
     return text
 
 
-def register_best(outcome: SweepOutcome, name: str) -> str | None:
-    """Log the best trial's aligned encoder as an MLflow model and register it; the version."""
+def served_layer(config: Config, outcome: SweepOutcome) -> int:
+    """The hidden state the best trial aligned (the last of its ``alignment.layers``), which
+    its registered model embeds with."""
+    if outcome.best is None:
+        return -1
+    return apply_params(config, outcome.best.params, origin="best trial").alignment.layers[-1]
+
+
+def register_best(outcome: SweepOutcome, name: str, *, layer: int = -1) -> str | None:
+    """Log the best trial's aligned encoder as an MLflow model and register it (embedding with
+    hidden state ``layer``: :func:`served_layer`); the version."""
     if outcome.best is None:
         return None
     import mlflow
@@ -136,7 +145,7 @@ def register_best(outcome: SweepOutcome, name: str) -> str | None:
             return None
         mlflow.set_tracking_uri(outcome.tracking_uri)
         with mlflow.start_run(run_id=run_id):
-            info = log_encoder_model(str(encoder), registered_name=name)
+            info = log_encoder_model(str(encoder), registered_name=name, layer=layer)
         version = str(info.registered_model_version)
         registered = [RunTag(REGISTERED_NAME_TAG, name), RunTag(REGISTERED_TAG, version)]
         client.log_batch(outcome.parent_run_id, tags=registered)  # both or neither
