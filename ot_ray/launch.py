@@ -17,6 +17,7 @@ from typing import Any
 from ot_ray.config import LOCAL_FILE_BUILDERS, Config, SourceSpec
 from ot_ray.errors import ConfigError, UserError
 from ot_ray.fingerprint import settings_digest
+from ot_ray.uris import redacted_text
 
 
 def writable_folder(path: Path, key: str) -> Path:
@@ -99,8 +100,8 @@ def absolute_sources(spec: SourceSpec) -> None:
     (placeholders kept): workers and a resumed sweep read them from another one."""
 
     def absolute(template: str | None) -> str | None:
-        if template is None or template.startswith("{root}"):
-            return template  # data.root is made absolute itself
+        if template is None or template.startswith("{root}") or "://" in template:
+            return template  # data.root is made absolute itself; a URL (https://, hf://) stays
         path = Path(template).expanduser()
         return str(path if path.is_absolute() else Path.cwd() / path)
 
@@ -116,17 +117,17 @@ def check_ray_address(timeout: float = 5.0) -> None:
     minutes and then raise a traceback. Cheap, so the CLIs check it before any other work."""
     address = os.environ.get("RAY_ADDRESS", "")
     if address != address.strip():  # Ray reads it as it is: the host would be " 10.0.0.1"
-        raise UserError(f"RAY_ADDRESS={address!r}: remove the spaces around it")
+        raise UserError(f"RAY_ADDRESS={redacted_text(address)!r}: remove the spaces around it")
     if not address or address == "local":
         return
-    shown = address
+    shown = redacted_text(address)  # a dashboard address may carry user:token@
     if address == "auto":
         address = _running_cluster()
         shown = f"auto (the last `ray start` here: {address})"
     scheme, _, rest = address.rpartition("://")
     if scheme in ("http", "https"):
         raise UserError(
-            f"RAY_ADDRESS={address} is a dashboard address, the one `ray job submit --address` "
+            f"RAY_ADDRESS={shown} is a dashboard address, the one `ray job submit --address` "
             "takes; code on the cluster joins it at host:6379 (Ray sets RAY_ADDRESS so in a "
             "submitted job): set that, or unset RAY_ADDRESS to run on a local cluster"
         )
@@ -139,7 +140,7 @@ def check_ray_address(timeout: float = 5.0) -> None:
         return
     if scheme not in ("", "ray") or not host or port is None:
         raise UserError(
-            f"RAY_ADDRESS={address}: not an address Ray joins (host:port, ray://host:port, "
+            f"RAY_ADDRESS={shown}: not an address Ray joins (host:port, ray://host:port, "
             "auto or local)"
         )
     try:
@@ -177,8 +178,8 @@ def connect_ray() -> None:
     try:
         ray.init(log_to_driver=True, configure_logging=True, logging_level="WARNING")
     except (ConnectionError, ValueError) as err:  # auto without a cluster, one gone since
-        address = os.environ.get("RAY_ADDRESS", "")
-        reason = " ".join(str(err).split())[:300]
+        address = redacted_text(os.environ.get("RAY_ADDRESS", ""))
+        reason = redacted_text(" ".join(str(err).split())[:300])
         raise UserError(f"cannot join the Ray cluster at RAY_ADDRESS={address}: {reason}") from None
 
 

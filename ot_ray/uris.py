@@ -9,17 +9,22 @@ import urllib.parse
 #: Query parameters that carry a secret (exact names, lower case; also ``*_token`` etc.).
 SECRET_QUERY_NAMES = frozenset(
     {"token", "access_token", "auth_token", "id_token", "refresh_token", "auth", "sig"}
-    | {"password", "passwd", "pwd", "secret", "client_secret", "api_key", "apikey"}
+    | {"password", "passwd", "pwd", "secret", "client_secret", "api_key", "apikey", "key"}
+    | {"signature", "credential", "credentials"}  # pre-signed URLs (S3, GCS, Azure)
 )
-SECRET_QUERY_SUFFIXES = ("_token", "_secret", "_password", "-token", "-secret", "-password")
+SECRET_QUERY_SUFFIXES = tuple(
+    f"{sep}{word}"
+    for sep in "_-"
+    for word in ("token", "secret", "password", "signature", "credential", "key")
+)  # X-Amz-Signature, X-Goog-Credential, api-key, ...
 #: Schemes whose user-info part is a credential even without a password (a token as user).
 TOKEN_USER_SCHEMES = ("http", "https")
 
 
 #: A URI inside free text (a ``--set`` value, a YAML error quoting it), up to a delimiter.
 _URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>{}\[\],]*")
-#: ``//user:password@`` anywhere, whatever surrounds it.
-_USER_PASSWORD = re.compile(r"(//[^/@\s:\"']*):[^/@\s\"']*@")
+#: ``//user:password@`` anywhere, whatever surrounds it (a quote may be part of the password).
+_USER_PASSWORD = re.compile(r"(//[^/@\s:\"']*):[^/@\s]*@")
 
 
 def redacted_text(text: str) -> str:
@@ -53,15 +58,20 @@ def redacted(uri: str) -> str:
             netloc = f"{user}:***@{hostport}"
         elif _secret_user(parts.scheme, userinfo):
             netloc = f"***@{hostport}"
-    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    query = parts.query
-    if any(_secret_name(name) for name, _ in pairs):
-        query = urllib.parse.urlencode(
-            [(name, "***" if _secret_name(name) else value) for name, value in pairs], safe="*"
-        )
-    if netloc == parts.netloc and query == parts.query:
+    query, fragment = _hidden_values(parts.query), _hidden_values(parts.fragment)
+    if netloc == parts.netloc and query == parts.query and fragment == parts.fragment:
         return uri
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
+
+
+def _hidden_values(query: str) -> str:
+    """A query (or a fragment written as one, ``#access_token=...``) with secret values hidden."""
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if not any(_secret_name(name) for name, _ in pairs):
+        return query
+    return urllib.parse.urlencode(
+        [(name, "***" if _secret_name(name) else value) for name, value in pairs], safe="*"
+    )
 
 
 def credentials_in(uri: str) -> str | None:
@@ -74,9 +84,10 @@ def credentials_in(uri: str) -> str | None:
     userinfo = parts.netloc.rpartition("@")[0]
     if userinfo and _secret_user(parts.scheme, userinfo):
         return "a password or token in its user info"
-    for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
-        if _secret_name(name):
-            return f"the query parameter {name!r}"
+    for where, text in (("query parameter", parts.query), ("fragment's parameter", parts.fragment)):
+        for name, _ in urllib.parse.parse_qsl(text, keep_blank_values=True):
+            if _secret_name(name):
+                return f"the {where} {name!r}"
     return None
 
 

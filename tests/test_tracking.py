@@ -26,6 +26,7 @@ from ot_ray.search.tracking import (
     redacted,
     tracking_uri,
 )
+from ot_ray.uris import redacted_text
 
 
 def free_port() -> int:
@@ -88,6 +89,11 @@ def test_passwords_never_appear_in_messages():
     assert redacted("https://TOKEN@host/x") == "https://***@host/x"
     assert redacted("http://bob:pw@[::1]:5000") == "http://bob:***@[::1]:5000"
     assert redacted("https://h/x?access_token=abc&a=1") == "https://h/x?access_token=***&a=1"
+    assert redacted("https://h/x#access_token=abc") == "https://h/x#access_token=***"
+    signed = "https://b.s3.amazonaws.com/x?X-Amz-Credential=AK&X-Amz-Signature=ab&X-Amz-Date=1"
+    assert redacted(signed).endswith("?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Date=1")
+    # a quote in the password (unencoded) hid the password from the text's redaction
+    assert redacted_text("uri=http://bob:pa'ss@host/x") == "uri=http://bob:***@host/x"
 
 
 @pytest.mark.parametrize(
@@ -97,6 +103,10 @@ def test_passwords_never_appear_in_messages():
         ("https://Zq9token@mlflow.example.org", "a password or token in its user info"),
         ("https://mlflow.example.org/?token=Zq9abc", "the query parameter 'token'"),
         ("https://mlflow.example.org/?X-Api-Token=Zq9abc", "the query parameter 'X-Api-Token'"),
+        ("https://h/x?X-Goog-Signature=Zq9", "the query parameter 'X-Goog-Signature'"),
+        ("https://h/x?api-key=Zq9", "the query parameter 'api-key'"),
+        ("https://h/x?key=Zq9", "the query parameter 'key'"),
+        ("https://h/x#access_token=Zq9", "the fragment's parameter 'access_token'"),
     ],
 )
 def test_a_config_cannot_carry_tracking_credentials(uri, what):

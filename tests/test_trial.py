@@ -594,7 +594,8 @@ def test_relative_data_paths_are_made_absolute_before_workers_read_them(tmp_path
          "data.xnli.test={hub: json, data_files: 'xnli/test-{lang}.jsonl'}",
          "data.xquad.test={hub: google/xquad, hub_config: 'xquad.{lang}', data_files: 'x.json',"
          " split: validation}",
-         "data.xnli.dev={path: '/abs/dev-{lang}.tsv'}"],
+         "data.xnli.dev={path: '/abs/dev-{lang}.tsv'}",
+         "data.xnli.train={hub: json, data_files: 'https://example.org/mnli.jsonl'}"],
     )  # fmt: skip
     resolved = resolve_paths(config)
     assert resolved.model.name_or_path == str(tmp_path / "encoder")
@@ -605,6 +606,7 @@ def test_relative_data_paths_are_made_absolute_before_workers_read_them(tmp_path
     assert resolved.data.xnli.test.data_files == f"{tmp_path}/xnli/test-{{lang}}.jsonl"
     assert resolved.data.xquad.test.data_files == "x.json"  # a path inside the Hub repository
     assert resolved.data.xnli.dev.path == "/abs/dev-{lang}.tsv"
+    assert resolved.data.xnli.train.data_files == "https://example.org/mnli.jsonl"  # a URL stays
     assert config.data.parallel.train.path == "pairs/{lang}-{pivot}.tsv"  # the given one kept
 
 
@@ -712,24 +714,26 @@ def test_an_unreachable_ray_address_is_one_line_before_any_work(tmp_path, monkey
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # what `ray job submit` takes
     with pytest.raises(UserError, match=r"8265 is a dashboard address, the one `ray job sub"):
         check_ray_address()
+    monkeypatch.setenv("RAY_ADDRESS", "https://bob:Zq9token@ray.example.org")  # never shown
+    with pytest.raises(UserError, match=r"=https://bob:\*\*\*@ray\.example\.org is a dash"):
+        check_ray_address()
     for fine in ("local", "", "ray://ray-head.example"):  # the last: an ingress's port
         monkeypatch.setenv("RAY_ADDRESS", fine)
         check_ray_address()
-    # auto joins the last `ray start` of this machine, recorded in Ray's temp folder
-    monkeypatch.setenv("RAY_ADDRESS", "auto")
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-    recorded = tmp_path / "ray" / "ray_current_cluster"
-    recorded.parent.mkdir()
-    recorded.write_text(f"127.0.0.1:{port}\n")  # a cluster stopped since
-    with pytest.raises(
-        UserError,
-        match=rf"=auto \(the last `ray start` here: [0-9.]+:{port}\): no Ray cluster answers",
-    ):
-        check_ray_address()
-    recorded.unlink()
+    # auto joins the last `ray start` of this machine, recorded in Ray's temp folder, or the
+    # one Ray process running here (tests/test_sweep.py checks it finds a real cluster)
     from ray._private.services import find_gcs_addresses
 
-    if not find_gcs_addresses():  # else auto would join the Ray process found here
+    if not find_gcs_addresses():
+        monkeypatch.setenv("RAY_ADDRESS", "auto")
+        monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+        recorded = tmp_path / "ray" / "ray_current_cluster"
+        recorded.parent.mkdir()
+        recorded.write_text(f"127.0.0.1:{port}\n")  # a cluster stopped since
+        stale = rf"=auto \(the last `ray start` here: [0-9.]+:{port}\): no Ray cluster answers"
+        with pytest.raises(UserError, match=stale):
+            check_ray_address()
+        recorded.unlink()
         with pytest.raises(UserError, match=r"=auto: no Ray cluster runs on this machine"):
             check_ray_address()
     cache = tmp_path / "cache"
