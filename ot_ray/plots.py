@@ -3,6 +3,7 @@ search's history and parameter importances. Matplotlib with the Agg backend (no 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,24 +66,41 @@ def optuna_figures(study, directory: Path) -> list[Path]:
     from optuna.exceptions import ExperimentalWarning
     from optuna.visualization import matplotlib as optuna_plots
 
-    warnings.filterwarnings("ignore", category=ExperimentalWarning)
-    warnings.filterwarnings("ignore", message="Some regimes for parameter")
     written = []
-    axis = optuna_plots.plot_optimization_history(study)
-    written.append(_save(axis.figure, directory / "optimization_history.png"))
-    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
-    if len(finished) >= 2 and len({t.value for t in finished}) > 1:
-        try:
-            axis = optuna_plots.plot_param_importances(study)
-        except (RuntimeError, ValueError):  # e.g. no parameter common to the finished trials
-            return written
-        written.append(_save(axis.figure, directory / "param_importances.png"))
+    with warnings.catch_warnings():  # Optuna's notes, for these plots only (not process-wide)
+        warnings.filterwarnings("ignore", category=ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Some regimes for parameter")
+        with _closing_new_figures():
+            axis = optuna_plots.plot_optimization_history(study)
+            written.append(_save(axis.figure, directory / "optimization_history.png"))
+        finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+        if len(finished) >= 2 and len({t.value for t in finished}) > 1:
+            with _closing_new_figures():
+                try:
+                    axis = optuna_plots.plot_param_importances(study)
+                except (RuntimeError, ValueError):  # e.g. no parameter common to the trials
+                    return written
+                written.append(_save(axis.figure, directory / "param_importances.png"))
     return written
 
 
+@contextlib.contextmanager
+def _closing_new_figures():
+    """Close every figure made inside, also when plotting or saving fails (a long sweep
+    driver would keep them in memory)."""
+    before = set(plt.get_fignums())
+    try:
+        yield
+    finally:
+        for number in set(plt.get_fignums()) - before:
+            plt.close(number)
+
+
 def _save(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+    finally:
+        plt.close(figure)
     return path

@@ -156,3 +156,21 @@ def test_the_registered_model_embeds_with_the_layer_the_best_trial_aligned():
     assert served_layer(config, outcome) == -1
     outcome.best = None
     assert served_layer(config, outcome) == -1
+
+
+def test_optuna_figures_are_written_closed_and_leave_the_warning_filters_alone(tmp_path):
+    import warnings
+
+    import matplotlib.pyplot as plt
+    import optuna
+
+    from ot_ray.plots import optuna_figures
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("lr", 1e-5, 1e-3, log=True) * 1e3, n_trials=4)
+    filters = list(warnings.filters)
+    written = optuna_figures(study, tmp_path)
+    assert [p.name for p in written] == ["optimization_history.png", "param_importances.png"]
+    assert all(p.stat().st_size > 1000 for p in written)
+    assert plt.get_fignums() == [] and warnings.filters == filters
