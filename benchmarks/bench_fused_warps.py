@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from ot_ray.cli import positive_int
 from ot_ray.config import SinkhornConfig
 from ot_ray.ot import fused_sinkhorn, sinkhorn_divergence
 
@@ -67,10 +68,10 @@ def time_divergence(inputs, warps: int, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, nargs="+", default=[8, 24])
-    parser.add_argument("--words", type=int, nargs="+", default=[12, 24, 60, 120])
-    parser.add_argument("--warps", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--pairs", type=positive_int, nargs="+", default=[8, 24])
+    parser.add_argument("--words", type=positive_int, nargs="+", default=[12, 24, 60, 120])
+    parser.add_argument("--warps", type=positive_int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--repeats", type=positive_int, default=20)
     args = parser.parse_args()
     if not torch.cuda.is_available() or fused_sinkhorn.triton is None:
         sys.exit("bench_fused_warps.py: needs a CUDA GPU with Triton")

@@ -41,6 +41,7 @@ import ot
 import torch
 from geomloss import SamplesLoss
 
+from ot_ray.cli import positive_int
 from ot_ray.config import SinkhornConfig
 from ot_ray.ot import cost_matrix, entropic_ot, sinkhorn_divergence
 
@@ -231,7 +232,7 @@ def bench_size(batch, n, dim, eps, target, reps, device, methods) -> list[Row]:
     held_out_refs = reference(*held_out, eps)
     rows = []
     for name in methods:
-        if name == "ot-ray-fused" and device != "cuda":
+        if name == "ot-ray-fused" and torch.device(device).type != "cuda":  # cuda:1 is CUDA too
             print("ot-ray-fused skipped: the fused kernel runs on CUDA GPUs")
             continue
         factory, knobs, knob_name = METHODS[name]
@@ -256,7 +257,8 @@ def bench_size(batch, n, dim, eps, target, reps, device, methods) -> list[Row]:
 def print_table(batch, n, dim, rows: list[Row]) -> None:
     base = next((r.ms for r in rows if r.method == "ot-ray"), float("nan"))
     print(f"\nB={batch} n=m={n} D={dim}")
-    print("| method | median ms | x ot-ray | peak MiB | held-out error | calibration | setting |")
+    ratio = "x ot-ray" if base == base else "x ot-ray (not run)"  # NaN without ot-ray
+    print(f"| method | median ms | {ratio} | peak MiB | held-out error | calibration | setting |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
         flag = "" if r.reached else " (target not reached)"
@@ -269,12 +271,12 @@ def print_table(batch, n, dim, rows: list[Row]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="only B=32, n=m=64")
-    parser.add_argument("--batch", type=int, nargs="+", default=[8, 32, 128])
-    parser.add_argument("--length", type=int, nargs="+", default=[32, 64, 128])
-    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--batch", type=positive_int, nargs="+", default=[8, 32, 128])
+    parser.add_argument("--length", type=positive_int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--dim", type=positive_int, default=768)
     parser.add_argument("--eps", type=float, default=0.0025, help="the paper's blur 0.05, p=2")
     parser.add_argument("--target", type=float, default=1e-3, help="max relative error")
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=positive_int, default=5)
     parser.add_argument(
         "--skip", type=int, nargs=2, action="append", metavar=("B", "N"), help="skip a size"
     )

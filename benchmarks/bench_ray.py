@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ot_ray.cli import run
+from ot_ray.cli import positive_int, run
 from ot_ray.config import Config, load_config
 from ot_ray.launch import fit, resolve_paths
 from ot_ray.reporters import LocalReporter
@@ -39,10 +39,14 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "demo_sweep.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cpus", type=int, default=2, help="CPUs given to the trial")
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--cpus", type=positive_int, default=2, help="CPUs given to the trial")
     parser.add_argument(
-        "--worker-counts", nargs="+", type=int, default=[1, 2], help="Ray Train worker groups"
+        "--worker-counts",
+        nargs="+",
+        type=positive_int,
+        default=[1, 2],
+        help="Ray Train worker groups",
     )
     return parser.parse_args()
 

@@ -26,9 +26,10 @@ import torch
 from transformers import BertConfig, BertModel
 
 from ot_ray.align.batches import ParallelBatch
+from ot_ray.align.losses import ot_alignment_loss
 from ot_ray.align.objective import AlignmentObjective
+from ot_ray.cli import positive_int
 from ot_ray.config import AlignmentConfig
-from ot_ray.ot import pool_words, sinkhorn_divergence
 from ot_ray.training import autocast
 
 MBERT_VOCAB = 119_547
@@ -61,23 +62,28 @@ def timed(function, repeats: int) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--pairs", type=positive_int, default=8)
+    parser.add_argument("--tokens", type=positive_int, default=64)
+    parser.add_argument("--repeats", type=positive_int, default=7)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
-    parser.add_argument("--n-iters", type=int, default=None, help="fixed Sinkhorn iterations")
+    parser.add_argument(
+        "--n-iters", type=positive_int, default=None, help="fixed Sinkhorn iterations"
+    )
     parser.add_argument(
         "--backends", nargs="+", default=["auto"], choices=["auto", "native", "fused", "pot"]
     )
     args = parser.parse_args()
+    if not 4 <= args.tokens <= 512:  # [CLS], a word, [SEP]; BERT-base's positions
+        parser.error("--tokens must be between 4 and 512")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = args.bf16 and device.type == "cuda"  # the trainer's autocast is CUDA only
     torch.manual_seed(0)
     encoder = BertModel(BertConfig(vocab_size=MBERT_VOCAB), add_pooling_layer=False).to(device)
     reference = copy.deepcopy(encoder)
     config = AlignmentConfig()  # the paper's setting: wordot, last layer, last subword, eps
     if args.n_iters:
         config.ot.solver.n_iters = args.n_iters
-    precision = autocast(device, args.bf16)
+    precision = autocast(device, bf16)
     objective = AlignmentObjective(config, reference)
     batch = random_batch(args.pairs, args.tokens, torch.Generator().manual_seed(0)).to(device)
     size = batch.size
@@ -111,21 +117,18 @@ def main() -> None:
         hidden = encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         hidden = hidden.last_hidden_state
 
-    def ot_part() -> None:
+    def ot_part() -> None:  # the objective's own OT loss (tau, debias, pooling as configured)
         states = hidden.clone().requires_grad_(True)
         with precision:
-            x, x_mask = pool_words(states[:size], batch.word_ids[:size], config.pooling)
-            y, y_mask = pool_words(states[size:], batch.word_ids[size:], config.pooling)
-            loss = sinkhorn_divergence(
-                x,
-                y,
-                x_mask,
-                y_mask,
-                epsilon=config.ot.epsilon,
-                cost=config.ot.cost,
-                options=config.ot.solver,
-            ).mean()
-        loss.backward()
+            loss, _ = ot_alignment_loss(
+                states[:size],
+                states[size:],
+                batch.word_ids[:size],
+                batch.word_ids[size:],
+                config.ot,
+                pooling=config.pooling,
+            )
+        loss.mean().backward()
         sync()
 
     encoder_ms, _ = timed(encoder_forward, args.repeats)
@@ -134,7 +137,8 @@ def main() -> None:
     print(
         f"device {device}, threads {torch.get_num_threads()}, encoder {params / 1e6:.0f}M "
         f"parameters, {args.pairs} pairs x {args.tokens} tokens, eps {config.ot.epsilon}, "
-        f"bf16 {args.bf16}, Sinkhorn {args.n_iters or 'to tolerance'}"
+        f"bf16 {bf16}{' (asked; CPU runs float32)' if args.bf16 and not bf16 else ''}, "
+        f"Sinkhorn {args.n_iters or 'to tolerance'}"
     )
     measured: dict[str, tuple[float, float]] = {}
     for backend in args.backends:
@@ -145,7 +149,7 @@ def main() -> None:
             step_times.append(full_step())
         forward = statistics.median(t["forward"] for t in step_times)
         backward = statistics.median(t["backward"] for t in step_times)
-        step = forward + backward
+        step = statistics.median(t["forward"] + t["backward"] for t in step_times)
         ot_ms, _ = timed(ot_part, args.repeats)
         measured[backend] = (step, ot_ms)
         print(f"\nSinkhorn backend: {backend}")

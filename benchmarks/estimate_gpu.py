@@ -31,7 +31,7 @@ from transformers import (
 )
 
 from ot_ray.align.objective import AlignmentObjective
-from ot_ray.cli import run
+from ot_ray.cli import positive_int, run
 from ot_ray.config import AlignmentConfig, load_config
 
 #: Peak dense bf16 tensor-core FLOP/s (vendor data sheets: A100 SXM 312 TFLOP/s, H100 SXM 989).
@@ -134,8 +134,10 @@ def hours(flops: float, peak: float, utilisation: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/paper_mbert.yaml")
-    parser.add_argument("--align-tokens", type=int, default=64, help="padded subwords/sentence")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--align-tokens", type=positive_int, default=64, help="padded subwords/sentence"
+    )
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--price-a100", type=float, default=3.0, help="assumed $ per GPU-hour")
     parser.add_argument("--price-h100", type=float, default=5.0, help="assumed $ per GPU-hour")
     args = parser.parse_args()

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
+from ot_ray.cli import positive_int
+
 Words = list[str]
 
 
@@ -97,9 +99,12 @@ def main() -> None:
     parser.add_argument("encoders", nargs="+")
     parser.add_argument("--lang", default="de", help="a target with the pivot's word order")
     parser.add_argument("--pivot", default="en")
-    parser.add_argument("--stories", type=int, default=60)
+    parser.add_argument("--stories", type=positive_int, default=60)
     parser.add_argument(
-        "--split", default="dev", help="dev (default; for deciding what to try) or test"
+        "--split",
+        default="dev",
+        choices=["dev", "test"],
+        help="dev (default; for deciding what to try) or test",
     )
     args = parser.parse_args()
     for encoder in args.encoders:

@@ -69,10 +69,15 @@ def main() -> None:
     parser.add_argument("--split", default="dev", choices=["dev", "test"])
     parser.add_argument("--save", type=Path, help="write each fine-tuned QA model under here")
     args = parser.parse_args()
-    grammar = profile(args.lang).grammar
+    try:
+        grammar = profile(args.lang).grammar
+    except KeyError as err:
+        parser.error(f"--lang {args.lang}: {err.args[0]}")
     if grammar.order != PIVOT.grammar.order or not grammar.wh_fronting:
         parser.error(f"--lang {args.lang}: the swaps need the pivot's word order and a fronted wh")
     config = load_config(args.config, args.overrides)
+    if config.alignment.joint_weight:
+        parser.error("alignment.joint_weight: the probe's QA stage has no joint term (set it to 0)")
     settings, spec, pivot = config.task.xquad, config.data.xquad, config.data.pivot
     root = data_root(config)
     pivot_words = pivot_question_words(config.data.demo.seed)
@@ -83,13 +88,15 @@ def main() -> None:
             count += 1
         return count
 
+    # the trial's data: its training and evaluation limits (task.xquad.max_train, max_eval)
     train = read_qa(spec.train, root=root, lang=pivot, pivot=pivot, training=True)
+    train = train[: settings.max_train]
     source = getattr(spec, args.split)
-    pivot_eval = read_qa(source, root=root, lang=pivot, pivot=pivot)
-    target_eval = read_qa(source, root=root, lang=args.lang, pivot=pivot)
+    pivot_eval = read_qa(source, root=root, lang=pivot, pivot=pivot)[: settings.max_eval]
+    target_eval = read_qa(source, root=root, lang=args.lang, pivot=pivot)[: settings.max_eval]
     by_id = {e.id: e for e in pivot_eval}
     transformers.logging.set_verbosity_error()
-    for encoder in args.encoders:
+    for number, encoder in enumerate(args.encoders, start=1):
         tokenizer = transformers.AutoTokenizer.from_pretrained(encoder)
         torch.manual_seed(config.train.seed)
         model = transformers.AutoModelForQuestionAnswering.from_pretrained(encoder)
@@ -107,9 +114,11 @@ def main() -> None:
             state=StageState(),
             show_progress=False,
         )
-        if args.save:
-            model.save_pretrained(args.save / Path(encoder).name, safe_serialization=True)
-            tokenizer.save_pretrained(args.save / Path(encoder).name)
+        if args.save:  # numbered: trials name every encoder folder aligned_encoder
+            saved = args.save / f"{number}-{Path(encoder).resolve().name}"
+            model.save_pretrained(saved, safe_serialization=True)
+            tokenizer.save_pretrained(saved)
+            print(f"QA model of {encoder} saved in {saved}")
         questions = [(by_id[t.id].question.split(), t.question.split()) for t in target_eval]
         variants = {
             "pivot": pivot_eval,

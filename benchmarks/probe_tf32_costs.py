@@ -26,6 +26,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from ot_ray.cli import positive_int
 from ot_ray.config import SinkhornConfig
 from ot_ray.ot import costs, sinkhorn_divergence
 from ot_ray.ot import divergence as divergence_module
@@ -111,8 +112,8 @@ def divergence(inputs, dtype: torch.dtype, tf32_rounding: str | None):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=24)
-    parser.add_argument("--words", type=int, default=60)
+    parser.add_argument("--pairs", type=positive_int, default=24)
+    parser.add_argument("--words", type=positive_int, default=60)
     parser.add_argument("--rounding", choices=sorted(ROUNDING), default="nearest")
     args = parser.parse_args()
     on_gpu = args.rounding == "device"

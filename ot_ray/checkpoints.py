@@ -73,7 +73,23 @@ def save_checkpoint(
 
 
 def read_state(directory: Path) -> TrialState:
-    return TrialState(**json.loads((directory / STATE).read_text(encoding="utf-8")))
+    """Where the checkpoint's trial stood; a damaged one (no state, not a state written by this
+    version of ot-ray) is a clear error, not a traceback. A checkpoint past stage 1 must hold
+    the aligned encoder the later stages start from."""
+    path = directory / STATE
+    try:
+        state = TrialState(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as err:  # missing, torn, unknown or missing keys
+        raise CheckpointError(
+            f"{path}: not a readable trial state ({type(err).__name__}: {err}); the checkpoint "
+            "is damaged or from another program: start the trial anew"
+        ) from None
+    if state.stage != "align" and not (directory / ALIGNED / "config.json").is_file():
+        raise CheckpointError(
+            f"{directory}: a checkpoint past alignment lacks {ALIGNED}/ (damaged or copied in "
+            "part); resume from a whole checkpoint, or start the trial anew"
+        )
+    return state
 
 
 def rng_state() -> dict[str, Any]:

@@ -21,6 +21,18 @@ DEMO_SWEEP_CONFIG = REPO_ROOT / "configs" / "demo_sweep.yaml"  # sized for a lap
 USAGE_ERROR = 2
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a count of at least 1 (a repeat count of 0 ended in a statistics
+    error after minutes of setup)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a count of at least 1")
+    return value
+
+
 def config_parser(description: str, default: Path = DEFAULT_CONFIG) -> argparse.ArgumentParser:
     """An argument parser with the ``--config`` / ``--set`` options every job shares."""
     parser = argparse.ArgumentParser(description=description)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import statistics
 import tempfile
@@ -727,12 +728,17 @@ class Trial:
     def _write_outputs(self, encoder: torch.nn.Module, state: TrialState) -> None:
         """``metrics.json``, XTREME predictions, the aligned encoder and its tokenizer."""
         self.out.mkdir(parents=True, exist_ok=True)
-        encoder.save_pretrained(self.out / ALIGNED, safe_serialization=True)
-        self.tokenizer.save_pretrained(self.out / ALIGNED)
+        # each output replaces the old one whole: a kill mid-write leaves the earlier one
+        staged = self.work / ALIGNED
+        encoder.save_pretrained(staged, safe_serialization=True)
+        self.tokenizer.save_pretrained(staged)
+        replace_folder(staged, self.out / ALIGNED)
         replace_folder(self.predictions, self.out / "predictions")
-        (self.out / "metrics.json").write_text(
+        partial = self.out / ".metrics.json.partial"
+        partial.write_text(
             json.dumps(dict(sorted(state.metrics.items())), indent=1), encoding="utf-8"
         )
+        os.replace(partial, self.out / "metrics.json")
 
 
 def _record_means(metrics: dict, windows: dict[str, list[float]]) -> None:

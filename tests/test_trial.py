@@ -16,7 +16,15 @@ import torch
 from conftest import tiny_encoder, tiny_trial_overrides
 from transformers import AutoModel, AutoTokenizer
 
-from ot_ray.checkpoints import OPTIMIZER, CheckpointError, TrialState, load_stage, save_checkpoint
+from ot_ray.checkpoints import (
+    OPTIMIZER,
+    STATE,
+    CheckpointError,
+    TrialState,
+    load_stage,
+    read_state,
+    save_checkpoint,
+)
 from ot_ray.config import load_config
 from ot_ray.data.sources import data_root
 from ot_ray.data.tasks import read_squad, read_xnli
@@ -643,6 +651,22 @@ def test_a_checkpoint_taken_mid_stage_without_its_optimizer_is_refused(tmp_path)
     (tmp_path / OPTIMIZER).unlink()
     with pytest.raises(CheckpointError, match=r"mid-stage lacks optimizer\.pt \(damaged"):
         load_stage(tmp_path, model)
+
+
+def test_a_damaged_checkpoint_state_or_a_missing_aligned_encoder_is_a_clear_error(tmp_path):
+    """A state.json of unknown keys gave a TypeError traceback; a checkpoint past stage 1
+    without its aligned encoder, a transformers OSError when the next stage loaded it."""
+    save_checkpoint(tmp_path, TrialState(stage="align", step=3))
+    assert read_state(tmp_path).step == 3
+    (tmp_path / STATE).write_text('{"stage": "align", "steps": 3}', encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"state\.json: not a readable trial state \(Type"):
+        read_state(tmp_path)
+    (tmp_path / STATE).write_text('{"stage": "align", "st', encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"not a readable trial state \(JSONDecodeError"):
+        read_state(tmp_path)
+    save_checkpoint(tmp_path, TrialState(stage="xnli", step=0))  # no aligned encoder saved
+    with pytest.raises(CheckpointError, match=r"past alignment lacks aligned_encoder/"):
+        read_state(tmp_path)
 
 
 def test_a_rank_the_checkpoint_has_no_rng_for_draws_its_own_stream_not_rank_0s(tmp_path):
