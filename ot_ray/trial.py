@@ -321,7 +321,13 @@ class Trial:
         state.settings = settings
         if self.restored:  # a restarted worker group: counted, and said where it goes on
             state.metrics["restarts"] = state.metrics.get("restarts", 0.0) + 1
-            if self.is_main:
+            if self.is_main and state.stage == "done":  # resubmitted after it finished
+                logger.warning(
+                    "ot-ray: this trial finished before: its outputs are written again from its "
+                    "last checkpoint and nothing is retrained; to train it anew (data or code "
+                    "changed since), set another train.run_name"
+                )
+            elif self.is_main:
                 logger.warning(
                     "ot-ray: resuming stage %s at step %d from its checkpoint",
                     state.stage,
@@ -669,13 +675,15 @@ class Trial:
         # every worker draws the same one and a resumed stage continues the same sequence.
         plan = data.plan(self.config.alignment.batch_size, 1.0, self.config.train.seed)
 
-        def extra(model: torch.nn.Module, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
-            rows = distributed.shard(plan[micro % len(plan)])
+        def extra(model: torch.nn.Module, micro: int) -> tuple[torch.Tensor, dict, float]:
+            pairs = plan[micro % len(plan)]
+            rows = distributed.shard(pairs)
             if not rows:
-                return torch.zeros((), device=self.device), {}
+                return torch.zeros((), device=self.device), {}, 0.0
             batch = data.batch(rows, self.pad_id).to(self.device)
             loss, parts = objective(model.base_model, batch)
-            return weight * loss, {"joint/" + k: v for k, v in parts.items()}
+            share = len(rows) / len(pairs)
+            return weight * loss, {"joint/" + k: v for k, v in parts.items()}, share
 
         return extra
 

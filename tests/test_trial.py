@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import shutil
@@ -618,7 +619,7 @@ def test_relative_data_paths_are_made_absolute_before_workers_read_them(tmp_path
     assert config.data.parallel.train.path == "pairs/{lang}-{pivot}.tsv"  # the given one kept
 
 
-def test_a_checkpoint_resumes_only_under_the_settings_that_wrote_it(finished, tmp_path):
+def test_a_checkpoint_resumes_only_under_the_settings_that_wrote_it(finished, tmp_path, caplog):
     """A checkpoint left in a used folder by another run was resumed under any config: the
     other run's weights and metrics came out as this one's. Keys that say only where or how
     the trial runs (restarts allowed, workers, checkpoint interval) may change."""
@@ -635,8 +636,10 @@ def test_a_checkpoint_resumes_only_under_the_settings_that_wrote_it(finished, tm
     same = config.model_copy(deep=True)
     same.train.output_dir = str(tmp_path)
     same.train.max_failures, same.train.checkpoint_every, same.train.num_workers = 3, 7, 2
-    resumed = run_trial(same, LocalReporter(tmp_path, resume=True), show_progress=False)
+    with caplog.at_level(logging.WARNING, logger="ot_ray.trial"):
+        resumed = run_trial(same, LocalReporter(tmp_path, resume=True), show_progress=False)
     assert resumed["xnli/test/acc/de"] == metrics["xnli/test/acc/de"]  # its finished result
+    assert "this trial finished before: its outputs are written again" in caplog.text
     assert run_name(same) == run_name(config) != run_name(other)  # Ray finds the same run
 
 

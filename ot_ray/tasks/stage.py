@@ -28,8 +28,10 @@ from ot_ray.training import (
 )
 
 Collate = Callable[[datasets.Dataset, list[int]], dict[str, torch.Tensor]]
-#: ``extra(model, micro_index)``: a loss added to the task loss of that micro-batch (joint variant).
-ExtraLoss = Callable[[torch.nn.Module, int], tuple[torch.Tensor, dict[str, float]]]
+#: ``extra(model, micro_index)``: a loss added to the task loss of that micro-batch (joint
+#: variant): its mean over this worker's rows of its own batch, the values to log, and the share
+#: of that batch those rows are.
+ExtraLoss = Callable[[torch.nn.Module, int], tuple[torch.Tensor, dict[str, float], float]]
 
 
 def make_optimizer(
@@ -124,8 +126,12 @@ def fine_tune(
             loss = model(**batch).loss
             parts = {f"{name}/loss": float(loss.detach())}
             if extra_loss is not None:
-                extra, extra_parts = extra_loss(model, progress.micro)
-                loss = loss + extra
+                extra, extra_parts, extra_share = extra_loss(model, progress.micro)
+                # run_steps weights this worker's loss by its share of the task batch; the
+                # extra loss is a mean over its share of another batch, so it is reweighted to
+                # keep the sum over workers the global batch mean (workers' shares can differ)
+                task_share = len(rows) / len(micro_batches[progress.micro])
+                loss = loss + extra * (extra_share / task_share)
                 parts.update(extra_parts)
         return loss, parts
 
