@@ -531,6 +531,7 @@ class Trial:
                 self._dev.links[lang],
                 config.alignment,
                 possible=self._dev_corpora[lang].possible,
+                texts=(self._dev_corpora[lang].sources, self._dev_corpora[lang].targets),
                 pad_id=self.pad_id,
                 batch_size=config.train.eval_batch_size,
                 device=self.device,

@@ -102,6 +102,18 @@ def test_retrieval_accuracy_both_directions():
         retrieval_accuracy(source, target[:3])
 
 
+def test_retrieving_a_copy_of_the_gold_sentence_counts_as_found():
+    """A repeated held-out pair ("(Applause)") has copies that embed alike: the first copy is
+    retrieved for each, and every later copy counted as a miss."""
+    source = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    target = torch.tensor([[1.0, 0.1], [0.1, 1.0], [1.0, 0.1]])
+    assert retrieval_accuracy(source, target) == pytest.approx((200 / 3, 200 / 3))
+    texts = ["(Applaus)", "Ja.", "(Applaus)"], ["(Applause)", "Yes.", "(Applause)"]
+    assert retrieval_accuracy(source, target, *texts) == (100.0, 100.0)
+    other = ["(Applaus)", "Ja.", "Nein."], ["(Applause)", "Yes.", "No."]  # not copies: missed
+    assert retrieval_accuracy(source, target, *other) == pytest.approx((200 / 3, 200 / 3))
+
+
 def test_mutual_argmax_links_respect_masks_and_empty_pairs():
     plan = torch.zeros(3, 3, 3)
     plan[0] = torch.tensor([[0.3, 0.0, 0.0], [0.0, 0.1, 0.2], [0.0, 0.0, 0.4]])

@@ -12,6 +12,7 @@ number of workers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -51,6 +52,7 @@ def alignment_quality(
     config: AlignmentConfig,
     *,
     possible: list[set[Link]] | None = None,
+    texts: tuple[Sequence[str], Sequence[str]] | None = None,
     pad_id: int,
     batch_size: int,
     device: torch.device,
@@ -58,7 +60,8 @@ def alignment_quality(
 ) -> AlignmentQuality:
     """Retrieval accuracy and (with ``gold``, the sure links, and ``possible`` where the gold
     file marks some) AER of ``encoder`` on tokenised held-out pairs; the word-level transport
-    plans of the first ``keep_plans`` pairs are kept for pictures."""
+    plans of the first ``keep_plans`` pairs are kept for pictures. ``texts`` (the pairs' two
+    sides) let a retrieved copy of the gold sentence count as found."""
     was_training = encoder.training
     encoder.eval()
     rows = list(range(len(dataset)))
@@ -94,7 +97,7 @@ def alignment_quality(
     source = torch.stack([item[1] for item in merged])
     target = torch.stack([item[2] for item in merged])
     predicted = [item[3] for item in merged]
-    forward, backward = retrieval_accuracy(source, target)
+    forward, backward = retrieval_accuracy(source, target, *(texts or (None, None)))
     aer = alignment_error_rate(predicted, gold, possible) if gold is not None else None
     plans = {item[0]: item[4] for item in merged if item[4] is not None}
     return AlignmentQuality((forward + backward) / 2, aer, predicted, plans)
