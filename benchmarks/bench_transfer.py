@@ -9,8 +9,9 @@ mean +- std over seeds, the averages over seen and unseen languages, and alignme
     python benchmarks/bench_transfer.py --seeds 0 --methods none wordot
 
 (15 trials for the README's table, 5 to 9 minutes each on 2 CPU cores.) Finished trials are
-kept under ``--out``, in a folder named by their settings' digest, and reused, so an interrupted
-run continues and a run with other settings (``--config``, ``--set``) never reads another's.
+kept under ``--out``, in a folder named by their settings' and the demo world's digests, and
+reused, so an interrupted run continues and a run with other settings (``--config``, ``--set``)
+or another world never reads another's.
 No selection happens here (every variant runs with the config's settings, chosen before on dev
 scores: e.g. the fixed-pivot joint weight 0.03, see the README), and only test scores are
 reported: dev scores are in each trial's metrics.json.
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from ot_ray.cli import run
 from ot_ray.config import load_config
+from ot_ray.demo.build import world_dir
 from ot_ray.fingerprint import settings_digest
 from ot_ray.launch import resolve_paths
 from ot_ray.reporters import LocalReporter
@@ -70,8 +72,11 @@ def parse_args() -> argparse.Namespace:
 def run_variant(args: argparse.Namespace, variant: str, seed: int) -> dict[str, float] | None:
     overrides = [*args.overrides, *VARIANTS[variant], f"train.seed={seed}"]
     overrides.append("train.checkpoint_every=100000")
-    digest = settings_digest(load_config(args.config, overrides))  # where it writes is neutral
-    out = (args.out / variant / f"seed{seed}-{digest}").resolve()
+    given = load_config(args.config, overrides)
+    # the settings (where it writes is neutral) and the demo world's identity (its generator's
+    # code included): a changed generator makes other data under the same settings
+    world = world_dir(given.data.demo).name.rsplit("-", 1)[-1]
+    out = (args.out / variant / f"seed{seed}-{settings_digest(given)}-{world}").resolve()
     done = out / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())

@@ -123,7 +123,7 @@ def check_ray_address(timeout: float = 5.0) -> None:
     shown = redacted_text(address)  # a dashboard address may carry user:token@
     if address == "auto":
         address = _running_cluster()
-        shown = f"auto (the last `ray start` here: {address})"
+        shown = f"auto (the cluster found here: {address})"
     scheme, _, rest = address.rpartition("://")
     if scheme in ("http", "https"):
         raise UserError(
@@ -161,12 +161,13 @@ def _running_cluster() -> str:
 
     try:
         return services.canonicalize_bootstrap_address_or_die("auto")
-    except ConnectionError as err:
-        found = "several Ray clusters run" if "multiple" in str(err) else "no Ray cluster runs"
+    except ConnectionError:
         raise UserError(
-            f"RAY_ADDRESS=auto: {found} on this machine; start one (ray start --head), name "
-            "one (host:port), or unset RAY_ADDRESS to run on a local one"
+            "RAY_ADDRESS=auto: no Ray cluster runs on this machine; start one (ray start "
+            "--head), name one (host:port), or unset RAY_ADDRESS to run on a local one"
         ) from None
+    except ValueError as err:  # a damaged record of the last `ray start`
+        raise UserError(f"RAY_ADDRESS=auto: {err} (Ray's record of the last `ray start`)") from None
 
 
 def connect_ray() -> None:

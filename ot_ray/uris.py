@@ -10,21 +10,23 @@ import urllib.parse
 SECRET_QUERY_NAMES = frozenset(
     {"token", "access_token", "auth_token", "id_token", "refresh_token", "auth", "sig"}
     | {"password", "passwd", "pwd", "secret", "client_secret", "api_key", "apikey", "key"}
+    | {"api-key", "x-api-key"}
     | {"signature", "credential", "credentials"}  # pre-signed URLs (S3, GCS, Azure)
 )
 SECRET_QUERY_SUFFIXES = tuple(
     f"{sep}{word}"
     for sep in "_-"
-    for word in ("token", "secret", "password", "signature", "credential", "key")
-)  # X-Amz-Signature, X-Goog-Credential, api-key, ...
+    for word in ("token", "secret", "password", "signature", "credential")
+)  # X-Amz-Signature, X-Goog-Credential, ...; not *_key: ssl_key names a file
 #: Schemes whose user-info part is a credential even without a password (a token as user).
 TOKEN_USER_SCHEMES = ("http", "https")
 
 
 #: A URI inside free text (a ``--set`` value, a YAML error quoting it), up to a delimiter.
 _URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>{}\[\],]*")
-#: ``//user:password@`` anywhere, whatever surrounds it (a quote may be part of the password).
-_USER_PASSWORD = re.compile(r"(//[^/@\s:\"']*):[^/@\s]*@")
+#: ``//user:password@`` anywhere, whatever surrounds it (a quote may be part of the password;
+#: a comma ends it, so a list of a URL and an e-mail address is not read as one URL).
+_USER_PASSWORD = re.compile(r"(//[^/@\s:\"']*):[^/@\s,]*@")
 
 
 def redacted_text(text: str) -> str:

@@ -79,6 +79,8 @@ def test_xtreme_headerless_tsv_is_read_with_its_csv_quoting(tmp_path):
     data = read_xnli(tmp_path / "dev-de.tsv", skip_empty=False)
     assert data.premises == ['He said "no".', "A 'b' c"] and data.labels == [0, 2]
     assert read_xnli(write(tmp_path / "n.tsv", "a\tb\t1\nc\td\t2\n")).labels == [1, 2]
+    unlabelled_first = read_xnli(write(tmp_path / "u.tsv", "a\tb\t-1\nc\td\tneutral\n"))
+    assert unlabelled_first.labels == [1] and unlabelled_first.skipped_empty == 1
 
 
 @pytest.mark.parametrize(

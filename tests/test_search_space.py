@@ -4,6 +4,7 @@ turning a trial's values into a config, and config files that extend others."""
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
@@ -354,6 +355,22 @@ def test_a_resumed_sweep_cuts_against_the_rungs_recorded_before_it_stopped(tmp_p
     (moved_to / RUNGS_FILE).write_text("{not json", encoding="utf-8")
     fresh.on_trial_add(here, weak)
     assert fresh.on_trial_result(here, weak, {"milestone": 1, "objective": 10.0}) == "CONTINUE"
+
+
+def test_the_scheduler_reads_the_sweep_folder_past_tunes_warning_wrapper(tmp_path, caplog):
+    """Tune hands on_trial_add/on_trial_result a wrapper that logs a warning ("please reach out
+    to Ray team") for each attribute it passes on to the controller."""
+    from ray.tune.execution.tune_controller import TrialRunnerWrapper
+
+    scheduler, wrapper = two_milestone_asha(), TrialRunnerWrapper(FakeController(tmp_path), None)
+    with caplog.at_level(logging.WARNING):
+        for k in range(4):
+            scheduler.on_trial_add(wrapper, FakeTrial(f"s{k}", {}))
+            scheduler.on_trial_result(
+                wrapper, FakeTrial(f"s{k}", {}), {"milestone": 1, "objective": k}
+            )
+    assert (tmp_path / RUNGS_FILE).exists()
+    assert "restricted" not in caplog.text and "Ray team" not in caplog.text
 
 
 def test_a_config_extends_another_and_keeps_where_each_key_came_from(tmp_path):

@@ -94,6 +94,8 @@ def test_passwords_never_appear_in_messages():
     assert redacted(signed).endswith("?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Date=1")
     # a quote in the password (unencoded) hid the password from the text's redaction
     assert redacted_text("uri=http://bob:pa'ss@host/x") == "uri=http://bob:***@host/x"
+    listed = "uris=['http://h:5000','ops@example.org']"  # no user info: nothing to hide
+    assert redacted_text(listed) == listed
 
 
 @pytest.mark.parametrize(
@@ -125,6 +127,8 @@ def test_a_config_cannot_carry_tracking_credentials(uri, what):
         "postgresql://db/mlflow?sslkey=/etc/ssl/client.key&sslmode=verify-full",
         "databricks://profile",
         "https://mlflow.example.org/prefix/?author=x",
+        # SQLAlchemy's MySQL TLS options name files, not secrets
+        "mysql+pymysql://mlflow@db:3306/mlflow?ssl_key=/etc/mysql/client-key.pem",
     ],
 )
 def test_uris_without_secrets_are_accepted(uri):

@@ -757,8 +757,11 @@ def test_an_unreachable_ray_address_is_one_line_before_any_work(tmp_path, monkey
         recorded = tmp_path / "ray" / "ray_current_cluster"
         recorded.parent.mkdir()
         recorded.write_text(f"127.0.0.1:{port}\n")  # a cluster stopped since
-        stale = rf"=auto \(the last `ray start` here: [0-9.]+:{port}\): no Ray cluster answers"
+        stale = rf"=auto \(the cluster found here: [0-9.]+:{port}\): no Ray cluster answers"
         with pytest.raises(UserError, match=stale):
+            check_ray_address()
+        recorded.write_text("garbage\n")
+        with pytest.raises(UserError, match=r"=auto: Invalid address format: garbage \(Ray's"):
             check_ray_address()
         recorded.unlink()
         with pytest.raises(UserError, match=r"=auto: no Ray cluster runs on this machine"):

@@ -140,8 +140,9 @@ def _headerless_rows(lines, path: Path):
 
 
 def _is_label(value: str) -> bool:
+    """A label as a row holds it (MultiNLI's unlabelled -1 included)."""
     value = value.strip()
-    return value in NLI_LABELS or value in {str(i) for i in range(len(NLI_LABELS))}
+    return value in NLI_LABELS or value in {str(i) for i in (*range(len(NLI_LABELS)), UNLABELLED)}
 
 
 def _jsonl_rows(path: Path):

@@ -44,7 +44,8 @@ def default_cache_root() -> Path:
 
 
 def world_dir(demo: DemoConfig) -> Path:
-    """Where the world for these settings lives: one directory per (seed, sizes, encoder)."""
+    """Where the world for these settings lives: one directory per (seed, sizes, encoder,
+    generator version and code)."""
     root = Path(demo.cache_dir).expanduser() if demo.cache_dir else default_cache_root()
     digest = hashlib.sha256(json.dumps(_spec(demo), sort_keys=True).encode()).hexdigest()[:10]
     return root / f"demo-world-seed{demo.seed}-{digest}"

@@ -59,9 +59,12 @@ class ReferenceKeepingASHA(AsyncHyperBandScheduler):
         return self._folder / RUNGS_FILE if self.record and self._folder else None
 
     def _locate(self, tune_controller) -> None:
-        """The sweep folder as Tune runs it now (a restored sweep's may have moved)."""
-        folder = getattr(tune_controller, "experiment_path", None)
-        if folder and "://" not in str(folder):  # the sweep folder is local (tune.storage_path)
+        """The sweep folder as Tune runs it now (a restored sweep's may have moved). Tune hands
+        some callbacks a wrapper that warns on every attribute it passes on: the controller
+        it wraps is read directly."""
+        controller = getattr(tune_controller, "_tune_controller", tune_controller)
+        folder = getattr(controller, "experiment_path", None)
+        if folder:  # the sweep folder is local: sweep_dir() resolves tune.storage_path
             self._folder = Path(folder)
 
     def on_trial_add(self, tune_controller, trial) -> None:
