@@ -38,25 +38,20 @@ RUNGS_FILE = "asha_rungs.json"
 
 class ReferenceKeepingASHA(AsyncHyperBandScheduler):
     """ASHA that records every trial in its rungs but lets reference points run to the end,
-    and, with ``record``, writes each trial it cuts (with the milestone it was cut at) and its
-    rungs to the sweep folder Tune runs in."""
+    and writes each trial it cuts (with the milestone it was cut at) and its rungs to the sweep
+    folder Tune runs in."""
 
     # class defaults also serve schedulers pickled before these existed (--resume)
-    record: bool = True
     _rungs_read = False
     _folder: Path | None = None
 
-    def __init__(self, *args, record: bool = True, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.record = record
-
     @property
     def pruned_log(self) -> Path | None:
-        return self._folder / PRUNED_LOG if self.record and self._folder else None
+        return self._folder / PRUNED_LOG if self._folder else None
 
     @property
     def rungs_file(self) -> Path | None:
-        return self._folder / RUNGS_FILE if self.record and self._folder else None
+        return self._folder / RUNGS_FILE if self._folder else None
 
     def _locate(self, tune_controller) -> None:
         """The sweep folder as Tune runs it now (a restored sweep's may have moved). Tune hands
