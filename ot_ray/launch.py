@@ -122,8 +122,10 @@ def check_ray_address(timeout: float = 5.0) -> None:
         return
     shown = redacted_text(address)  # a dashboard address may carry user:token@
     if address == "auto":
-        address = _running_cluster()
-        shown = f"auto (the cluster found here: {address})"
+        found = _running_cluster()
+        if found is None:  # a Ray without the lookup: ray.init says it, later
+            return
+        address, shown = found, f"auto (the cluster found here: {found})"
     scheme, _, rest = address.rpartition("://")
     if scheme in ("http", "https"):
         raise UserError(
@@ -153,14 +155,18 @@ def check_ray_address(timeout: float = 5.0) -> None:
         ) from None
 
 
-def _running_cluster() -> str:
+def _running_cluster() -> str | None:
     """The cluster ``RAY_ADDRESS=auto`` joins (the last ``ray start`` on this machine, or the
     one Ray process found here), found as ``ray.init`` finds it; ``ray.init`` would only fail
-    on none after the data checks and the demo world's build."""
+    on none after the data checks and the demo world's build. None where this Ray has no such
+    lookup (it is Ray's internal API, checked with Ray 2.60)."""
     import ray._private.services as services
 
+    lookup = getattr(services, "canonicalize_bootstrap_address_or_die", None)
+    if lookup is None:
+        return None
     try:
-        return services.canonicalize_bootstrap_address_or_die("auto")
+        return lookup("auto")
     except ConnectionError:
         raise UserError(
             "RAY_ADDRESS=auto: no Ray cluster runs on this machine; start one (ray start "
