@@ -1,6 +1,7 @@
-"""The joint variant's gradient over two real (gloo) workers equals the one-worker gradient: a
-task batch and a parallel batch split unevenly in different ways (3 task rows: 2 + 1; 5 pairs:
-3 + 2), and the parallel term used to be weighted by each worker's share of the task batch."""
+"""The joint variant's gradient (and its logged values) over two real (gloo) workers equal the
+one-worker ones: a task batch and a parallel batch split unevenly in different ways (3 task
+rows: 2 + 1; 5 pairs: 3 + 2), and the parallel term used to be weighted by each worker's share
+of the task batch."""
 
 from __future__ import annotations
 
@@ -47,16 +48,18 @@ def extra(model: torch.nn.Module, micro: int) -> tuple[torch.Tensor, dict, float
     mine = distributed.shard(pairs)
     size = (model.classifier.weight**2).sum()
     loss = torch.stack([PAIR_WEIGHTS[k] * size for k in mine]).mean()
-    return loss, {}, len(mine) / len(pairs)
+    return loss, {"joint/loss": float(loss.detach())}, len(mine) / len(pairs)
 
 
 def first_step_gradient(rank: int) -> dict[str, torch.Tensor]:
-    """The averaged gradient of the first optimizer step of a task stage with the extra term."""
+    """The averaged gradient of the first optimizer step of a task stage with the extra term,
+    and (as ``logged/<key>``) the values logged for that step."""
     model = tiny_classifier()
     rows = torch.randint(1, 40, (3, 8), generator=torch.Generator().manual_seed(1))
     data = datasets.Dataset.from_dict({"input_ids": rows.tolist(), "labels": [0, 1, 2]})
     settings = TaskTrainConfig(lr=1e-3, epochs=1, batch_size=3, warmup_ratio=0.0)
     seen: dict[str, torch.Tensor] = {}
+    logged: dict[str, float] = {}
     average = distributed.average_gradients
 
     def recording(parameters):
@@ -71,11 +74,12 @@ def first_step_gradient(rank: int) -> dict[str, torch.Tensor]:
         fine_tune(
             model, data, collate, settings, name="xnli", seed=0, device=torch.device("cpu"),
             bf16=False, max_grad_norm=None, state=StageState(), extra_loss=extra,
+            after_step=lambda _, means: logged.update(means) if not logged else None,
             show_progress=False,
         )  # fmt: skip
     finally:
         distributed.average_gradients = average
-    return seen
+    return seen | {f"logged/{k}": torch.tensor(v) for k, v in logged.items() if k != "lr"}
 
 
 def worker(rank: int, port: int, out: str) -> None:
@@ -97,6 +101,8 @@ def test_two_workers_give_the_one_worker_gradient_of_the_joint_variant(tmp_path)
     out = tmp_path / "two.pt"
     mp.spawn(worker, args=(port, str(out)), nprocs=2, join=True)
     together = torch.load(out, weights_only=True)
-    assert together.keys() == alone.keys() and "classifier.weight" in alone
+    assert together.keys() == alone.keys() and {"classifier.weight", "logged/joint/loss"} <= set(
+        alone
+    )
     for name, gradient in alone.items():
         torch.testing.assert_close(together[name], gradient, rtol=1e-5, atol=1e-7, msg=name)

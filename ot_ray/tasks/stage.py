@@ -131,8 +131,10 @@ def fine_tune(
                 # extra loss is a mean over its share of another batch, so it is reweighted to
                 # keep the sum over workers the global batch mean (workers' shares can differ)
                 task_share = len(rows) / len(micro_batches[progress.micro])
-                loss = loss + extra * (extra_share / task_share)
-                parts.update(extra_parts)
+                reweight = extra_share / task_share
+                loss = loss + extra * reweight
+                # its logged values are averaged as the task loss is: reweighted alike
+                parts.update({key: value * reweight for key, value in extra_parts.items()})
         return loss, parts
 
     run_steps(
