@@ -1,0 +1,62 @@
+"""The base of every config section and the constrained number types they share."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Annotated, Any
+
+import numpy
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+# Finite only: an infinite rate, eps or epoch count would train to NaN or never end.
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+#: numpy takes seeds below 2**32, and each worker adds 1000 x its rank to the trial's.
+Seed = Annotated[int, Field(ge=0, lt=2**31)]
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors and assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic would read ``true`` as 1 for a number (or a list of numbers, such as layer
+        indices): a slip (``num_workers=yes``) that would silently change a setting."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None:
+            return value
+        kinds = plain_types(field.annotation)
+        if isinstance(value, list):
+            kinds = {
+                item
+                for kind in kinds
+                if typing.get_origin(kind) is list
+                for item in plain_types(typing.get_args(kind)[0])
+            }
+            found = next((v for v in value if is_boolean(v)), None)
+        else:
+            found = value if is_boolean(value) else None
+        if found is not None and kinds & {int, float} and not kinds & {bool, Any}:
+            raise ValueError(f"expected a number, found {str(bool(found)).lower()} (a boolean)")
+        return value
+
+
+def is_boolean(value: Any) -> bool:
+    return isinstance(value, bool | numpy.bool_)
+
+
+def plain_types(annotation: Any) -> set[Any]:
+    """The types a field's annotation admits, through ``Annotated`` and unions."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return plain_types(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(plain_types(arg) for arg in typing.get_args(annotation)))
+    return {annotation}

@@ -1,0 +1,248 @@
+"""The sweep's settings: the Optuna search space (conditional parameters, named points) and
+ASHA's early stopping, checked against the settings a trial will take before any trial
+runs."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ot_ray.config.fields import FiniteFloat, PositiveFloat, PositiveInt, Section, Seed
+from ot_ray.config.keys import is_config_key, setting_keys
+
+
+class ParamSpec(Section):
+    """One searched parameter: ``choices``, or a ``low``..``high`` range (``log``, ``step``,
+    ``int``); ``when`` samples it only if earlier parameters have the given value(s)."""
+
+    choices: list[Any] | None = None
+    low: FiniteFloat | None = None
+    high: FiniteFloat | None = None
+    log: bool = False
+    step: PositiveFloat | None = None
+    is_int: bool = Field(False, alias="int")
+    when: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ParamSpec:
+        ranged = self.low is not None or self.high is not None
+        if (self.choices is None) == (not ranged):
+            raise ValueError("give either choices: [...] or low: and high:")
+        if self.choices is not None and not self.choices:
+            raise ValueError("choices is empty")
+        if ranged:
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(f"need low < high, found low={self.low} high={self.high}")
+            if self.log and self.low <= 0:
+                raise ValueError("a log range needs low > 0")
+            if self.log and self.step is not None and not (self.is_int and self.step == 1):
+                raise ValueError("a log range cannot have a step (Optuna refuses one but int's 1)")
+            bounds = {"low": self.low, "high": self.high, "step": self.step}
+            for name, bound in bounds.items():
+                if self.is_int and bound is not None and bound != int(bound):
+                    raise ValueError(f"int: true needs whole numbers, found {name}={bound}")
+            if self.step is not None and not self._on_grid(self.high):
+                raise ValueError(
+                    f"high={self.high} is not low={self.low} plus a whole number of "
+                    f"step={self.step} (Optuna would lower it)"
+                )
+        return self
+
+    def _on_grid(self, value: float) -> bool:
+        if self.step is None or self.low is None:
+            return True
+        steps = (value - self.low) / self.step
+        return abs(steps - round(steps)) < 1e-8
+
+    def contains(self, value: Any) -> bool:
+        """Whether Optuna could sample ``value``: a reference point off a ``step`` grid runs,
+        but Optuna refuses it when the sweep's study is rebuilt at the end."""
+        if self.choices is not None:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.is_int and value != int(value):
+            return False
+        return self.low <= value <= self.high and self._on_grid(value)
+
+
+def condition_holds(when: Mapping[str, Any], sampled: Mapping[str, Any]) -> bool:
+    """``when: {key: value}`` or ``{key: [allowed values]}``; an unsampled key never holds."""
+    for key, wanted in when.items():
+        if key not in sampled:
+            return False
+        allowed = wanted if isinstance(wanted, list) else [wanted]
+        if sampled[key] not in allowed:
+            return False
+    return True
+
+
+def sampling_order(space: dict[str, ParamSpec]) -> list[str]:
+    """Parameters in the order written, except that one sampled ``when`` another has a value
+    comes after it (YAML tools may reorder keys; the meaning must not change)."""
+    order: list[str] = []
+    pending = list(space)
+    while pending:
+        ready = [name for name in pending if all(k in order for k in space[name].when)]
+        if not ready:
+            raise ValueError(f"search_space: the 'when' conditions of {pending} form a cycle")
+        order.append(ready[0])
+        pending.remove(ready[0])
+    return order
+
+
+class SchedulerConfig(Section):
+    """Early stopping of weak trials on the dev objective reported at each milestone (the end
+    of each task stage). ``asha``: asynchronous successive halving; ``fifo``: none."""
+
+    name: Literal["asha", "fifo"] = "asha"
+    grace_period: PositiveInt = 1
+    reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 2.0
+
+
+#: The keys of one search-space entry, as written in a config (``int``, not ``is_int``).
+PARAM_SPEC_KEYS = frozenset(field.alias or name for name, field in ParamSpec.model_fields.items())
+
+
+class TuneConfig(Section):
+    """Ray Tune + Optuna search over the rest of this config."""
+
+    num_samples: PositiveInt = 8
+    objective: list[str] = Field(
+        default_factory=lambda: ["xnli/dev/acc/avg_targets", "xquad/dev/f1/avg_targets"],
+        description="Dev metrics averaged into the reported 'objective' (never test metrics).",
+    )
+    metric: str = Field("objective", description="The reported metric the search optimises.")
+    mode: Literal["max", "min"] = "max"
+    seed: Seed = 0
+    max_concurrent_trials: PositiveInt | None = Field(
+        default=None,
+        description="Default: as many trials' workers as the live nodes' CPUs/GPUs hold.",
+    )
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    points_to_evaluate: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Named points run first and never pruned, e.g. baseline: {alignment.method: "
+        "none}; the summary compares the best trial with them.",
+    )
+    name: str = Field("ot-ray-sweep", description="Tune experiment name (resume uses it).")
+    storage_path: str = Field("outputs/sweeps", description="Tune + Train storage (shared).")
+    best_config: str = Field("best.yaml", description="Written after the sweep, under the run.")
+
+    @field_validator("name", "best_config")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        """Both name something inside the sweep's storage: a path would put the sweep or its
+        best config elsewhere (``../x``, ``/etc/x``), an empty name the storage root itself."""
+        if not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
+            raise ValueError(f"{name!r}: a plain file name is needed here (no '/', not empty)")
+        return name
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _named_by_config_keys(cls, space: Any) -> Any:
+        """Checked before the entries, so a misspelt key is named as such rather than by the
+        error its half-written entry gives (``--set ...epsilonn.low=0.1``: no ``high``)."""
+        for name in space if isinstance(space, dict) else []:
+            if isinstance(name, str) and "." in name and not is_config_key(name):
+                close = difflib.get_close_matches(name, list(setting_keys()), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise ValueError(f"{name}: not a config key{hint}")
+        return space
+
+    @model_validator(mode="after")
+    def _space_consistent(self) -> TuneConfig:
+        for metric in [*self.objective, self.metric]:
+            if "/test/" in metric:
+                raise ValueError(
+                    f"the search must not select on test metrics ({metric}): use dev metrics"
+                )
+        switches = {key for spec in self.search_space.values() for key in spec.when}
+        for name, spec in self.search_space.items():
+            if "." not in name and name not in switches:
+                raise ValueError(
+                    f"search_space.{name}: not a config key (those have a dot, e.g. "
+                    "alignment.lr), and no parameter's 'when' uses it as a switch"
+                )
+            for key, wanted in spec.when.items():
+                if key not in self.search_space:
+                    raise ValueError(
+                        f"search_space.{name}: 'when' refers to {key!r}, which is not a "
+                        "parameter of the search space"
+                    )
+                for value in wanted if isinstance(wanted, list) else [wanted]:
+                    if not self.search_space[key].contains(value):
+                        raise ValueError(
+                            f"search_space.{name}: 'when' asks for {key} = {value!r}, which "
+                            f"{key} never takes{_boolean_word_hint(value, self.search_space[key])}"
+                        )
+        sampling_order(self.search_space)  # raises on a cycle of conditions
+        for label, point in self.points_to_evaluate.items():
+            for key, value in point.items():
+                if key not in self.search_space:
+                    raise ValueError(f"points_to_evaluate.{label}.{key}: not in search_space")
+                spec = self.search_space[key]
+                if not spec.contains(value):
+                    grid = f" (low + a whole number of step={spec.step})" if spec.step else ""
+                    raise ValueError(
+                        f"points_to_evaluate.{label}.{key}: {value!r} is outside its search "
+                        f"space{grid}{_boolean_word_hint(value, spec)}"
+                    )
+                for switch, wanted in spec.when.items():  # else Optuna never samples it
+                    if not condition_holds({switch: wanted}, point):
+                        given = "leaves it out"
+                        if switch in point:
+                            given = f"sets it to {point[switch]!r}"
+                        raise ValueError(
+                            f"points_to_evaluate.{label}.{key}: sampled only when {switch} is "
+                            f"{wanted!r}, and the point {given}"
+                        )
+                if "." in key:
+                    check_setting(key, value, f"points_to_evaluate.{label}.{key}")
+        for name, spec in self.search_space.items():
+            if "." in name:
+                for value in spec.choices or [spec.low, spec.high]:
+                    value = int(value) if spec.is_int and spec.choices is None else value
+                    check_setting(name, value, f"search_space.{name}")
+        return self
+
+
+def _boolean_word_hint(value: Any, spec: ParamSpec) -> str:
+    """YAML 1.1 read ``yes``/``no``/``on``/``off`` as booleans; a config reads them as text,
+    so a ``when`` or point written that way misses boolean choices, or the other way round."""
+    choices = spec.choices or []
+    word = None
+    if _is_boolean_word(value) and any(isinstance(choice, bool) for choice in choices):
+        word = value
+    elif isinstance(value, bool):
+        word = next((choice for choice in choices if _is_boolean_word(choice)), None)
+    if word is None:
+        return ""
+    return f" (a config reads {word} as text, not a boolean: write true or false)"
+
+
+def _is_boolean_word(value: Any) -> bool:
+    return isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n")
+
+
+def check_setting(dotted: str, value: Any, where: str) -> None:
+    """What a trial will set ``dotted`` to, checked now against that setting's type and bounds,
+    rather than in a trial partway through the sweep."""
+    *path, leaf = dotted.split(".")
+    from ot_ray.config.tree import Config  # the tree holds this section
+
+    section = Config()
+    for part in path:
+        section = getattr(section, part)
+    try:
+        setattr(section.model_copy(), leaf, value)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        detail = problem["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{where}: {value!r} cannot be {dotted} ({detail})") from None
