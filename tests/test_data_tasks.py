@@ -88,6 +88,11 @@ def test_xtreme_headerless_tsv_is_read_with_its_csv_quoting(tmp_path):
     [
         ("x.tsv", "a\tb\tentailment\nc\td\n", r"x\.tsv:2: 2 fields; a file without a header"),
         ("x.tsv", "a\tb\tmaybe\n", r"x\.tsv:1: expected a header premise<TAB>hypothesis<TAB>label"),
+        (
+            "x.tsv",
+            "sentence1\tsentence2\tgold_label\n",
+            r"x\.tsv:1: expected a header .* 3 field\(s\): 'sentence1', 'sentence2', 'gold_label'",
+        ),
         ("x.tsv", "a\tb\n", r"x\.tsv:1: two fields and no header: XTREME's test files hold no"),
         ("x.tsv", "a\tb\tneutral\nc\td\tmaybe\n", r"x\.tsv:2: unknown label 'maybe'"),
         ("x.tsv", "premise\thypothesis\tlabel\na\tb\tmaybe\n", r"x\.tsv:2: unknown label 'maybe'"),

@@ -124,9 +124,11 @@ def _headerless_rows(lines, path: Path):
                 line=number,
             )
         elif number == 1:
+            shown = ", ".join(repr(cell[:30]) for cell in cells[:6])
             raise DataError(
                 "expected a header premise<TAB>hypothesis<TAB>label, or rows of those three "
-                "fields without one (XTREME's format)",
+                f"fields without one (XTREME's format); the first line holds {len(cells)} "
+                f"field(s): {shown}",
                 path=path,
                 line=number,
             )
