@@ -33,10 +33,19 @@ class AlignedEncoderModel(mlflow.pyfunc.PythonModel):
             return_special_tokens_mask=True,
         )
         special = batch.pop("special_tokens_mask")
+        own = batch["attention_mask"] * (1 - special)
+        empty = [i for i, count in enumerate(own.sum(1).tolist()) if count == 0]
+        if empty:  # a zero vector would look like an embedding and match nothing
+            from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+            raise MlflowException(
+                f"input(s) {empty[:10]} have no tokens to embed (empty or blank sentences)",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
         with torch.no_grad():
             states = self.encoder(**batch, output_hidden_states=True).hidden_states[self.layer]
-        mask = (batch["attention_mask"] * (1 - special)).unsqueeze(-1).to(states.dtype)
-        return ((states * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy()
+        mask = own.unsqueeze(-1).to(states.dtype)
+        return ((states * mask).sum(1) / mask.sum(1)).numpy()
 
 
 set_model(AlignedEncoderModel())

@@ -65,8 +65,10 @@ def test_corpus_scores_are_percent_and_count_unanswered_as_zero():
 
 def test_accuracy():
     assert accuracy(["a", "b", "c", "c"], ["a", "b", "b", "c"]) == 75.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"1 predictions for 2 labels"):
         accuracy(["a"], ["a", "b"])
+    with pytest.raises(ValueError, match=r"0 predictions for 0 labels"):
+        accuracy([], [])
 
 
 def test_alignment_error_rate():

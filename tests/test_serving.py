@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import pytest
 import torch
 from conftest import tiny_encoder
 from transformers import AutoModel, AutoTokenizer
@@ -26,6 +27,8 @@ def test_the_registered_encoder_loads_by_name_and_embeds_as_the_encoder_does(tmp
             assert str(info.registered_model_version) == str(version)
             model = mlflow.pyfunc.load_model(f"models:/aligned/{version}")
             served[layer] = model.predict(sentences)
+            with pytest.raises(mlflow.MlflowException, match=r"input\(s\) \[1\] have no tokens"):
+                model.predict(["the dog", "  "])  # a blank sentence is not a zero vector
     finally:
         mlflow.set_tracking_uri(None)
 
