@@ -116,6 +116,23 @@ def test_questions_too_long_for_a_window_are_cut_and_flagged(world, tokenizer):
     assert all(len(ids) == max_length for ids in encoded["input_ids"])
 
 
+def test_a_question_is_cut_only_when_it_leaves_no_room_for_the_context(world, tokenizer):
+    """The boundary, written out: a window holds [CLS] question [SEP] context [SEP], and the
+    context needs doc_stride tokens plus one new one. A question of k tokens fits whole at
+    max_length k + stride + 4 and is cut one token lower."""
+    data = columns(world / "xquad/dev-en.json")
+    one = {key: values[:1] for key, values in data.items()}
+    k = len(tokenizer(one["question"][0], add_special_tokens=False)["input_ids"])
+    stride = 8
+    fits = eval_features(one, tokenizer, max_length=k + stride + 4, doc_stride=stride)
+    assert not any(fits["question_truncated"])
+    first = fits["input_ids"][0]
+    assert first.index(tokenizer.sep_token_id) == k + 1  # the whole question, after [CLS]
+    cut = eval_features(one, tokenizer, max_length=k + stride + 3, doc_stride=stride)
+    assert all(cut["question_truncated"])
+    assert cut["input_ids"][0].index(tokenizer.sep_token_id) < k + 1
+
+
 def _sentencepiece_tokenizer(texts: list[str]):
     """An XLM-R-like tokenizer (unigram SentencePiece, ``<unk>`` for unseen characters)."""
     from tokenizers import SentencePieceUnigramTokenizer, processors
