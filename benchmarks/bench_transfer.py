@@ -31,9 +31,10 @@ from ot_ray.config import load_config
 from ot_ray.demo.build import world_dir
 from ot_ray.fingerprint import settings_digest
 from ot_ray.launch import resolve_paths
+from ot_ray.preflight import check_data
 from ot_ray.reporters import LocalReporter
 from ot_ray.summary import mean_std
-from ot_ray.trial import check_data, run_trial
+from ot_ray.trial import run_trial
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -159,7 +159,7 @@ def train(argv: Sequence[str] | None = None) -> int:
     if not args.in_process:
         check_ray_address()
     config = resolve_paths(user_config)
-    from ot_ray.trial import check_data
+    from ot_ray.preflight import check_data
 
     check_data(config)
     if args.in_process:
@@ -186,10 +186,10 @@ def tune(argv: Sequence[str] | None = None) -> int:
     import os
 
     from ot_ray.launch import check_ray_address, connect_ray, resolve_paths
+    from ot_ray.preflight import check_data
     from ot_ray.search.report import finish_sweep, register_best, served_layer
     from ot_ray.search.sweep import check_sweep_request, run_sweep
     from ot_ray.search.tracking import check_tracking, redacted, tracking_uri
-    from ot_ray.trial import check_data
 
     parser = config_parser(
         "Search OT alignment and training settings: Ray Tune + Optuna (+ ASHA pruning) over "

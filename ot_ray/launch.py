@@ -56,7 +56,7 @@ def resolve_paths(config: Config) -> Config:
     if config.data.cache_dir:
         cache = Path(config.data.cache_dir).expanduser().resolve()
         config.data.cache_dir = str(writable_folder(cache, "data.cache_dir"))
-    from ot_ray.trial import check_model
+    from ot_ray.preflight import check_model
 
     demo_model = config.model.name_or_path == "demo"
     if not demo_model:  # a wrong model said now, not after minutes of building the demo world

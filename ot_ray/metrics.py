@@ -1,4 +1,5 @@
-"""Evaluation metrics: SQuAD v1.1 EM/F1 (the official normalisation), accuracy, AER, retrieval.
+"""Evaluation metrics: SQuAD v1.1 EM/F1 (the official normalisation), accuracy, AER, retrieval,
+and the paper's averages over languages.
 
 Per-example functions return fractions in [0, 1]; the corpus-level ones return percentages, the
 unit the XTREME tables (and the paper) report.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import string
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -155,3 +157,21 @@ def _hits(found: list[int], texts: Sequence[str] | None) -> int:
     if texts is None:
         return sum(index == gold for gold, index in enumerate(found))
     return sum(texts[index] == texts[gold] for gold, index in enumerate(found))
+
+
+def language_averages(scores: dict[str, float], *, pivot: str, seen: list[str]) -> dict[str, float]:
+    """Averages named as in the paper: ``avg_seen`` = pivot + languages seen in alignment,
+    ``avg_seen_targets`` = those without the pivot, ``avg_unseen``, ``avg_targets`` = every
+    language but the pivot (the search objective's default), ``avg_all``."""
+    groups = {
+        "avg_seen": [lang for lang in scores if lang == pivot or lang in seen],
+        "avg_seen_targets": [lang for lang in scores if lang in seen],
+        "avg_unseen": [lang for lang in scores if lang != pivot and lang not in seen],
+        "avg_targets": [lang for lang in scores if lang != pivot],
+        "avg_all": list(scores),
+    }
+    return {
+        name: statistics.fmean(scores[lang] for lang in langs)
+        for name, langs in groups.items()
+        if langs
+    }

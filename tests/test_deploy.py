@@ -148,7 +148,8 @@ def undeclared_keys(value: Any, schema: dict[str, Any], path: str = "") -> list[
 
 
 def config_sources(config: Config) -> Iterator[tuple[SourceSpec, str]]:
-    """Every (source, language) the trial reads, as :func:`ot_ray.trial.check_data` reads them."""
+    """Every (source, language) the trial reads, as :func:`ot_ray.preflight.check_data` reads
+    them."""
     data = config.data
     for lang in data.languages:
         for spec in data.parallel.train_sources(lang):

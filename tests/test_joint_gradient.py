@@ -43,7 +43,8 @@ def collate(dataset: datasets.Dataset, indices: list[int]) -> dict[str, torch.Te
 
 
 def extra(model: torch.nn.Module, micro: int) -> tuple[torch.Tensor, dict, float]:
-    """As trial._joint_loss: the mean over this worker's pairs, and their share of the batch."""
+    """As ``TaskStages._joint_loss``: the mean over this worker's pairs, and their share of the
+    batch."""
     pairs = list(range(len(PAIR_WEIGHTS)))
     mine = distributed.shard(pairs)
     size = (model.classifier.weight**2).sum()

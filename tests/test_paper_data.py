@@ -20,7 +20,7 @@ import yaml
 from ot_ray.config import Config, load_config, load_config_data
 from ot_ray.data.sources import read_parallel, read_qa
 from ot_ray.errors import DataError
-from ot_ray.trial import check_data, check_model
+from ot_ray.preflight import check_data, check_model
 
 REPO = Path(__file__).resolve().parent.parent
 XNLI_LANGS = ["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi"]

@@ -31,9 +31,11 @@ from ot_ray.data.sources import data_root
 from ot_ray.data.tasks import read_squad, read_xnli
 from ot_ray.errors import ConfigError, DataError, UserError
 from ot_ray.launch import resolve_paths, run_name
+from ot_ray.metrics import language_averages
+from ot_ray.preflight import _check_one_task_step, check_data
 from ot_ray.reporters import LocalReporter
 from ot_ray.training import StageState, TrainingError, batch_count, epoch_batches, run_steps
-from ot_ray.trial import _check_one_task_step, check_data, language_averages, run_trial
+from ot_ray.trial import run_trial
 
 EVAL = ["en", "de", "fr", "bg", "es", "el"]
 

@@ -1,0 +1,207 @@
+"""Stage 1 of a trial and its measurement: align the encoder on parallel data, then score the
+alignment (retrieval accuracy, AER) on held-out pairs of every evaluated language.
+
+:class:`AlignStages` is mixed into :class:`ot_ray.trial.Trial`, whose state it reads and whose
+bookkeeping (``_count``, ``_record``, ``_checkpoint``, ``_finish_stage``) it calls. It lives
+apart from the trial's life cycle so that each stage can be read on its own.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, PreTrainedTokenizerBase
+
+from ot_ray import distributed
+from ot_ray.align.batches import ParallelData
+from ot_ray.align.links import degrade_links
+from ot_ray.align.objective import AlignmentObjective
+from ot_ray.align.quality import alignment_quality
+from ot_ray.align.stage import align_encoder
+from ot_ray.checkpoints import TrialState, load_stage
+from ot_ray.config import Config
+from ot_ray.data.parallel import ParallelCorpus, packed
+from ot_ray.data.sources import read_parallel_sources
+from ot_ray.data.tokenized import tokenize_parallel
+from ot_ray.training import StageState
+
+#: Stage-1 step values reported as their mean over the steps since the last report.
+STAGE1_MEANS = ("align/loss", "align/ot/sweeps", "align/ot/marginal_error")
+
+#: Held-out pairs per language whose transport plan is drawn after alignment.
+PLANS_PICTURED = 2
+
+
+class AlignStages:
+    """The trial's alignment stage (``align``) and its measurement (``quality``)."""
+
+    config: Config
+    device: torch.device
+    base: str
+    root: str
+    cache: Path
+    tokenizer: PreTrainedTokenizerBase
+    pad_id: int
+    is_main: bool
+    show_progress: bool
+    predictions: Path
+    restored: Path | None
+    _dev: ParallelData | None
+    _dev_corpora: dict[str, ParallelCorpus]
+
+    def _parallel(self, split: str, languages: list[str]) -> ParallelData:
+        """Tokenised parallel data of ``split`` (train or dev) for the languages that have it."""
+        config = self.config
+        parallel = config.data.parallel
+        datasets, links = {}, {}
+        specs = {
+            lang: parallel.train_sources(lang)
+            if split == "train"
+            else ([parallel.dev] if parallel.dev.covers(lang) else [])
+            for lang in languages
+        }
+        kept = [lang for lang in languages if specs[lang]]
+        for k, lang in enumerate(kept):
+            corpus = read_parallel_sources(
+                specs[lang], root=self.root, lang=lang, pivot=config.data.pivot
+            )
+            if split == "train" and config.data.pairs_per_language:
+                corpus = corpus.resized(config.data.pairs_per_language, config.train.seed + k)
+            if split == "dev" and config.alignment.eval_pairs:
+                corpus = corpus.head(config.alignment.eval_pairs)
+            noise = config.alignment.link_noise
+            if split == "train" and corpus.links is not None and (noise.drop or noise.move):
+                corpus.links = degrade_links(
+                    corpus.links,
+                    [len(t.split()) for t in corpus.targets],
+                    drop=noise.drop,
+                    move=noise.move,
+                    seed=config.train.seed + k,
+                )
+            if split == "train":
+                corpus = packed(corpus, config.alignment.pack_sentences)
+            datasets[lang] = tokenize_parallel(
+                corpus, self.tokenizer, config.data.max_length, cache_dir=self.cache
+            )
+            links[lang] = corpus.links
+            if split == "dev":
+                self._dev_corpora[lang] = corpus
+            prefix = f"data/parallel_{split}"
+            self._count(f"{prefix}/skipped_empty/{lang}", corpus.skipped_empty)
+            truncated = sum(datasets[lang]["src_truncated"]) + sum(datasets[lang]["tgt_truncated"])
+            self._count(f"{prefix}/truncated/{lang}", truncated)
+        return ParallelData(kept, datasets, links)
+
+    def _align(self, encoder: torch.nn.Module, state: TrialState) -> None:
+        config = self.config
+        if config.alignment.method != "none":
+            data = self._parallel("train", config.data.languages)
+            reference = AutoModel.from_pretrained(
+                self.base,
+                revision=config.model.revision,
+                trust_remote_code=config.model.trust_remote_code,
+            ).to(self.device)
+            objective = AlignmentObjective(config.alignment, reference)
+            optimizer_state = None
+            if self.restored is not None and state.step > 0:
+                optimizer_state = load_stage(self.restored, encoder, distributed.rank())
+            stage_state = StageState(step=state.step)
+            windows: dict[str, list[float]] = {key: [] for key in STAGE1_MEANS}
+
+            def after_step(progress: StageState, means: dict[str, float]) -> None:
+                for key, window in windows.items():
+                    if key in means:
+                        window.append(means[key])
+                every = config.train.checkpoint_every
+                if every and progress.step % every == 0:
+                    state.step = progress.step
+                    _record_means(state.metrics, windows)
+                    self._measure_alignment(encoder, state, write_links=False)
+                    encoder.train()
+                    self._checkpoint(
+                        state,
+                        encoder,
+                        stage_model=encoder,
+                        optimizer=progress.optimizer,
+                        scheduler=progress.scheduler,
+                    )
+
+            optimizer, scheduler = align_encoder(
+                encoder,
+                objective,
+                data,
+                config.alignment,
+                config.train,
+                pad_id=self.pad_id,
+                device=self.device,
+                state=stage_state,
+                optimizer_state=optimizer_state,
+                after_step=after_step,
+                show_progress=self.show_progress,
+            )
+            _record_means(state.metrics, windows)
+            state.metrics["align/steps"] = float(stage_state.step)
+            del reference, objective, optimizer, scheduler
+        self._finish_stage(state, encoder)
+
+    def _quality(self, encoder: torch.nn.Module, state: TrialState) -> None:
+        self._measure_alignment(encoder, state, write_links=True)
+        self._finish_stage(state, encoder)
+
+    def _measure_alignment(
+        self, encoder: torch.nn.Module, state: TrialState, *, write_links: bool
+    ) -> None:
+        """Retrieval accuracy and AER on the held-out pairs of every evaluated language."""
+        config = self.config
+        if self._dev is None:
+            languages = [x for x in config.data.all_eval_languages if x != config.data.pivot]
+            self._dev = self._parallel("dev", languages)
+        retrieval, aer = {}, {}
+        for lang in self._dev.languages:
+            quality = alignment_quality(
+                encoder,
+                self._dev.datasets[lang],
+                self._dev.links[lang],
+                config.alignment,
+                possible=self._dev_corpora[lang].possible,
+                texts=(self._dev_corpora[lang].sources, self._dev_corpora[lang].targets),
+                pad_id=self.pad_id,
+                batch_size=config.train.eval_batch_size,
+                device=self.device,
+                keep_plans=PLANS_PICTURED if write_links else 0,
+            )
+            retrieval[lang] = quality.retrieval
+            if quality.aer is not None:
+                aer[lang] = quality.aer
+            if write_links and self.is_main:
+                path = self.predictions / "alignments" / f"dev-{lang}.pharaoh"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(quality.pharaoh(self._dev_corpora[lang].rows), encoding="utf-8")
+                self._picture_plans(lang, quality.plans)
+        self._record("align/retrieval_acc", retrieval, state)
+        self._record("align/aer", aer, state)
+
+    def _picture_plans(self, lang: str, plans: dict[int, torch.Tensor]) -> None:
+        """Heat maps of the transport plans of a few held-out pairs (logged to MLflow)."""
+        from ot_ray.plots import transport_heatmap
+
+        corpus = self._dev_corpora[lang]
+        for row, plan in sorted(plans.items()):
+            rows, columns = plan.shape
+            transport_heatmap(
+                plan.numpy(),
+                corpus.sources[row].split()[:rows],
+                corpus.targets[row].split()[:columns],
+                self.predictions / "plots" / f"transport-dev-{lang}-{row}.png",
+                f"{lang}-{self.config.data.pivot} dev pair {row} ({self.config.alignment.method})",
+            )
+
+
+def _record_means(metrics: dict, windows: dict[str, list[float]]) -> None:
+    """Each window's mean into ``metrics`` (windows with no values are left out), then empty."""
+    for key, window in windows.items():
+        if window:
+            metrics[key] = statistics.fmean(window)
+            window.clear()
