@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 
-#: Language averages reported next to the per-language scores (see ``ot_ray.trial``).
+#: Language averages reported next to the per-language scores
+#: (see :func:`ot_ray.metrics.language_averages`).
 LANGUAGE_AVERAGES = ("avg_seen", "avg_seen_targets", "avg_unseen", "avg_targets", "avg_all")
 #: Per-language metric families ``<family>/<language or average>`` a trial reports.
 METRIC_FAMILIES = (
