@@ -24,7 +24,8 @@ from ot_ray.checkpoints import TrialState, load_stage
 from ot_ray.config import Config
 from ot_ray.data.parallel import ParallelCorpus, packed
 from ot_ray.data.sources import read_parallel_sources
-from ot_ray.data.tokenized import tokenize_parallel
+from ot_ray.data.tokenized import pairs_with_words, tokenize_parallel
+from ot_ray.errors import DataError
 from ot_ray.training import StageState
 
 #: Stage-1 step values reported as their mean over the steps since the last report.
@@ -86,9 +87,20 @@ class AlignStages:
                 corpus, self.tokenizer, config.data.max_length, cache_dir=self.cache
             )
             links[lang] = corpus.links
+            prefix = f"data/parallel_{split}"
+            if split == "train":
+                kept_pairs = pairs_with_words(datasets[lang], links[lang])
+                datasets[lang], links[lang], wordless = kept_pairs
+                self._count(f"{prefix}/no_words/{lang}", wordless)
+                if not len(datasets[lang]):
+                    raise DataError(
+                        f"none of the {wordless} training pairs of {lang} keeps a word on both "
+                        "sides once tokenised (zero-width characters only, or words longer "
+                        "than data.max_length pieces)",
+                        path=corpus.origin,
+                    )
             if split == "dev":
                 self._dev_corpora[lang] = corpus
-            prefix = f"data/parallel_{split}"
             self._count(f"{prefix}/skipped_empty/{lang}", corpus.skipped_empty)
             truncated = sum(datasets[lang]["src_truncated"]) + sum(datasets[lang]["tgt_truncated"])
             self._count(f"{prefix}/truncated/{lang}", truncated)

@@ -15,6 +15,7 @@ import torch
 import transformers
 
 from ot_ray import distributed
+from ot_ray.align.joint import joint_term
 from ot_ray.align.objective import AlignmentObjective
 from ot_ray.checkpoints import TrialState, load_stage
 from ot_ray.config import Config
@@ -142,21 +143,9 @@ class TaskStages:
             reference=None,
             detach_pivot=self.config.alignment.joint_detach_pivot,
         )
-        # One epoch of parallel batches, cycled; the task's micro-batch index picks the batch, so
-        # every worker draws the same one and a resumed stage continues the same sequence.
+        # one epoch of parallel batches, cycled by the task's micro-batch index
         plan = data.plan(self.config.alignment.batch_size, 1.0, self.config.train.seed)
-
-        def extra(model: torch.nn.Module, micro: int) -> tuple[torch.Tensor, dict, float]:
-            pairs = plan[micro % len(plan)]
-            rows = distributed.shard(pairs)
-            if not rows:
-                return torch.zeros((), device=self.device), {}, 0.0
-            batch = data.batch(rows, self.pad_id).to(self.device)
-            loss, parts = objective(model.base_model, batch)
-            share = len(rows) / len(pairs)
-            return weight * loss, {"joint/" + k: v for k, v in parts.items()}, share
-
-        return extra
+        return joint_term(data, plan, objective, weight, pad_id=self.pad_id, device=self.device)
 
     def _evaluate_task(self, task: str, model: torch.nn.Module, state: TrialState) -> None:
         config = self.config

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -145,3 +146,24 @@ def test_bad_data_stops_the_job_with_one_line_before_training(world, tmp_path):
         f"error: {bad}:1: expected source<TAB>target, found no tab"
     )
     assert "Traceback" not in done.stderr  # checked before any Ray worker starts
+
+
+def test_a_nan_loss_in_a_worker_ends_the_job_with_one_line(world, tmp_path):
+    """A worker's :class:`TrainingError` reaches the user through Ray's wrapping as the CLI's
+    one line (exit 2), not as Ray's traceback: a learning rate of 1e30 blows the weights up in
+    the first step, so the second step's loss is not finite."""
+    out = tmp_path / "out"
+    overrides = [
+        *tiny_trial_overrides(str(world.parent), str(out)),
+        "alignment.lr=1e30",
+        "task.tasks=[]",
+    ]
+    command = [sys.executable, "jobs/train.py"]
+    for override in overrides:
+        command += ["--set", override]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_DEDUP_LOGS="1")
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert re.fullmatch(r"error: alignment: the loss is (nan|inf) at step 2; lower the .*", last)

@@ -31,7 +31,7 @@ from ot_ray.data.sources import data_root
 from ot_ray.data.tasks import read_squad, read_xnli
 from ot_ray.errors import ConfigError, DataError, UserError
 from ot_ray.launch import resolve_paths, run_name
-from ot_ray.metrics import language_averages
+from ot_ray.metrics import language_averages, squad_scores
 from ot_ray.preflight import _check_one_task_step, check_data
 from ot_ray.reporters import LocalReporter
 from ot_ray.training import StageState, TrainingError, batch_count, epoch_batches, run_steps
@@ -106,6 +106,10 @@ def test_predictions_are_in_xtreme_format_and_match_the_metrics(finished):
         answers = json.loads((out / "predictions" / "xquad" / f"test-{lang}.json").read_text())
         assert set(answers) == {q.id for q in questions}
         assert all(isinstance(text, str) for text in answers.values())
+        gold_answers = {q.id: list(q.answers) for q in questions}
+        scores = squad_scores(answers, gold_answers)  # the file is what was scored
+        assert scores["f1"] == pytest.approx(metrics[f"xquad/test/f1/{lang}"])
+        assert scores["em"] == pytest.approx(metrics[f"xquad/test/em/{lang}"])
 
 
 def test_aligned_encoder_loads_offline_and_differs_from_the_start(finished):
@@ -164,8 +168,8 @@ def test_progress_log_has_intermediate_checkpoints(finished):
     rows = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
     stages = [row["stage"] for row in rows]
     assert stages.count("align") >= 1  # checkpoints inside stage 1
-    assert stages[-1] == "done" or "xquad" in stages
-    assert (out / "checkpoint" / "state.json").exists()
+    assert stages[-1] == "done"
+    assert read_state(out / "checkpoint").stage == "done"
 
 
 def test_a_run_started_over_in_a_used_folder_keeps_nothing_of_the_old_run(
@@ -432,6 +436,26 @@ def test_settings_the_trial_cannot_run_are_refused_before_it_starts(
         check_data(tiny_config(cache, tmp_path, override))  # the model's: in resolve_paths
     assert caught.value.key == key
     check_data(tiny_config(cache, tmp_path, "alignment.layers=[-3, 2]"))  # embeddings, top
+
+
+def test_pairs_without_words_are_counted_and_left_out_of_training(cache, tmp_path):
+    """An empty side is skipped when read; a side the tokenizer keeps no word of (a lone
+    zero-width space) is dropped after tokenising: it would add a zero to its batch's mean
+    loss. Both counts reach the metrics."""
+    world = Path(data_root(tiny_config(cache, tmp_path)))
+    lines = (world / "parallel/de-en.tsv").read_text(encoding="utf-8").splitlines()[:30]
+    corpus = tmp_path / "de-en.tsv"
+    dirty = [*lines[:10], "ein satz\t", "\u200b\tthe house", *lines[10:]]
+    corpus.write_text("\n".join(dirty) + "\n", encoding="utf-8")
+    config = tiny_config(
+        cache, tmp_path, f"data.parallel.train={{path: {corpus}}}", "data.languages=[de]",
+        "data.eval_languages=[de]", "data.pairs_per_language=null", "task.tasks=[]",
+    )  # fmt: skip
+    metrics = run_trial(config, LocalReporter(tmp_path), show_progress=False)
+    assert metrics["data/parallel_train/skipped_empty/de"] == 1
+    assert metrics["data/parallel_train/no_words/de"] == 1
+    assert metrics["data/parallel_dev/skipped_empty/de"] == 0
+    assert math.isfinite(metrics["align/loss"]) and metrics["align/loss"] > 0
 
 
 def test_a_corpus_of_empty_pairs_is_named_before_the_trial_starts(cache, tmp_path):
@@ -749,25 +773,6 @@ def test_an_unreachable_ray_address_is_one_line_before_any_work(tmp_path, monkey
     for fine in ("local", "", "ray://ray-head.example"):  # the last: an ingress's port
         monkeypatch.setenv("RAY_ADDRESS", fine)
         check_ray_address()
-    # auto joins the last `ray start` of this machine, recorded in Ray's temp folder, or the
-    # one Ray process running here (tests/test_sweep.py checks it finds a real cluster)
-    from ray._private.services import find_gcs_addresses
-
-    if not find_gcs_addresses():
-        monkeypatch.setenv("RAY_ADDRESS", "auto")
-        monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-        recorded = tmp_path / "ray" / "ray_current_cluster"
-        recorded.parent.mkdir()
-        recorded.write_text(f"127.0.0.1:{port}\n")  # a cluster stopped since
-        stale = rf"=auto \(the cluster found here: [0-9.]+:{port}\): no Ray cluster answers"
-        with pytest.raises(UserError, match=stale):
-            check_ray_address()
-        recorded.write_text("garbage\n")
-        with pytest.raises(UserError, match=r"=auto: Invalid address format: garbage \(Ray's"):
-            check_ray_address()
-        recorded.unlink()
-        with pytest.raises(UserError, match=r"=auto: no Ray cluster runs on this machine"):
-            check_ray_address()
     cache = tmp_path / "cache"
     overrides = tiny_trial_overrides(str(cache), str(tmp_path / "out"))
     done = subprocess.run(
@@ -779,6 +784,38 @@ def test_an_unreachable_ray_address_is_one_line_before_any_work(tmp_path, monkey
     assert done.stderr.startswith(f"error: RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster")
     assert len(done.stderr.strip().splitlines()) == 1
     assert not cache.exists()  # before the demo world's build
+
+
+def test_ray_address_auto_is_checked_against_the_cluster_recorded_here(tmp_path, monkeypatch):
+    """``auto`` with no cluster to join is one line too, before any work."""
+    import socket
+
+    from ray._private.services import find_gcs_addresses
+
+    from ot_ray.errors import UserError
+    from ot_ray.launch import check_ray_address
+
+    if find_gcs_addresses():
+        pytest.skip("a Ray process runs on this machine, and auto would join it")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # auto joins the last `ray start` of this machine, recorded in Ray's temp folder, or the
+    # one Ray process running here (tests/test_sweep.py checks it finds a real cluster)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    recorded = tmp_path / "ray" / "ray_current_cluster"
+    recorded.parent.mkdir()
+    recorded.write_text(f"127.0.0.1:{port}\n")  # a cluster stopped since
+    stale = rf"=auto \(the cluster found here: [0-9.]+:{port}\): no Ray cluster answers"
+    with pytest.raises(UserError, match=stale):
+        check_ray_address()
+    recorded.write_text("garbage\n")
+    with pytest.raises(UserError, match=r"=auto: Invalid address format: garbage \(Ray's"):
+        check_ray_address()
+    recorded.unlink()
+    with pytest.raises(UserError, match=r"=auto: no Ray cluster runs on this machine"):
+        check_ray_address()
 
 
 def test_a_missing_model_with_the_demo_data_is_named_before_the_world_is_built(tmp_path):

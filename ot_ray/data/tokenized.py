@@ -90,7 +90,9 @@ def tokenize_parallel(
     """Both sides as whitespace words (``is_split_into_words``), so token word ids index the
     same words as Pharaoh links. Columns: ``{src,tgt}_input_ids``, ``{src,tgt}_word_ids`` (-1
     for special tokens and for a word ``max_length`` cut in its middle) and
-    ``{src,tgt}_truncated`` (some words cut by ``max_length``)."""
+    ``{src,tgt}_truncated`` (some words cut by ``max_length``) and ``{src,tgt}_has_words``
+    (a word is left: a side of only zero-width spaces, or of one word longer than ``max_length``
+    pieces, has none)."""
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {}
@@ -113,6 +115,9 @@ def tokenize_parallel(
             out[f"{side}_word_ids"] = [_whole_words(encoded, i, owners) for i in first]
             rows = Counter(owners)
             out[f"{side}_truncated"] = [rows[owner] > 1 for owner in range(len(words))]
+            out[f"{side}_has_words"] = [
+                any(w != PAD_WORD for w in ids) for ids in out[f"{side}_word_ids"]
+            ]
         return out
 
     return cached_map(
@@ -120,8 +125,26 @@ def tokenize_parallel(
         encode,
         cache_dir=cache_dir,
         name="parallel",
-        settings={"tokenizer": tokenizer_digest(tokenizer), "max_length": max_length, "v": 3},
+        settings={"tokenizer": tokenizer_digest(tokenizer), "max_length": max_length, "v": 4},
     )
+
+
+def pairs_with_words(
+    dataset: datasets.Dataset, links: list | None
+) -> tuple[datasets.Dataset, list | None, int]:
+    """The training pairs that have a word on both sides, their links, and how many were
+    dropped: a pair with nothing to transport would count as a zero loss in its batch's mean."""
+    keep = [
+        row
+        for row, (source, target) in enumerate(
+            zip(dataset["src_has_words"], dataset["tgt_has_words"], strict=True)
+        )
+        if source and target
+    ]
+    if len(keep) == len(dataset):
+        return dataset, links, 0
+    kept_links = [links[row] for row in keep] if links is not None else None
+    return dataset.select(keep), kept_links, len(dataset) - len(keep)
 
 
 def _whole_words(encoded, row: int, owners: list[int]) -> list[int]:
