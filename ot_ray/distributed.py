@@ -58,15 +58,11 @@ def gather_objects(value: Any) -> list[Any]:
 
 
 def sum_scalars(values: dict[str, float], device: torch.device | None = None) -> dict[str, float]:
-    """Sum each named number over workers; a name some workers lack counts 0 there (a worker
-    with no pair of a small joint-variant batch logs none of its values)."""
-    if not is_distributed():
+    """Sum each named number over workers (same keys on every worker)."""
+    if not is_distributed() or not values:
         return dict(values)
-    keys = sorted(set().union(*gather_objects(sorted(values))))
-    if not keys:
-        return {}
-    numbers = [float(values.get(k, 0.0)) for k in keys]
-    tensor = torch.tensor(numbers, dtype=torch.float64, device=device)
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return dict(zip(keys, tensor.tolist(), strict=True))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import transformers
 from transformers import AutoTokenizer
 
-from ot_ray.config import Config
+from ot_ray.config import EVAL_SPLITS, Config
 from ot_ray.data.sources import (
     data_root,
     model_path,
@@ -24,7 +24,6 @@ from ot_ray.data.sources import (
 )
 from ot_ray.errors import ConfigError
 from ot_ray.training import batch_count
-from ot_ray.trial_tasks import EVAL_SPLITS
 
 
 def check_data(config: Config) -> None:

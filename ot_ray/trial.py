@@ -6,42 +6,32 @@ each task zero-shot, write the outputs.
 checkpoint, and long stages checkpoint every ``train.checkpoint_every`` steps, so a restarted
 worker group resumes where it stopped instead of starting over.
 
-This module keeps the trial's life cycle: resuming, the order of stages, checkpoints, progress
-reports and the outputs. The stages are in :mod:`ot_ray.trial_align` and :mod:`ot_ray.trial_tasks`.
+This module keeps the trial's life cycle: resuming, the order of stages and the outputs. The
+stages are in :mod:`ot_ray.trial_align` and :mod:`ot_ray.trial_tasks`, the state and
+bookkeeping they share in :mod:`ot_ray.trial_base`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
-import statistics
-import tempfile
-from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel
 
 from ot_ray import distributed
-from ot_ray.align.batches import ParallelData
 from ot_ray.checkpoints import (
     ALIGNED,
     CheckpointError,
     TrialState,
     read_state,
-    rng_state,
-    save_checkpoint,
 )
 from ot_ray.config import Config
-from ot_ray.data.parallel import ParallelCorpus
-from ot_ray.data.sources import data_root, model_path
 from ot_ray.fingerprint import changed_settings, result_settings
 from ot_ray.folders import replace_folder
-from ot_ray.metrics import language_averages
-from ot_ray.precision import allow_tf32
 from ot_ray.reporters import Reporter
 from ot_ray.training import compiled
 from ot_ray.trial_align import AlignStages
@@ -56,38 +46,7 @@ def run_trial(config: Config, reporter: Reporter, *, show_progress: bool = True)
 
 
 class Trial(AlignStages, TaskStages):
-    """The stages of one trial and the state they share."""
-
-    def __init__(self, config: Config, reporter: Reporter, *, show_progress: bool = True):
-        self.config = config
-        self.reporter = reporter
-        self.show_progress = show_progress
-        transformers.logging.set_verbosity_error()  # load reports list every unused MLM weight
-        transformers.logging.disable_progress_bar()
-        self.is_main = distributed.rank() == 0
-        use_cuda = config.train.use_gpu and torch.cuda.is_available()
-        index = torch.cuda.current_device() if use_cuda else None
-        self.device = torch.device("cuda", index) if use_cuda else torch.device("cpu")
-        if use_cuda:
-            allow_tf32(config.train.tf32)
-        self.out = Path(config.train.output_dir).expanduser()
-        self.cache = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else None
-        self.cache = self.cache or self.out / "cache"
-        self.root = data_root(config)
-        self.base = model_path(config)
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self.base,
-            revision=config.model.revision,
-            trust_remote_code=config.model.trust_remote_code,
-        )
-        self.pad_id = self.tokenizer.pad_token_id or 0
-        self.work = Path(tempfile.mkdtemp(prefix="ot-ray-trial-"))
-        self.predictions = self.work / "predictions"
-        self.predictions.mkdir()
-        self.restored: Path | None = None
-        self._dev: ParallelData | None = None
-        self._dev_corpora: dict[str, ParallelCorpus] = {}  # held-out pairs: texts, input lines
-        self.counts: dict[str, float] = {}  # skipped and truncated inputs, logged as metrics
+    """One trial on one worker: its stages in order, resumed from the latest checkpoint."""
 
     # ---------------------------------------------------------------- orchestration
 
@@ -143,56 +102,6 @@ class Trial(AlignStages, TaskStages):
         distributed.barrier()
         return state.metrics
 
-    def _next_stage(self, state: TrialState) -> str:
-        order = ["align", "quality", *self.config.task.tasks, "done"]
-        return order[order.index(state.stage) + 1]
-
-    def _finish_stage(self, state: TrialState, encoder: torch.nn.Module) -> None:
-        state.done.append(state.stage)
-        state.stage, state.step = self._next_stage(state), 0
-        self._checkpoint(state, encoder)
-
-    def _checkpoint(self, state: TrialState, encoder: torch.nn.Module, **stage) -> None:
-        """Report the metrics so far; rank 0 attaches a checkpoint of the trial state."""
-        state.metrics.update(self.counts)
-        rng = distributed.gather_objects(rng_state())  # every worker's, for an exact resume
-        directory = None
-        if self.is_main:
-            directory = Path(tempfile.mkdtemp(prefix="ot-ray-ckpt-"))
-            aligned = encoder if state.stage != "align" else None
-            save_checkpoint(
-                directory, state, aligned=aligned, tokenizer=self.tokenizer, rng=rng, **stage
-            )
-            shutil.copytree(self.predictions, directory / "predictions")
-        metrics = {**state.metrics, **self._progress(state)}
-        self.reporter.report(metrics, directory)
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
-
-    def _progress(self, state: TrialState) -> dict[str, float | str]:
-        """Where the trial is, in the terms Tune schedules on.
-
-        ``milestone`` counts finished task stages, and ``objective`` is the mean of the
-        configured dev metrics measured so far (NaN before the first task is evaluated), so
-        every trial reports comparable values at the same milestones whatever its method.
-        ``tune.metric`` is in every report too (NaN until measured): Tune fails a sweep whose
-        result lacks the metric it searches on.
-        """
-        tasks = self.config.task.tasks
-        finished = [stage for stage in state.done if stage in tasks]
-        measured = [state.metrics[m] for m in self.config.tune.objective if m in state.metrics]
-        steps = sum(state.metrics.get(f"{stage}/steps", 0.0) for stage in state.done)
-        progress: dict[str, float | str] = {
-            "stage": state.stage,
-            "step": state.step,
-            "global_step": int(steps) + (state.step if state.stage not in state.done else 0),
-            "milestone": len(finished),
-            "objective": statistics.fmean(measured) if measured else math.nan,
-        }
-        searched = self.config.tune.metric
-        progress.setdefault(searched, state.metrics.get(searched, math.nan))
-        return progress
-
     def _encoder(self, state: TrialState) -> torch.nn.Module:
         """The base encoder, or the aligned one from the checkpoint once stage 1 is done."""
         source = self.base
@@ -204,20 +113,6 @@ class Trial(AlignStages, TaskStages):
             trust_remote_code=self.config.model.trust_remote_code,
         )
         return compiled(encoder.to(self.device), self.config.train.compile)
-
-    # ---------------------------------------------------------------- bookkeeping
-
-    def _count(self, name: str, value: float) -> None:
-        self.counts[name] = float(value)
-
-    def _record(self, prefix: str, scores: dict[str, float], state: TrialState) -> None:
-        for lang, value in scores.items():
-            state.metrics[f"{prefix}/{lang}"] = value
-        averages = language_averages(
-            scores, pivot=self.config.data.pivot, seen=self.config.data.languages
-        )
-        for name, value in averages.items():
-            state.metrics[f"{prefix}/{name}"] = value
 
     # ---------------------------------------------------------------- outputs
 

@@ -1,32 +1,25 @@
 """Stage 1 of a trial and its measurement: align the encoder on parallel data, then score the
 alignment (retrieval accuracy, AER) on held-out pairs of every evaluated language.
 
-:class:`AlignStages` is mixed into :class:`ot_ray.trial.Trial`, whose state it reads and whose
-bookkeeping (``_count``, ``_record``, ``_checkpoint``, ``_finish_stage``) it calls. It lives
-apart from the trial's life cycle so that each stage can be read on its own.
+:class:`AlignStages` builds on :class:`ot_ray.trial_base.TrialBase` (the shared state, the
+parallel data, the reports and checkpoints) and is one of the parts of
+:class:`ot_ray.trial.Trial`, so that each stage can be read on its own.
 """
 
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import torch
-from transformers import AutoModel, PreTrainedTokenizerBase
+from transformers import AutoModel
 
 from ot_ray import distributed
-from ot_ray.align.batches import ParallelData
-from ot_ray.align.links import degrade_links
 from ot_ray.align.objective import AlignmentObjective
 from ot_ray.align.quality import alignment_quality
 from ot_ray.align.stage import align_encoder
 from ot_ray.checkpoints import TrialState, load_stage
-from ot_ray.config import Config
-from ot_ray.data.parallel import ParallelCorpus, packed
-from ot_ray.data.sources import read_parallel_sources
-from ot_ray.data.tokenized import pairs_with_words, tokenize_parallel
-from ot_ray.errors import DataError
 from ot_ray.training import StageState
+from ot_ray.trial_base import TrialBase
 
 #: Stage-1 step values reported as their mean over the steps since the last report.
 STAGE1_MEANS = ("align/loss", "align/ot/sweeps", "align/ot/marginal_error")
@@ -35,76 +28,8 @@ STAGE1_MEANS = ("align/loss", "align/ot/sweeps", "align/ot/marginal_error")
 PLANS_PICTURED = 2
 
 
-class AlignStages:
+class AlignStages(TrialBase):
     """The trial's alignment stage (``align``) and its measurement (``quality``)."""
-
-    config: Config
-    device: torch.device
-    base: str
-    root: str
-    cache: Path
-    tokenizer: PreTrainedTokenizerBase
-    pad_id: int
-    is_main: bool
-    show_progress: bool
-    predictions: Path
-    restored: Path | None
-    _dev: ParallelData | None
-    _dev_corpora: dict[str, ParallelCorpus]
-
-    def _parallel(self, split: str, languages: list[str]) -> ParallelData:
-        """Tokenised parallel data of ``split`` (train or dev) for the languages that have it."""
-        config = self.config
-        parallel = config.data.parallel
-        datasets, links = {}, {}
-        specs = {
-            lang: parallel.train_sources(lang)
-            if split == "train"
-            else ([parallel.dev] if parallel.dev.covers(lang) else [])
-            for lang in languages
-        }
-        kept = [lang for lang in languages if specs[lang]]
-        for k, lang in enumerate(kept):
-            corpus = read_parallel_sources(
-                specs[lang], root=self.root, lang=lang, pivot=config.data.pivot
-            )
-            if split == "train" and config.data.pairs_per_language:
-                corpus = corpus.resized(config.data.pairs_per_language, config.train.seed + k)
-            if split == "dev" and config.alignment.eval_pairs:
-                corpus = corpus.head(config.alignment.eval_pairs)
-            noise = config.alignment.link_noise
-            if split == "train" and corpus.links is not None and (noise.drop or noise.move):
-                corpus.links = degrade_links(
-                    corpus.links,
-                    [len(t.split()) for t in corpus.targets],
-                    drop=noise.drop,
-                    move=noise.move,
-                    seed=config.train.seed + k,
-                )
-            if split == "train":
-                corpus = packed(corpus, config.alignment.pack_sentences)
-            datasets[lang] = tokenize_parallel(
-                corpus, self.tokenizer, config.data.max_length, cache_dir=self.cache
-            )
-            links[lang] = corpus.links
-            prefix = f"data/parallel_{split}"
-            if split == "train":
-                kept_pairs = pairs_with_words(datasets[lang], links[lang])
-                datasets[lang], links[lang], wordless = kept_pairs
-                self._count(f"{prefix}/no_words/{lang}", wordless)
-                if not len(datasets[lang]):
-                    raise DataError(
-                        f"none of the {wordless} training pairs of {lang} keeps a word on both "
-                        "sides once tokenised (zero-width characters only, or words longer "
-                        "than data.max_length pieces)",
-                        path=corpus.origin,
-                    )
-            if split == "dev":
-                self._dev_corpora[lang] = corpus
-            self._count(f"{prefix}/skipped_empty/{lang}", corpus.skipped_empty)
-            truncated = sum(datasets[lang]["src_truncated"]) + sum(datasets[lang]["tgt_truncated"])
-            self._count(f"{prefix}/truncated/{lang}", truncated)
-        return ParallelData(kept, datasets, links)
 
     def _align(self, encoder: torch.nn.Module, state: TrialState) -> None:
         config = self.config

@@ -1,15 +1,12 @@
 """Stage 2 of a trial: fine-tune each task on the pivot language from the aligned encoder, then
 evaluate it zero-shot on every evaluated language and write the XTREME prediction files.
 
-:class:`TaskStages` is mixed into :class:`ot_ray.trial.Trial`, whose state it reads and whose
-bookkeeping (``_count``, ``_record``, ``_checkpoint``, ``_finish_stage``) and parallel data
-(``_parallel``, for the joint variant) it uses. It lives apart from the trial's life cycle so
-that each stage can be read on its own.
+:class:`TaskStages` builds on :class:`ot_ray.trial_base.TrialBase` (the shared state, the
+parallel data the joint variant draws on, the reports and checkpoints) and is one of the parts
+of :class:`ot_ray.trial.Trial`, so that each stage can be read on its own.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 import transformers
@@ -18,32 +15,18 @@ from ot_ray import distributed
 from ot_ray.align.joint import joint_term
 from ot_ray.align.objective import AlignmentObjective
 from ot_ray.checkpoints import TrialState, load_stage
-from ot_ray.config import Config
+from ot_ray.config import EVAL_SPLITS
 from ot_ray.data.sources import read_nli, read_qa
 from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predictions
 from ot_ray.tasks.stage import fine_tune
 from ot_ray.tasks.xnli import evaluate_nli, nli_collate, nli_dataset
 from ot_ray.tasks.xquad import evaluate_qa, qa_collate, qa_eval_dataset, qa_train_dataset
 from ot_ray.training import StageState, compiled
-
-#: The splits every task is evaluated on (``dev`` for the search, ``test`` reported).
-EVAL_SPLITS = ("dev", "test")
+from ot_ray.trial_base import TrialBase
 
 
-class TaskStages:
+class TaskStages(TrialBase):
     """The trial's task stages, one per entry of ``task.tasks``."""
-
-    config: Config
-    device: torch.device
-    base: str
-    root: str
-    cache: Path
-    tokenizer: transformers.PreTrainedTokenizerBase
-    pad_id: int
-    is_main: bool
-    show_progress: bool
-    predictions: Path
-    restored: Path | None
 
     def _task(self, task: str, encoder: torch.nn.Module, state: TrialState) -> None:
         config = self.config

@@ -6,7 +6,7 @@ import gzip
 from pathlib import Path
 
 import pytest
-from conftest import refuse_reading, write_small_world
+from conftest import refuse_reading, tiny_encoder, write_small_world
 
 from ot_ray.align.quality import AlignmentQuality
 from ot_ray.data.parallel import packed, read_line_aligned, read_parallel_tsv
@@ -201,3 +201,28 @@ def test_a_file_of_old_mac_line_endings_is_refused(tmp_path):
     write(tmp_path / "en.txt", "one\ntwo\n")
     stray = read_line_aligned(write(tmp_path / "de.txt", "eins\nzwe\ri\n"), tmp_path / "en.txt")
     assert stray.sources == ["eins", "zwe\ri"] and stray.targets == ["one", "two"]
+
+
+def test_pairs_without_a_word_on_a_side_are_dropped_with_their_links(tmp_path):
+    """A side the tokenizer keeps no word of (a zero-width space is removed as a control
+    character) has nothing to transport; its pair goes, and the later pairs keep their links."""
+    from transformers import AutoTokenizer
+
+    from ot_ray.data.parallel import ParallelCorpus
+    from ot_ray.data.tokenized import pairs_with_words, tokenize_parallel
+
+    tiny_encoder(tmp_path / "encoder")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "encoder")
+    corpus = ParallelCorpus(
+        sources=["ein satz", "\u200b", "the dog runs"],
+        targets=["a sentence", "the dog", "dog runs"],
+        links=[{(0, 0)}, {(0, 1)}, {(1, 0), (2, 1)}],
+    )
+    dataset = tokenize_parallel(corpus, tokenizer, 16, cache_dir=None)
+    assert dataset["src_has_words"] == [True, False, True]
+    kept, links, dropped = pairs_with_words(dataset, corpus.links)
+    assert dropped == 1 and len(kept) == 2
+    assert kept["src_input_ids"] == [dataset["src_input_ids"][0], dataset["src_input_ids"][2]]
+    assert links == [{(0, 0)}, {(1, 0), (2, 1)}]
+    same, same_links, none = pairs_with_words(kept, links)
+    assert none == 0 and same is kept and same_links is links

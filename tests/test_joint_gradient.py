@@ -1,10 +1,10 @@
 """The joint variant's gradient (and its logged loss) over two real (gloo) workers equal the
 one-worker ones. Its term is the library's own (:func:`ot_ray.align.joint.joint_term`: the real
 wordot objective on parallel batches), and both batches split unevenly in different ways: task
-micro-batches of 3 rows (2 + 1), parallel batches of 5 pairs (3 + 2) and 1 pair (1 + none: the
-second worker adds a zero). The parallel term used to be weighted by each worker's share of the
-task batch. The second optimizer step gives the second worker no pair at all, so it logs no
-joint value: summing the logs then aborted gloo (the workers' names differed)."""
+micro-batches of 3 rows (2 + 1), parallel batches of 5 pairs (3 + 2) and 2 pairs (1 + 1). The
+parallel term used to be weighted by each worker's share of the task batch. A parallel batch
+with fewer pairs than workers is refused (a worker without a pair would log none of its values,
+and summing the workers' logs then aborted gloo)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,8 @@ from ot_ray.config import AlignmentConfig, TaskTrainConfig
 from ot_ray.tasks.stage import fine_tune
 from ot_ray.training import StageState
 
-#: The parallel batches the task's micro-batches draw: 5 pairs (3 + 2) and 1 (1 + none) in the
-#: first step; 1 and 1 in the second, where the second worker logs no joint value at all.
-PLAN = [[0, 1, 2, 3, 4], [5], [5], [4]]
+#: The parallel batches the task's two micro-batches draw: 5 pairs (3 + 2), then 2 (1 + 1).
+PLAN = [[0, 1, 2, 3, 4], [5, 0]]
 
 
 def tiny_classifier() -> BertForSequenceClassification:
@@ -37,7 +36,7 @@ def tiny_classifier() -> BertForSequenceClassification:
         intermediate_size=32, max_position_embeddings=16, num_labels=3,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,  # rows alike on any worker
     )  # fmt: skip
-    return BertForSequenceClassification(config).double()  # float32 rounding differs by batch
+    return BertForSequenceClassification(config).double()  # sums in another order: exact
 
 
 def collate(dataset: datasets.Dataset, indices: list[int]) -> dict[str, torch.Tensor]:
@@ -63,7 +62,7 @@ def parallel_pairs() -> ParallelData:
     return ParallelData(["de"], {"de": datasets.Dataset.from_dict(columns)}, {"de": None})
 
 
-def joint_extra():
+def joint_extra(plan: list[list[int]] = PLAN):
     """The joint variant's term as the trial builds it (wordot, a fixed sweep count so each
     problem is solved alike in any batch)."""
     config = AlignmentConfig(
@@ -72,15 +71,15 @@ def joint_extra():
         ot={"epsilon": 0.1, "cost": "cosine", "solver": {"n_iters": 300}},
     )
     objective = AlignmentObjective(config, reference=None)
-    return joint_term(parallel_pairs(), PLAN, objective, 0.5, pad_id=0, device=torch.device("cpu"))
+    return joint_term(parallel_pairs(), plan, objective, 0.5, pad_id=0, device=torch.device("cpu"))
 
 
 def first_step_gradient(rank: int) -> dict[str, torch.Tensor]:
     """The averaged gradient of the first optimizer step of a task stage with the extra term,
     and (as ``logged/<key>``) the values logged for that step."""
     model = tiny_classifier()
-    rows = torch.randint(1, 40, (12, 8), generator=torch.Generator().manual_seed(1))
-    data = datasets.Dataset.from_dict({"input_ids": rows.tolist(), "labels": [0, 1, 2] * 4})
+    rows = torch.randint(1, 40, (6, 8), generator=torch.Generator().manual_seed(1))
+    data = datasets.Dataset.from_dict({"input_ids": rows.tolist(), "labels": [0, 1, 2] * 2})
     settings = TaskTrainConfig(lr=1e-3, epochs=1, batch_size=3, grad_accum=2, warmup_ratio=0.0)
     seen: dict[str, torch.Tensor] = {}
     logged: dict[str, float] = {}
@@ -113,8 +112,12 @@ def worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         gradient = first_step_gradient(rank)
-        if rank == 0:
-            torch.save(gradient, out)
+        try:  # one pair for two workers: the second has none
+            joint_extra([[5]])(tiny_classifier(), 0)
+            refused = ""
+        except ValueError as err:
+            refused = str(err)
+        torch.save({"gradient": gradient, "refused": refused}, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -126,7 +129,10 @@ def test_two_workers_give_the_one_worker_gradient_of_the_joint_variant(tmp_path)
         port = probe.getsockname()[1]
     out = tmp_path / "two.pt"
     mp.spawn(worker, args=(port, str(out)), nprocs=2, join=True)
-    together = torch.load(out, weights_only=True)
+    first, second = (torch.load(f"{out}.{rank}", weights_only=True) for rank in (0, 1))
+    assert first["refused"] == ""
+    assert second["refused"] == "a joint-variant batch of 1 pair(s) cannot be shared by 2 workers"
+    together = first["gradient"]
     assert together.keys() == alone.keys() and {
         "classifier.weight",
         "logged/joint/align/loss",

@@ -164,6 +164,6 @@ def test_a_nan_loss_in_a_worker_ends_the_job_with_one_line(world, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_DEDUP_LOGS="1")
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
     assert re.fullmatch(r"error: alignment: the loss is (nan|inf) at step 2; lower the .*", last)

@@ -456,6 +456,11 @@ def test_pairs_without_words_are_counted_and_left_out_of_training(cache, tmp_pat
     assert metrics["data/parallel_train/no_words/de"] == 1
     assert metrics["data/parallel_dev/skipped_empty/de"] == 0
     assert math.isfinite(metrics["align/loss"]) and metrics["align/loss"] > 0
+    # a language none of whose pairs keeps a word stops the trial (in the worker: the driver's
+    # checks read the files but do not tokenise them)
+    corpus.write_text("\u200b\tthe house\n" * 30, encoding="utf-8")
+    with pytest.raises(DataError, match=r"de-en\.tsv: none of the 30 training pairs of de keeps"):
+        run_trial(config, LocalReporter(tmp_path / "again"), show_progress=False)
 
 
 def test_a_corpus_of_empty_pairs_is_named_before_the_trial_starts(cache, tmp_path):

@@ -31,14 +31,18 @@ def joint_term(
 ) -> JointTerm:
     """The term for task micro-batch ``micro``: ``weight`` x the objective on this worker's
     share of the parallel batch ``plan[micro % len(plan)]`` (every worker draws the same one,
-    and a resumed stage continues the same sequence). A worker with no pair of the batch adds
-    a zero with share 0."""
+    and a resumed stage continues the same sequence). Every worker needs a pair of each batch,
+    as in stage 1: one without would log none of the objective's values, and the workers' sums
+    of them would no longer match."""
 
     def extra(model: torch.nn.Module, micro: int) -> tuple[torch.Tensor, dict[str, float], float]:
         pairs = plan[micro % len(plan)]
         rows = distributed.shard(pairs)
-        if not rows:
-            return torch.zeros((), device=device), {}, 0.0
+        if not rows:  # the trial's batches are full and the config holds a pair per worker
+            raise ValueError(
+                f"a joint-variant batch of {len(pairs)} pair(s) cannot be shared by "
+                f"{distributed.world_size()} workers"
+            )
         batch = data.batch(rows, pad_id).to(device)
         loss, parts = objective(model.base_model, batch)
         share = len(rows) / len(pairs)

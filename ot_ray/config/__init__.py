@@ -11,7 +11,10 @@ The modules: ``fields`` (the section base and number types), ``data``, ``stages`
 """
 
 from ot_ray.config.data import (
+    HUB_KEYS,
     LOCAL_FILE_BUILDERS,
+    LOCAL_KEYS,
+    PLACEHOLDERS,
     DataConfig,
     DemoConfig,
     EncoderPretraining,
@@ -21,9 +24,24 @@ from ot_ray.config.data import (
     SourceSpec,
     WorldSizes,
 )
+from ot_ray.config.fields import (
+    FiniteFloat,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Section,
+    Seed,
+)
 from ot_ray.config.keys import flatten, is_config_key
 from ot_ray.config.loading import load_config, load_config_data, parse_override
-from ot_ray.config.metric_names import LANGUAGE_AVERAGES, unknown_metric
+from ot_ray.config.metric_names import (
+    ALIGNMENT_METRICS,
+    EVAL_SPLITS,
+    LANGUAGE_AVERAGES,
+    METRIC_FAMILIES,
+    unknown_metric,
+)
 from ot_ray.config.search import (
     ParamSpec,
     SchedulerConfig,
@@ -43,11 +61,27 @@ from ot_ray.config.stages import (
     TrainConfig,
 )
 from ot_ray.config.tree import Config, TrackingConfig
-from ot_ray.config.yaml_files import ConfigDumper, ConfigLoader, dump_config
+from ot_ray.config.yaml_files import (
+    MAX_CONFIG_VALUES,
+    NAME_KEY_TAGS,
+    REPLACED,
+    ConfigDumper,
+    ConfigLoader,
+    dump_config,
+)
 
 __all__ = [
+    "ALIGNMENT_METRICS",
+    "EVAL_SPLITS",
+    "HUB_KEYS",
     "LANGUAGE_AVERAGES",
     "LOCAL_FILE_BUILDERS",
+    "LOCAL_KEYS",
+    "MAX_CONFIG_VALUES",
+    "METRIC_FAMILIES",
+    "NAME_KEY_TAGS",
+    "PLACEHOLDERS",
+    "REPLACED",
     "AlignmentConfig",
     "Config",
     "ConfigDumper",
@@ -55,15 +89,22 @@ __all__ = [
     "DataConfig",
     "DemoConfig",
     "EncoderPretraining",
+    "FiniteFloat",
     "LinkNoise",
     "ModelConfig",
     "NLISources",
+    "NonNegativeFloat",
+    "NonNegativeInt",
     "OTConfig",
     "ParallelSources",
     "ParamSpec",
+    "PositiveFloat",
+    "PositiveInt",
     "QASources",
     "QATrainConfig",
     "SchedulerConfig",
+    "Section",
+    "Seed",
     "SinkhornConfig",
     "SourceSpec",
     "TaskConfig",

@@ -32,31 +32,31 @@ class Section(BaseModel):
         field = cls.model_fields.get(info.field_name or "")
         if field is None:
             return value
-        kinds = plain_types(field.annotation)
+        kinds = _plain_types(field.annotation)
         if isinstance(value, list):
             kinds = {
                 item
                 for kind in kinds
                 if typing.get_origin(kind) is list
-                for item in plain_types(typing.get_args(kind)[0])
+                for item in _plain_types(typing.get_args(kind)[0])
             }
-            found = next((v for v in value if is_boolean(v)), None)
+            found = next((v for v in value if _is_boolean(v)), None)
         else:
-            found = value if is_boolean(value) else None
+            found = value if _is_boolean(value) else None
         if found is not None and kinds & {int, float} and not kinds & {bool, Any}:
             raise ValueError(f"expected a number, found {str(bool(found)).lower()} (a boolean)")
         return value
 
 
-def is_boolean(value: Any) -> bool:
+def _is_boolean(value: Any) -> bool:
     return isinstance(value, bool | numpy.bool_)
 
 
-def plain_types(annotation: Any) -> set[Any]:
+def _plain_types(annotation: Any) -> set[Any]:
     """The types a field's annotation admits, through ``Annotated`` and unions."""
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return plain_types(typing.get_args(annotation)[0])
+        return _plain_types(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        return set().union(*(plain_types(arg) for arg in typing.get_args(annotation)))
+        return set().union(*(_plain_types(arg) for arg in typing.get_args(annotation)))
     return {annotation}

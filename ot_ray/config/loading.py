@@ -89,11 +89,11 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def _assign(data: dict[str, Any], dotted: str, value: Any, *, origin: str) -> None:
-    parts = key_path(dotted)
+    parts = _key_path(dotted)
     node = data
     for depth, part in enumerate(parts[:-1]):
         if part not in node:  # start from the section's defaults, not from nothing
-            node[part] = section_default(parts[: depth + 1], leaf=parts[-1])
+            node[part] = _section_default(parts[: depth + 1], leaf=parts[-1])
         child = node[part]
         if not isinstance(child, dict):
             prefix = ".".join(parts[: depth + 1])
@@ -106,7 +106,7 @@ def _assign(data: dict[str, Any], dotted: str, value: Any, *, origin: str) -> No
     node[parts[-1]] = value
 
 
-def key_path(dotted: str) -> list[str]:
+def _key_path(dotted: str) -> list[str]:
     """The mapping keys ``dotted`` walks through. Search spaces and named points are keyed by
     dotted config keys, so ``tune.search_space.alignment.ot.epsilon.low`` is the ``low`` of
     the entry ``alignment.ot.epsilon``, and ``tune.points_to_evaluate.paper.alignment.lr`` is
@@ -125,7 +125,7 @@ def key_path(dotted: str) -> list[str]:
     return parts
 
 
-def section_default(parts: list[str], *, leaf: str) -> dict[str, Any]:
+def _section_default(parts: list[str], *, leaf: str) -> dict[str, Any]:
     """The default of the section ``parts`` names, as plain data: some sections' defaults are
     not their fields' defaults (``task.xquad`` sets lr and epochs), so ``--set
     task.xquad.doc_stride=64`` must start from them. A source's default origin is dropped when

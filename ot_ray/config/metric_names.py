@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 
+#: The splits every task is evaluated on (``dev`` for the search, ``test`` reported).
+EVAL_SPLITS = ("dev", "test")
 #: Language averages reported next to the per-language scores
 #: (see :func:`ot_ray.metrics.language_averages`).
 LANGUAGE_AVERAGES = ("avg_seen", "avg_seen_targets", "avg_unseen", "avg_targets", "avg_all")

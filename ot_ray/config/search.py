@@ -204,12 +204,12 @@ class TuneConfig(Section):
                             f"{wanted!r}, and the point {given}"
                         )
                 if "." in key:
-                    check_setting(key, value, f"points_to_evaluate.{label}.{key}")
+                    _check_setting(key, value, f"points_to_evaluate.{label}.{key}")
         for name, spec in self.search_space.items():
             if "." in name:
                 for value in spec.choices or [spec.low, spec.high]:
                     value = int(value) if spec.is_int and spec.choices is None else value
-                    check_setting(name, value, f"search_space.{name}")
+                    _check_setting(name, value, f"search_space.{name}")
         return self
 
 
@@ -231,7 +231,7 @@ def _is_boolean_word(value: Any) -> bool:
     return isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n")
 
 
-def check_setting(dotted: str, value: Any, where: str) -> None:
+def _check_setting(dotted: str, value: Any, where: str) -> None:
     """What a trial will set ``dotted`` to, checked now against that setting's type and bounds,
     rather than in a trial partway through the sweep."""
     *path, leaf = dotted.split(".")

@@ -91,8 +91,8 @@ def tokenize_parallel(
     same words as Pharaoh links. Columns: ``{src,tgt}_input_ids``, ``{src,tgt}_word_ids`` (-1
     for special tokens and for a word ``max_length`` cut in its middle) and
     ``{src,tgt}_truncated`` (some words cut by ``max_length``) and ``{src,tgt}_has_words``
-    (a word is left: a side of only zero-width spaces, or of one word longer than ``max_length``
-    pieces, has none)."""
+    (a whole word is left: a side of only zero-width spaces, or whose first word ``max_length``
+    already cuts, has none)."""
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {}

@@ -1,0 +1,189 @@
+"""The state a trial's stages share, and its bookkeeping: set up once per worker (device,
+tokenizer, output and cache folders), the parallel data both stages read (stage 1, and the
+joint variant in task training), and the reports and checkpoints that end each stage.
+
+:class:`ot_ray.trial_align.AlignStages` and :class:`ot_ray.trial_tasks.TaskStages` build on it,
+and :class:`ot_ray.trial.Trial` runs them in order.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoTokenizer
+
+from ot_ray import distributed
+from ot_ray.align.batches import ParallelData
+from ot_ray.align.links import degrade_links
+from ot_ray.checkpoints import TrialState, rng_state, save_checkpoint
+from ot_ray.config import Config
+from ot_ray.data.parallel import ParallelCorpus, packed
+from ot_ray.data.sources import data_root, model_path, read_parallel_sources
+from ot_ray.data.tokenized import pairs_with_words, tokenize_parallel
+from ot_ray.errors import DataError
+from ot_ray.metrics import language_averages
+from ot_ray.precision import allow_tf32
+from ot_ray.reporters import Reporter
+
+
+class TrialBase:
+    """One worker's view of a trial: its settings, folders, tokenizer and counters."""
+
+    def __init__(self, config: Config, reporter: Reporter, *, show_progress: bool = True):
+        self.config = config
+        self.reporter = reporter
+        self.show_progress = show_progress
+        transformers.logging.set_verbosity_error()  # load reports list every unused MLM weight
+        transformers.logging.disable_progress_bar()
+        self.is_main = distributed.rank() == 0
+        use_cuda = config.train.use_gpu and torch.cuda.is_available()
+        index = torch.cuda.current_device() if use_cuda else None
+        self.device = torch.device("cuda", index) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            allow_tf32(config.train.tf32)
+        self.out = Path(config.train.output_dir).expanduser()
+        self.cache = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else None
+        self.cache = self.cache or self.out / "cache"
+        self.root = data_root(config)
+        self.base = model_path(config)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            self.base,
+            revision=config.model.revision,
+            trust_remote_code=config.model.trust_remote_code,
+        )
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.work = Path(tempfile.mkdtemp(prefix="ot-ray-trial-"))
+        self.predictions = self.work / "predictions"
+        self.predictions.mkdir()
+        self.restored: Path | None = None
+        self._dev: ParallelData | None = None
+        self._dev_corpora: dict[str, ParallelCorpus] = {}  # held-out pairs: texts, input lines
+        self.counts: dict[str, float] = {}  # skipped and truncated inputs, logged as metrics
+
+    # ---------------------------------------------------------------- data
+
+    def _parallel(self, split: str, languages: list[str]) -> ParallelData:
+        """Tokenised parallel data of ``split`` (train or dev) for the languages that have it."""
+        config = self.config
+        parallel = config.data.parallel
+        datasets, links = {}, {}
+        specs = {
+            lang: parallel.train_sources(lang)
+            if split == "train"
+            else ([parallel.dev] if parallel.dev.covers(lang) else [])
+            for lang in languages
+        }
+        kept = [lang for lang in languages if specs[lang]]
+        for k, lang in enumerate(kept):
+            corpus = read_parallel_sources(
+                specs[lang], root=self.root, lang=lang, pivot=config.data.pivot
+            )
+            if split == "train" and config.data.pairs_per_language:
+                corpus = corpus.resized(config.data.pairs_per_language, config.train.seed + k)
+            if split == "dev" and config.alignment.eval_pairs:
+                corpus = corpus.head(config.alignment.eval_pairs)
+            noise = config.alignment.link_noise
+            if split == "train" and corpus.links is not None and (noise.drop or noise.move):
+                corpus.links = degrade_links(
+                    corpus.links,
+                    [len(t.split()) for t in corpus.targets],
+                    drop=noise.drop,
+                    move=noise.move,
+                    seed=config.train.seed + k,
+                )
+            if split == "train":
+                corpus = packed(corpus, config.alignment.pack_sentences)
+            datasets[lang] = tokenize_parallel(
+                corpus, self.tokenizer, config.data.max_length, cache_dir=self.cache
+            )
+            links[lang] = corpus.links
+            prefix = f"data/parallel_{split}"
+            if split == "train":
+                kept_pairs = pairs_with_words(datasets[lang], links[lang])
+                datasets[lang], links[lang], wordless = kept_pairs
+                self._count(f"{prefix}/no_words/{lang}", wordless)
+                if not len(datasets[lang]):
+                    raise DataError(
+                        f"none of the {wordless} training pairs of {lang} keeps a word on both "
+                        "sides once tokenised (zero-width characters only, or a first word "
+                        "longer than data.max_length allows)",
+                        path=corpus.origin,
+                    )
+            if split == "dev":
+                self._dev_corpora[lang] = corpus
+            self._count(f"{prefix}/skipped_empty/{lang}", corpus.skipped_empty)
+            truncated = sum(datasets[lang]["src_truncated"]) + sum(datasets[lang]["tgt_truncated"])
+            self._count(f"{prefix}/truncated/{lang}", truncated)
+        return ParallelData(kept, datasets, links)
+
+    # ---------------------------------------------------------------- stages and reports
+
+    def _next_stage(self, state: TrialState) -> str:
+        order = ["align", "quality", *self.config.task.tasks, "done"]
+        return order[order.index(state.stage) + 1]
+
+    def _finish_stage(self, state: TrialState, encoder: torch.nn.Module) -> None:
+        state.done.append(state.stage)
+        state.stage, state.step = self._next_stage(state), 0
+        self._checkpoint(state, encoder)
+
+    def _checkpoint(self, state: TrialState, encoder: torch.nn.Module, **stage) -> None:
+        """Report the metrics so far; rank 0 attaches a checkpoint of the trial state."""
+        state.metrics.update(self.counts)
+        rng = distributed.gather_objects(rng_state())  # every worker's, for an exact resume
+        directory = None
+        if self.is_main:
+            directory = Path(tempfile.mkdtemp(prefix="ot-ray-ckpt-"))
+            aligned = encoder if state.stage != "align" else None
+            save_checkpoint(
+                directory, state, aligned=aligned, tokenizer=self.tokenizer, rng=rng, **stage
+            )
+            shutil.copytree(self.predictions, directory / "predictions")
+        metrics = {**state.metrics, **self._progress(state)}
+        self.reporter.report(metrics, directory)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _progress(self, state: TrialState) -> dict[str, float | str]:
+        """Where the trial is, in the terms Tune schedules on.
+
+        ``milestone`` counts finished task stages, and ``objective`` is the mean of the
+        configured dev metrics measured so far (NaN before the first task is evaluated), so
+        every trial reports comparable values at the same milestones whatever its method.
+        ``tune.metric`` is in every report too (NaN until measured): Tune fails a sweep whose
+        result lacks the metric it searches on.
+        """
+        tasks = self.config.task.tasks
+        finished = [stage for stage in state.done if stage in tasks]
+        measured = [state.metrics[m] for m in self.config.tune.objective if m in state.metrics]
+        steps = sum(state.metrics.get(f"{stage}/steps", 0.0) for stage in state.done)
+        progress: dict[str, float | str] = {
+            "stage": state.stage,
+            "step": state.step,
+            "global_step": int(steps) + (state.step if state.stage not in state.done else 0),
+            "milestone": len(finished),
+            "objective": statistics.fmean(measured) if measured else math.nan,
+        }
+        searched = self.config.tune.metric
+        progress.setdefault(searched, state.metrics.get(searched, math.nan))
+        return progress
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def _count(self, name: str, value: float) -> None:
+        self.counts[name] = float(value)
+
+    def _record(self, prefix: str, scores: dict[str, float], state: TrialState) -> None:
+        for lang, value in scores.items():
+            state.metrics[f"{prefix}/{lang}"] = value
+        averages = language_averages(
+            scores, pivot=self.config.data.pivot, seen=self.config.data.languages
+        )
+        for name, value in averages.items():
+            state.metrics[f"{prefix}/{name}"] = value
