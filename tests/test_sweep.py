@@ -21,6 +21,7 @@ import pytest
 from clusters import BIN, environment, mlflow_server, ray_cluster, rest, run
 from conftest import SMALL_DEMO, tiny_trial_overrides
 from mlflow import MlflowClient
+from safetensors import safe_open
 
 from ot_ray.config import DemoConfig, load_config
 from ot_ray.demo.build import ensure_demo_world
@@ -377,10 +378,14 @@ def test_two_node_cluster_runs_a_two_worker_trial_with_shared_storage(cache, tmp
     metrics = json.loads((out / "metrics.json").read_text())
     assert "xquad/test/f1/el" in metrics and "align/aer/de" in metrics
     assert "| de |" in done.stdout and "XNLI acc" in done.stdout
-    assert (out / "aligned_encoder" / "model.safetensors").exists()
     assert len(list((out / "predictions" / "xnli").glob("test-*.tsv"))) == 6
     checkpoints = list((tmp_path / "shared").rglob("stage_model.safetensors"))
     assert checkpoints, "rank 0 wrote no checkpoint through ray.train.report to the shared storage"
+    # real safetensors files that hold the encoder (a checkpoint's may add a task head)
+    for path in [out / "aligned_encoder" / "model.safetensors", *checkpoints]:
+        with safe_open(path, "pt") as weights:
+            keys = list(weights.keys())
+        assert any(key.endswith("embeddings.word_embeddings.weight") for key in keys), path
 
 
 def test_a_failing_trial_is_reported_with_its_reason_and_the_sweep_goes_on(cache, tmp_path):
