@@ -23,6 +23,7 @@ from ot_ray.align.batches import ParallelData
 from ot_ray.align.links import degrade_links
 from ot_ray.checkpoints import TrialState, rng_state, save_checkpoint
 from ot_ray.config import Config
+from ot_ray.data.moses import moses_tokenized
 from ot_ray.data.parallel import ParallelCorpus, packed
 from ot_ray.data.sources import data_root, model_path, read_parallel_sources
 from ot_ray.data.tokenized import pairs_with_words, tokenize_parallel
@@ -88,6 +89,10 @@ class TrialBase:
                 corpus = corpus.resized(config.data.pairs_per_language, config.train.seed + k)
             if split == "dev" and config.alignment.eval_pairs:
                 corpus = corpus.head(config.alignment.eval_pairs)
+            if parallel.pretokenize == "moses":
+                corpus = moses_tokenized(
+                    corpus, lang=lang, pivot=config.data.pivot, cache_dir=self.cache
+                )
             noise = config.alignment.link_noise
             if split == "train" and corpus.links is not None and (noise.drop or noise.move):
                 corpus.links = degrade_links(
@@ -183,7 +188,7 @@ class TrialBase:
         for lang, value in scores.items():
             state.metrics[f"{prefix}/{lang}"] = value
         averages = language_averages(
-            scores, pivot=self.config.data.pivot, seen=self.config.data.languages
+            scores, pivot=self.config.data.pivot, seen=self.config.data.seen
         )
         for name, value in averages.items():
             state.metrics[f"{prefix}/{name}"] = value

@@ -578,3 +578,24 @@ def test_the_sweeps_names_stay_inside_its_storage(override):
     a traceback at the sweep's end, after every trial)."""
     with pytest.raises(ConfigError, match=r"a plain file name is needed here"):
         load_config(None, [override])
+
+
+def test_moses_pretokenisation_is_refused_with_link_files_that_index_other_words():
+    with pytest.raises(ConfigError, match=r"pretokenize: moses cannot be used with word align"):
+        load_config(None, ["data.parallel.pretokenize=moses"])  # the demo world's links
+    unlinked = [
+        "data.parallel.pretokenize=moses",
+        "data.parallel.train={path: a.tsv}",
+        "data.parallel.dev={path: b.tsv}",
+    ]
+    assert load_config(None, unlinked).data.parallel.pretokenize == "moses"
+    with pytest.raises(ConfigError, match=r"\(by_language\.sw\)"):
+        load_config(None, [*unlinked, "data.parallel.by_language={sw: [{path: c, alignments: d}]}"])
+
+
+def test_the_seen_averages_take_the_aligned_languages_unless_told_otherwise():
+    aligned = ["data.languages=[de, fr, ar]"]
+    assert load_config(None, aligned).data.seen == ["de", "fr", "ar"]
+    assert load_config(None, [*aligned, "data.seen_languages=[de, fr]"]).data.seen == ["de", "fr"]
+    with pytest.raises(ConfigError, match=r"data\.seen_languages: el not aligned"):
+        load_config(None, [*aligned, "data.seen_languages=[de, el]"])

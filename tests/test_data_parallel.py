@@ -226,3 +226,23 @@ def test_pairs_without_a_word_on_a_side_are_dropped_with_their_links(tmp_path):
     assert links == [{(0, 0)}, {(1, 0), (2, 1)}]
     same, same_links, none = pairs_with_words(kept, links)
     assert none == 0 and same is kept and same_links is links
+
+
+def test_moses_pretokenisation_splits_punctuation_off_words_and_is_cached(tmp_path):
+    from ot_ray.data.moses import moses_tokenized
+    from ot_ray.data.parallel import ParallelCorpus
+
+    corpus = ParallelCorpus(
+        sources=['Herr Präsident, die Abstimmung (1999) ist "endgültig".'],
+        targets=["Mr President, the Parliament's vote & result."],
+        rows=[7],
+        origin="europarl",
+    )
+    first = moses_tokenized(corpus, lang="de", pivot="en", cache_dir=tmp_path)
+    assert first.sources == ['Herr Präsident , die Abstimmung ( 1999 ) ist " endgültig " .']
+    assert first.targets == ["Mr President , the Parliament 's vote & result ."]  # not &amp;
+    assert first.rows == [7] and first.origin == "europarl"
+    cached = list(tmp_path.glob("moses-*.arrow"))
+    assert len(cached) == 1
+    again = moses_tokenized(corpus, lang="de", pivot="en", cache_dir=tmp_path)
+    assert again == first and list(tmp_path.glob("moses-*.arrow")) == cached

@@ -463,6 +463,33 @@ def test_pairs_without_words_are_counted_and_left_out_of_training(cache, tmp_pat
         run_trial(config, LocalReporter(tmp_path / "again"), show_progress=False)
 
 
+def test_moses_pretokenisation_makes_the_words_that_are_aligned(cache, tmp_path):
+    """Raw text keeps the final punctuation on the last word ("church."); with pretokenize:
+    moses it is a word of its own, and the held-out links index Moses tokens."""
+    world = Path(data_root(tiny_config(cache, tmp_path)))
+    glued = {}
+    for split, name in (("train", "parallel/de-en.tsv"), ("dev", "parallel/dev/de-en.tsv")):
+        lines = (world / name).read_text(encoding="utf-8").splitlines()[:40]
+        raw = [line.replace(" .", ".").replace(" ?", "?") for line in lines]
+        glued[split] = tmp_path / f"{split}.tsv"
+        glued[split].write_text("\n".join(raw) + "\n", encoding="utf-8")
+    config = tiny_config(
+        cache, tmp_path, f"data.parallel.train={{path: {glued['train']}}}",
+        f"data.parallel.dev={{path: {glued['dev']}}}", "data.parallel.pretokenize=moses",
+        "data.languages=[de]", "data.eval_languages=[de]", "task.tasks=[]",
+    )  # fmt: skip
+    metrics = run_trial(config, LocalReporter(tmp_path), show_progress=False)
+    assert "align/retrieval_acc/de" in metrics
+    assert len(list((tmp_path / "cache").glob("moses-*.arrow"))) == 2  # train and dev
+    raw_words = [len(line.split("\t")[0].split()) for line in glued["dev"].read_text().splitlines()]
+    links = (tmp_path / "predictions/alignments/dev-de.pharaoh").read_text().splitlines()
+    sources = [[int(link.split("-")[0]) for link in line.split()] for line in links]
+    assert len(sources) == len(raw_words)
+    # the split-off "." or "?" is a word past the raw text's last one, and it is linked
+    assert any(max(s, default=-1) == n for s, n in zip(sources, raw_words, strict=True))
+    assert all(max(s, default=-1) <= n for s, n in zip(sources, raw_words, strict=True))
+
+
 def test_a_corpus_of_empty_pairs_is_named_before_the_trial_starts(cache, tmp_path):
     empty = tmp_path / "empty.tsv"
     empty.write_text("\tein satz\nthe sentence\t \n", encoding="utf-8")
