@@ -338,3 +338,31 @@ def test_empty_training_questions_are_skipped_and_counted_from_the_hub_and_from_
     only_empty = hub_json(write_jsonl(tmp_path / "empty.jsonl", rows[:1]))
     with pytest.raises(DataError, match=r"no questions \(1 skipped for an empty question\)"):
         read_qa(only_empty, lang="en", training=True, **WHERE)
+
+
+@pytest.mark.parametrize(
+    ("reader", "row"),
+    [
+        ("nli", b'{"premise": "caf\xe9", "hypothesis": "b", "label": 0}\n'),
+        ("parallel", b'{"translation": {"de": "caf\xe9", "en": "cafe"}}\n'),
+        (
+            "qa",
+            b'{"id": "q1", "context": "caf\xe9 au lait", "question": "what?", '
+            b'"answers": {"text": ["lait"], "answer_start": [8]}}\n',
+        ),
+    ],
+)
+def test_a_hub_file_that_is_not_utf8_is_named_not_a_traceback(tmp_path, reader, row):
+    """Arrow loads the file and keeps the Latin-1 byte; it fails when a value is read."""
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(row)
+    spec = hub_json(path)
+    read = {
+        "nli": lambda: read_nli(spec, lang="en", training=True, **WHERE),
+        "parallel": lambda: read_parallel(spec, lang="de", **WHERE),
+        "qa": lambda: read_qa(spec, lang="en", training=True, **WHERE),
+    }[reader]
+    with pytest.raises(
+        DataError, match=r"latin1\.jsonl.*: not UTF-8 text: a value holds the byte 0xe9"
+    ):
+        read()

@@ -8,7 +8,8 @@ Hub datasets are loaded with ``datasets.load_dataset`` and converted from the Hu
 
 from __future__ import annotations
 
-from collections.abc import Sized
+from collections.abc import Iterator, Sized
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -58,7 +59,9 @@ def read_parallel(spec: SourceSpec, *, root: str, lang: str, pivot: str) -> Para
     values = _filled(spec, root=root, lang=lang, pivot=pivot)
     if spec.hub is not None:
         dataset = _load_hub(spec, values)
-        corpus = hub.parallel_from_hub(dataset, lang, pivot, described=_describe(spec, values))
+        described = _describe(spec, values)
+        with _utf8_only(described):
+            corpus = hub.parallel_from_hub(dataset, lang, pivot, described=described)
     else:
         path = Path(values["path"])
         alignments = Path(values["alignments"]) if values["alignments"] else None
@@ -91,7 +94,9 @@ def read_nli(spec: SourceSpec, *, root: str, lang: str, pivot: str, training: bo
     values = _filled(spec, root=root, lang=lang, pivot=pivot)
     if spec.hub is not None:
         described = _describe(spec, values)
-        data = hub.nli_from_hub(_load_hub(spec, values), described=described, skip_empty=training)
+        dataset = _load_hub(spec, values)
+        with _utf8_only(described):
+            data = hub.nli_from_hub(dataset, described=described, skip_empty=training)
         return _not_empty(
             data, "examples", data.skipped_empty, described, "an empty side or no label"
         )
@@ -108,7 +113,8 @@ def read_qa(
     if spec.hub is not None:
         described = _describe(spec, values)
         dataset = _load_hub(spec, values)
-        examples = hub.squad_from_hub(dataset, described=described, skip_empty=training)
+        with _utf8_only(described):
+            examples = hub.squad_from_hub(dataset, described=described, skip_empty=training)
     else:
         described = values["path"]
         examples = read_squad(Path(described), skip_empty=training)
@@ -136,6 +142,21 @@ def _describe(spec: SourceSpec, values: dict[str, str | None]) -> str:
     if values["data_files"]:
         parts.append(values["data_files"])
     return ":".join(part for part in parts if part)
+
+
+@contextmanager
+def _utf8_only(described: str) -> Iterator[None]:
+    """Arrow keeps a JSON or CSV file's invalid UTF-8 bytes as they are, and they fail only when
+    a value is read into Python: named here as the file's fault, not as a traceback."""
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        byte = err.object[err.start : err.start + 1].hex()
+        raise DataError(
+            f"not UTF-8 text: a value holds the byte 0x{byte} ({err.reason}); convert the file "
+            "to UTF-8 (iconv -f <its encoding> -t UTF-8)",
+            path=described,
+        ) from None
 
 
 def _load_hub(spec: SourceSpec, values: dict[str, str | None]):
