@@ -118,7 +118,7 @@ def main() -> None:
             m for m in finished if m is not None
         ]
     print(f"\n# Zero-shot transfer on the demo world (seeds {args.seeds}; n = trials per cell)")
-    print(f"pivot {config.data.pivot}; seen in alignment: {', '.join(config.data.languages)}")
+    print(f"pivot {config.data.pivot}; seen: {', '.join(config.data.seen)}")
     for title, prefix in SCORES:
         print(f"\n## {title} (test, mean ± sample std over seeds)\n")
         print("\n".join(table(runs, prefix, languages + list(AVERAGES))))

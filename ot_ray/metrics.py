@@ -160,7 +160,8 @@ def _hits(found: list[int], texts: Sequence[str] | None) -> int:
 
 
 def language_averages(scores: dict[str, float], *, pivot: str, seen: list[str]) -> dict[str, float]:
-    """Averages named as in the paper: ``avg_seen`` = pivot + languages seen in alignment,
+    """Averages named as in the paper: ``avg_seen`` = pivot + ``seen`` (the languages seen in
+    alignment, or ``data.seen_languages``),
     ``avg_seen_targets`` = those without the pivot, ``avg_unseen``, ``avg_targets`` = every
     language but the pivot (the search objective's default), ``avg_all``."""
     groups = {

@@ -116,8 +116,9 @@ class TrialBase:
                 if not len(datasets[lang]):
                     raise DataError(
                         f"none of the {wordless} training pairs of {lang} keeps a word on both "
-                        "sides once tokenised (zero-width characters only, or a first word "
-                        "longer than data.max_length allows)",
+                        "sides once tokenised (zero-width characters only, control characters "
+                        "only, which Moses removes, or a first word longer than data.max_length "
+                        "allows)",
                         path=corpus.origin,
                     )
             if split == "dev":

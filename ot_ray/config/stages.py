@@ -100,8 +100,8 @@ class AlignmentConfig(Section):
 
 
 class TaskTrainConfig(Section):
-    """Fine-tuning settings of one downstream task (the paper configs set XTREME's mBERT
-    recipe exactly: configs/paper_mbert.yaml)."""
+    """Fine-tuning settings of one downstream task (configs/paper_mbert.yaml sets XTREME's
+    mBERT rates, epochs, batches, lengths, warmup and weight decay)."""
 
     lr: PositiveFloat
     epochs: PositiveFloat

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import lru_cache
+from importlib.metadata import version
 from pathlib import Path
 
 from ot_ray.data.parallel import ParallelCorpus
@@ -44,7 +45,13 @@ def moses_tokenized(
         tokenize,
         cache_dir=cache_dir,
         name="moses",
-        settings={"lang": lang, "pivot": pivot, "escape": False, "v": 1},
+        settings={
+            "lang": lang,
+            "pivot": pivot,
+            "escape": False,
+            "sacremoses": version("sacremoses"),  # its rules and prefix lists change with it
+            "v": 1,
+        },
     )
     return dataclasses.replace(
         corpus, sources=list(tokenized["source"]), targets=list(tokenized["target"])
