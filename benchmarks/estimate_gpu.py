@@ -16,6 +16,7 @@ checkpoints, and padding beyond the lengths given below.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ UTILISATION = (0.25, 0.50)
 MNLI_TRAIN, SQUAD_TRAIN = 392_702, 87_599 - 2_000
 #: Evaluation examples: XNLI dev + test per language x 15, XQuAD 1,190 x 11, the QA dev set.
 XNLI_EVAL, XQUAD_EVAL, SQUAD_DEV = 15 * (2_490 + 5_010), 11 * 1_190, 2_000
+#: The pivot's dev set that checkpoint selection (``task.<task>.select_every``) scores: XNLI en.
+XNLI_DEV_PIVOT = 2_490
 
 
 @dataclass
@@ -113,6 +116,18 @@ def paper_stages(args: argparse.Namespace) -> list[Stage]:
     evaluation = forward_flops(classifier, 1, xnli.max_length) * XNLI_EVAL + forward_flops(
         reader, 1, xquad.max_length
     ) * (XQUAD_EVAL + SQUAD_DEV)
+    selection, scored = 0.0, []
+    for name, settings, examples, dev, model in (
+        ("XNLI", xnli, MNLI_TRAIN, XNLI_DEV_PIVOT, classifier),
+        ("XQuAD", xquad, SQUAD_TRAIN, SQUAD_DEV, reader),
+    ):
+        if settings.select_every:
+            batch = settings.batch_size * settings.grad_accum
+            steps = math.ceil(examples * settings.epochs / batch)
+            times = math.ceil(steps / settings.select_every)
+            selection += times * dev * forward_flops(model, 1, settings.max_length)
+            scored.append(f"{name} {times:,} x {dev:,}")
+    selecting = [Stage(f"dev scores for checkpoint selection: {', '.join(scored)}", selection)]
     return [
         Stage(f"alignment: {pairs:,} pairs x {args.align_tokens} tokens", per_pair * pairs),
         Stage(
@@ -124,6 +139,7 @@ def paper_stages(args: argparse.Namespace) -> list[Stage]:
             qa_step / xquad.batch_size * SQUAD_TRAIN * xquad.epochs,
         ),
         Stage("evaluation: XNLI 15 languages, XQuAD 11, QA dev", evaluation),
+        *(selecting if scored else []),
     ]
 
 

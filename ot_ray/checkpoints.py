@@ -5,7 +5,8 @@ A checkpoint is a directory (what ``ray.train.Checkpoint.from_directory`` takes)
 * ``state.json``: the stage in progress, its optimizer step and the metrics measured so far;
 * ``aligned_encoder/``: the stage-1 result as ``save_pretrained`` (safetensors), once it exists;
 * ``stage_model.safetensors``, ``optimizer.pt``, ``rng.pt``: the model, optimizer and schedule of
-  the stage in progress and the torch RNG state (read back with ``weights_only=True``).
+  the stage in progress and the torch RNG state (read back with ``weights_only=True``);
+* ``selected_model.safetensors``: in a task stage that selects on dev, the best model so far.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file, save_model
 
 from ot_ray.errors import UserError
 
@@ -25,6 +26,7 @@ ALIGNED = "aligned_encoder"
 STAGE_MODEL = "stage_model.safetensors"
 OPTIMIZER = "optimizer.pt"
 RNG = "rng.pt"
+SELECTED_MODEL = "selected_model.safetensors"
 
 
 class CheckpointError(UserError):
@@ -53,6 +55,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
     rng: list[dict[str, Any]] | None = None,
+    selected: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint directory (created if needed) and return it."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -67,6 +70,8 @@ def save_checkpoint(
             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
             directory / OPTIMIZER,
         )
+    if selected is not None:
+        save_file(selected, str(directory / SELECTED_MODEL))
     torch.save({"per_rank": rng if rng is not None else [rng_state()]}, directory / RNG)
     (directory / STATE).write_text(json.dumps(asdict(state), indent=1), encoding="utf-8")
     return directory

@@ -1,5 +1,6 @@
-"""Figures logged to MLflow: transport plans, per-language scores against the baseline, and the
-search's history and parameter importances. Matplotlib with the Agg backend (no display)."""
+"""Figures logged to MLflow: transport plans, per-language scores against the baseline, a task
+stage's dev curve, and the search's history and parameter importances. Matplotlib with the Agg
+backend (no display)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,21 @@ def scores_against_baseline(
         axis.set_title(metric)
         axis.set_ylim(0, 100)
     figure.suptitle(title)
+    return _save(figure, path)
+
+
+def dev_curve(
+    steps: Sequence[int], scores: Sequence[float], chosen: int | None, path: Path, title: str
+) -> Path:
+    """A task stage's dev score against the optimizer step, the model chosen for test marked."""
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot(steps, scores, marker="o", markersize=3)
+    if chosen is not None:
+        axis.axvline(chosen, color="tab:red", linestyle="--", label=f"chosen: step {chosen}")
+        axis.legend(loc="lower right")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("dev score (%)")
+    axis.set_title(title)
     return _save(figure, path)
 
 

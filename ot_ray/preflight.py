@@ -43,6 +43,12 @@ def check_data(config: Config) -> None:
             _check_one_task_step(config, task, len(train.head(config.task.xnli.max_train)))
         else:
             read_qa(sources.train, root=root, lang=pivot, pivot=pivot, training=True)
+        if getattr(config.task, task).select_every and not sources.dev.covers(pivot):
+            raise ConfigError(
+                f"selecting the {task} model on the pivot's dev set needs one, and "
+                f"data.{task}.dev.languages leaves out {pivot}",
+                key=f"task.{task}.select_every",
+            )
         for split in EVAL_SPLITS:
             spec = getattr(sources, split)
             for lang in (x for x in evaluated if spec.covers(x)):

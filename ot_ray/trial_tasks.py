@@ -8,6 +8,10 @@ of :class:`ot_ray.trial.Trial`, so that each stage can be read on its own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
 import torch
 import transformers
 
@@ -17,12 +21,19 @@ from ot_ray.align.objective import AlignmentObjective
 from ot_ray.checkpoints import TrialState, load_stage
 from ot_ray.config import EVAL_SPLITS
 from ot_ray.data.sources import read_nli, read_qa
+from ot_ray.data.tasks import QAExample
 from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predictions
-from ot_ray.tasks.stage import fine_tune
+from ot_ray.tasks.selection import BestOnDev
+from ot_ray.tasks.stage import fine_tune, task_plan
 from ot_ray.tasks.xnli import evaluate_nli, nli_collate, nli_dataset
 from ot_ray.tasks.xquad import evaluate_qa, qa_collate, qa_eval_dataset, qa_train_dataset
 from ot_ray.training import StageState, compiled
 from ot_ray.trial_base import TrialBase
+
+#: what a task stage's checkpoint selection maximises on the pivot's dev set
+SELECTION_METRIC = {"xnli": "acc", "xquad": "f1"}
+#: one language's evaluation inputs: NLI's encoded pairs, or QA's questions and their windows
+EvalInputs = datasets.Dataset | tuple[Sequence[QAExample], datasets.Dataset]
 
 
 class TaskStages(TrialBase):
@@ -65,8 +76,11 @@ class TaskStages(TrialBase):
             torch.manual_seed(config.train.seed + 1000 * distributed.rank())
         compiled(model, config.train.compile)
         optimizer_state = None
+        selection = self._selection(task, len(train))
         if self.restored is not None and state.stage == task and state.step > 0:
             optimizer_state = load_stage(self.restored, model, distributed.rank())
+            if selection is not None:
+                selection.resume(self._selection_file(task), self.restored)
 
         progress = StageState(step=state.step)
 
@@ -74,6 +88,9 @@ class TaskStages(TrialBase):
 
         def after_step(progress: StageState, means: dict[str, float]) -> None:
             last_means.update(means)
+            scored = selection is not None and selection.score_if_due(model, progress.step)
+            if scored and self.is_main:  # every worker scores (sharded); rank 0 writes
+                selection.write(self._selection_file(task))
             every = config.train.checkpoint_every
             if every and progress.step % every == 0:
                 state.step = progress.step
@@ -87,6 +104,7 @@ class TaskStages(TrialBase):
                     stage_model=model,
                     optimizer=progress.optimizer,
                     scheduler=progress.scheduler,
+                    selected=selection.weights if selection is not None else None,
                 )
 
         fine_tune(
@@ -107,6 +125,12 @@ class TaskStages(TrialBase):
         )
         state.metrics[f"{task}/steps"] = float(progress.step)
         state.metrics.update(_joint_terms(task, last_means))  # at the last step run here
+        if selection is not None:
+            selection.restore(model)  # on every worker: rank 0 keeps the weights
+            state.metrics[f"{task}/select/step"] = float(selection.best_step)
+            state.metrics[f"{task}/select/scored"] = float(len(selection.scores))
+            if self.is_main:
+                selection.plot(self.predictions / "plots" / f"selection-{task}.png")
         self._evaluate_task(task, model, state)
         self._finish_stage(state, encoder)
 
@@ -130,49 +154,88 @@ class TaskStages(TrialBase):
         plan = data.plan(self.config.alignment.batch_size, 1.0, self.config.train.seed)
         return joint_term(data, plan, objective, weight, pad_id=self.pad_id, device=self.device)
 
+    def _selection(self, task: str, examples: int) -> BestOnDev | None:
+        """The stage's checkpoint selection on the pivot's dev set, if ``select_every`` asks
+        for one; the dev inputs are read and tokenised once, here."""
+        settings = getattr(self.config.task, task)
+        if settings.select_every is None:
+            return None
+        pivot = self.config.data.pivot
+        dev = self._eval_data(task, "dev", pivot)
+        metric = SELECTION_METRIC[task]
+        return BestOnDev(
+            task=task,
+            metric=metric,
+            language=pivot,
+            every=settings.select_every,
+            total_steps=len(task_plan(examples, settings, self.config.train.seed, task))
+            // settings.grad_accum,
+            score_of=lambda model: self._score(task, model, dev)[0][metric],
+        )
+
+    def _selection_file(self, task: str) -> Path:
+        return self.predictions / "selection" / f"{task}.json"
+
     def _evaluate_task(self, task: str, model: torch.nn.Module, state: TrialState) -> None:
         config = self.config
         spec = getattr(config.data, task)
-        settings = getattr(config.task, task)
-        options = {
-            "batch_size": config.train.eval_batch_size,
-            "device": self.device,
-            "bf16": config.train.bf16,
-        }
         for split in EVAL_SPLITS:
             source = getattr(spec, split)
             scores: dict[str, dict[str, float]] = {}
             for lang in config.data.all_eval_languages:
                 if not source.covers(lang):
                     continue
-                where = {"root": self.root, "lang": lang, "pivot": config.data.pivot}
-                if task == "xnli":
-                    data = read_nli(source, training=False, **where).head(settings.max_eval)
-                    encoded = nli_dataset(data, self.tokenizer, settings.max_length, self.cache)
-                    self._count(f"data/xnli_{split}/truncated/{lang}", sum(encoded["truncated"]))
-                    accuracy, labels = evaluate_nli(model, encoded, self.tokenizer, **options)
-                    scores.setdefault("acc", {})[lang] = accuracy
-                    if split == "test" and self.is_main:
-                        write_xnli_predictions(
-                            self.predictions / "xnli" / f"test-{lang}.tsv", labels
-                        )
-                else:
-                    examples = read_qa(source, **where)[: settings.max_eval]
-                    windows = qa_eval_dataset(examples, self.tokenizer, settings, self.cache)
-                    flags = zip(windows["example_id"], windows["question_truncated"], strict=True)
-                    self._count(  # questions, not windows: one question spans several
-                        f"data/xquad_{split}/question_truncated/{lang}",
-                        len({question for question, cut in flags if cut}),
-                    )
-                    result, answers = evaluate_qa(model, examples, windows, settings, **options)
-                    scores.setdefault("f1", {})[lang] = result["f1"]
-                    scores.setdefault("em", {})[lang] = result["em"]
-                    if split == "test" and self.is_main:
-                        write_xquad_predictions(
-                            self.predictions / "xquad" / f"test-{lang}.json", answers
-                        )
+                values, predicted = self._score(task, model, self._eval_data(task, split, lang))
+                for metric, value in values.items():
+                    scores.setdefault(metric, {})[lang] = value
+                if split == "test" and self.is_main:
+                    if task == "xnli":
+                        path = self.predictions / "xnli" / f"test-{lang}.tsv"
+                        write_xnli_predictions(path, predicted)
+                    else:
+                        path = self.predictions / "xquad" / f"test-{lang}.json"
+                        write_xquad_predictions(path, predicted)
             for metric, values in scores.items():
                 self._record(f"{task}/{split}/{metric}", values, state)
+
+    def _eval_data(self, task: str, split: str, lang: str) -> EvalInputs:
+        """One language's dev or test inputs, read and tokenised (cached on disk), with the
+        inputs cut to fit counted: NLI's encoded pairs, or QA's questions and their windows."""
+        config = self.config
+        source = getattr(getattr(config.data, task), split)
+        settings = getattr(config.task, task)
+        where = {"root": self.root, "lang": lang, "pivot": config.data.pivot}
+        if task == "xnli":
+            data = read_nli(source, training=False, **where).head(settings.max_eval)
+            encoded = nli_dataset(data, self.tokenizer, settings.max_length, self.cache)
+            self._count(f"data/xnli_{split}/truncated/{lang}", sum(encoded["truncated"]))
+            return encoded
+        examples = read_qa(source, **where)[: settings.max_eval]
+        windows = qa_eval_dataset(examples, self.tokenizer, settings, self.cache)
+        flags = zip(windows["example_id"], windows["question_truncated"], strict=True)
+        self._count(  # questions, not windows: one question spans several
+            f"data/xquad_{split}/question_truncated/{lang}",
+            len({question for question, cut in flags if cut}),
+        )
+        return examples, windows
+
+    def _score(
+        self, task: str, model: torch.nn.Module, data: EvalInputs
+    ) -> tuple[dict[str, float], list[int] | dict[str, str]]:
+        """The task's scores (percent) on inputs from :meth:`_eval_data`, and the predictions
+        (NLI label ids in input order, or QA answers by question id)."""
+        options = {
+            "batch_size": self.config.train.eval_batch_size,
+            "device": self.device,
+            "bf16": self.config.train.bf16,
+        }
+        if task == "xnli":
+            accuracy, labels = evaluate_nli(model, data, self.tokenizer, **options)
+            return {"acc": accuracy}, labels
+        examples, windows = data
+        settings = self.config.task.xquad
+        result, answers = evaluate_qa(model, examples, windows, settings, **options)
+        return {"f1": result["f1"], "em": result["em"]}, answers
 
 
 def _load_encoder_weights(model: torch.nn.Module, encoder: torch.nn.Module) -> None:

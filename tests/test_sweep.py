@@ -366,6 +366,7 @@ def test_two_node_cluster_runs_a_two_worker_trial_with_shared_storage(cache, tmp
             "train.num_workers=2",
             "train.cpus_per_worker=1",
             f"train.storage_path={tmp_path / 'shared'}",
+            "task.xquad.select_every=5",  # every worker scores its share of the pivot's dev set
         ]
         done = subprocess.run(
             [
@@ -381,6 +382,14 @@ def test_two_node_cluster_runs_a_two_worker_trial_with_shared_storage(cache, tmp
     assert len(list((out / "predictions" / "xnli").glob("test-*.tsv"))) == 6
     checkpoints = list((tmp_path / "shared").rglob("stage_model.safetensors"))
     assert checkpoints, "rank 0 wrote no checkpoint through ray.train.report to the shared storage"
+    curve = json.loads((out / "predictions" / "selection" / "xquad.json").read_text())
+    assert curve["chosen_step"] == metrics["xquad/select/step"]
+    chosen_score = curve["scores"][str(curve["chosen_step"])]
+    assert chosen_score == max(curve["scores"].values())
+    last = curve["scores"][str(curve["total_steps"])]
+    assert chosen_score > last, "the last step scored best: a restore could not be seen"
+    assert chosen_score == pytest.approx(metrics["xquad/dev/f1/en"], abs=1e-9)  # tested: chosen
+    assert list((tmp_path / "shared").rglob("selected_model.safetensors"))
     # real safetensors files that hold the encoder (a checkpoint's may add a task head)
     for path in [out / "aligned_encoder" / "model.safetensors", *checkpoints]:
         with safe_open(path, "pt") as weights:

@@ -19,6 +19,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from ot_ray.checkpoints import (
     OPTIMIZER,
+    SELECTED_MODEL,
     STATE,
     CheckpointError,
     TrialState,
@@ -34,6 +35,7 @@ from ot_ray.launch import resolve_paths, run_name
 from ot_ray.metrics import language_averages, squad_scores
 from ot_ray.preflight import _check_one_task_step, check_data
 from ot_ray.reporters import LocalReporter
+from ot_ray.tasks.selection import BestOnDev
 from ot_ray.training import StageState, TrainingError, batch_count, epoch_batches, run_steps
 from ot_ray.trial import run_trial
 
@@ -370,6 +372,132 @@ def test_a_joint_trial_resumed_at_its_tasks_last_step_keeps_the_joint_terms(cach
     terms = {k: v for k, v in straight.items() if k.startswith("xnli/joint/")}
     assert "xnli/joint/align/loss" in terms
     assert {k: resumed.get(k) for k in terms} == pytest.approx(terms, abs=1e-9)
+
+
+#: QA, whose dev F1 moves from step to step on the tiny world (its XNLI model stays at chance)
+ONLY_QA = ["task.tasks=[xquad]"]
+SELECT = [*ONLY_QA, "task.xquad.select_every=5"]
+
+
+@pytest.fixture(scope="module")
+def selection_runs(cache, tmp_path_factory) -> dict[str, tuple[dict, Path]]:
+    """The same QA trial testing its last model, and its model best on the pivot's dev set."""
+    runs = {}
+    for name, overrides in (("last", ONLY_QA), ("best", SELECT)):
+        out = tmp_path_factory.mktemp(name)
+        config = tiny_config(cache, out, *overrides)
+        runs[name] = run_trial(config, LocalReporter(out), show_progress=False), out
+    return runs
+
+
+def _dev_curve(out: Path) -> tuple[dict[int, float], int]:
+    curve = json.loads((out / "predictions" / "selection" / "xquad.json").read_text())
+    return {int(step): score for step, score in curve["scores"].items()}, curve["chosen_step"]
+
+
+def test_the_model_best_on_the_pivots_dev_set_is_the_one_tested(selection_runs):
+    """XTREME's XNLI recipe: score English dev during training, test the best model. Scoring
+    leaves training alone: the last score is what the run without selection ends with."""
+    (last, _), (metrics, out) = selection_runs["last"], selection_runs["best"]
+    scores, chosen_step = _dev_curve(out)
+    steps = int(metrics["xquad/steps"])
+    assert steps == last["xquad/steps"] and steps % 5 != 0  # so the last step is scored too
+    assert sorted(scores) == [*range(5, steps, 5), steps]
+    assert metrics["xquad/select/scored"] == len(scores)
+    assert scores[steps] == pytest.approx(last["xquad/dev/f1/en"], abs=1e-9)
+    best = max(scores.values())
+    assert best > scores[steps], "the last step scored best: a restore could not be seen"
+    first_best = min(step for step, score in scores.items() if score == best)
+    assert chosen_step == metrics["xquad/select/step"] == first_best
+    assert metrics["xquad/dev/f1/en"] == pytest.approx(best, abs=1e-9)  # the chosen model's
+    assert (out / "predictions" / "plots" / "selection-xquad.png").read_bytes()[:4] == b"\x89PNG"
+    assert "xquad/select/step" not in last
+
+
+def test_a_resumed_stage_still_tests_the_best_model_it_saw_before(cache, tmp_path, selection_runs):
+    """The kept weights travel in the mid-stage checkpoint: a crash after the best step, and a
+    resume, end as the run straight through does."""
+    straight, straight_out = selection_runs["best"]
+    _, chosen_step = _dev_curve(straight_out)
+    config = tiny_config(cache, tmp_path, *SELECT)
+    every = config.train.checkpoint_every
+    crash_at = every * math.ceil(chosen_step / every)
+    assert chosen_step <= crash_at < straight["xquad/steps"]
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(config, CrashAtStep(tmp_path, "xquad", crash_at), show_progress=False)
+    assert (tmp_path / "checkpoint" / SELECTED_MODEL).is_file()
+    resumed = run_trial(config, LocalReporter(tmp_path, resume=True), show_progress=False)
+    assert resumed["restarts"] == 1
+    scores = {k: v for k, v in straight.items() if k.startswith("xquad/")}
+    assert {k: resumed[k] for k in scores} == pytest.approx(scores, abs=1e-9)
+    assert _dev_curve(tmp_path) == _dev_curve(straight_out)
+
+
+def _best_on_dev(
+    every: int, total_steps: int, scores: dict[int, float]
+) -> tuple[BestOnDev, torch.nn.Linear]:
+    """A selection whose model after step k scores ``scores[k]``; the model is a Linear whose
+    bias holds the step it was offered at, so the kept weights say which step they are."""
+    model = torch.nn.Linear(2, 1)
+    return BestOnDev(
+        task="xnli",
+        metric="acc",
+        language="en",
+        every=every,
+        total_steps=total_steps,
+        score_of=lambda _: scores[int(model.bias.item())],
+    ), model
+
+
+def _run_steps(selection: BestOnDev, model: torch.nn.Module, steps: range) -> list[int]:
+    scored = []
+    for step in steps:
+        with torch.no_grad():
+            model.bias.fill_(step)
+        if selection.score_if_due(model, step):
+            scored.append(step)
+    return scored
+
+
+def test_dev_scores_are_taken_every_n_steps_and_at_the_last_and_ties_keep_the_first():
+    scores = {1: 10.0, 2: 30.0, 3: 5.0, 4: 30.0, 5: 20.0, 6: 40.0, 7: 40.0}
+    selection, model = _best_on_dev(2, 7, scores)
+    assert _run_steps(selection, model, range(1, 8)) == [2, 4, 6, 7]
+    assert selection.best_step == 6 and selection.weights["bias"].item() == 6  # 7 only ties
+    exact, model = _best_on_dev(3, 6, scores)  # the last step is a multiple: scored once
+    assert _run_steps(exact, model, range(1, 7)) == [3, 6]
+    assert exact.best_step == 6 and exact.summary()["scores"] == {"3": 5.0, "6": 40.0}
+    early, model = _best_on_dev(2, 7, {**scores, 4: 30.0, 6: 1.0, 7: 2.0})
+    _run_steps(early, model, range(1, 8))
+    assert early.best_step == 2 and early.weights["bias"].item() == 2  # 4 ties with 2
+    early.restore(model)
+    assert model.bias.item() == 2
+
+
+def test_a_checkpoint_with_dev_scores_but_no_kept_model_is_refused(tmp_path):
+    scores = {step: float(step) for step in range(1, 7)}
+    selection, model = _best_on_dev(2, 6, scores)
+    nothing_yet, _ = _best_on_dev(2, 6, scores)
+    nothing_yet.resume(tmp_path / "xnli.json", tmp_path)  # crashed before the first score
+    assert nothing_yet.scores == {} and nothing_yet.weights is None
+    _run_steps(selection, model, range(1, 5))
+    selection.write(tmp_path / "xnli.json")
+    save_checkpoint(tmp_path, TrialState(stage="xnli", step=4), selected=selection.weights)
+    again, model = _best_on_dev(2, 6, scores)
+    again.resume(tmp_path / "xnli.json", tmp_path)
+    assert again.best_step == 4 and again.scores == {2: 2.0, 4: 4.0}
+    assert again.weights["bias"].item() == 4
+    assert _run_steps(again, model, range(5, 7)) == [6] and again.best_step == 6
+    (tmp_path / SELECTED_MODEL).unlink()
+    with pytest.raises(CheckpointError, match=r"after a dev score lacks selected_model\.safe"):
+        again.resume(tmp_path / "xnli.json", tmp_path)
+
+
+def test_selecting_on_a_dev_set_without_the_pivot_is_refused_before_it_starts(cache, tmp_path):
+    config = tiny_config(cache, tmp_path, *SELECT, "data.xquad.dev.languages=[de, fr]")
+    with pytest.raises(ConfigError, match=r"data\.xquad\.dev\.languages leaves out en") as caught:
+        check_data(config)
+    assert caught.value.key == "task.xquad.select_every"
 
 
 def test_a_nan_loss_stops_with_stage_and_step():

@@ -20,7 +20,8 @@ METRIC_FAMILIES = (
     "align/retrieval_acc",
     "align/aer",
 )
-#: Single metrics of the alignment stage (means over the steps of a report).
+#: Single metrics of the stages: the alignment stage's means over the steps of a report, the
+#: task stages' last training loss, steps, and (with ``select_every``) the step tested.
 ALIGNMENT_METRICS = (
     "align/loss",
     "align/ot/sweeps",
@@ -30,6 +31,10 @@ ALIGNMENT_METRICS = (
     "xquad/train_loss",
     "xnli/steps",
     "xquad/steps",
+    "xnli/select/step",
+    "xquad/select/step",
+    "xnli/select/scored",
+    "xquad/select/scored",
 )
 
 

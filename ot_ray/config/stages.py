@@ -118,6 +118,11 @@ class TaskTrainConfig(Section):
     freeze_layers: NonNegativeInt = Field(
         0, description="Also keep the lowest N transformer layers fixed."
     )
+    select_every: PositiveInt | None = Field(
+        default=None,
+        description="Score the pivot's dev set every N optimizer steps and after the last, and "
+        "test the best of those models (XTREME's XNLI recipe: 100); null: the last step's.",
+    )
     max_train: PositiveInt | None = Field(
         default=None, description="Use only the first N training examples (quick runs)."
     )
