@@ -13,8 +13,9 @@ kept under ``--out``, in a folder named by their settings' and the demo world's 
 reused, so an interrupted run continues and a run with other settings (``--config``, ``--set``)
 or another world never reads another's.
 No selection happens here (every variant runs with the config's settings, chosen before on dev
-scores: e.g. the fixed-pivot joint weight 0.03, see the README), and only test scores are
-reported: dev scores are in each trial's metrics.json.
+scores: e.g. the fixed-pivot joint weight 0.03, see the README; ``task.<task>.select_every``
+chooses a trial's task model on the pivot's dev set only), and only test scores are reported:
+dev scores are in each trial's metrics.json.
 """
 
 from __future__ import annotations
@@ -107,6 +108,25 @@ def table(runs: dict[str, list[dict]], prefix: str, rows: list[str]) -> list[str
     return lines
 
 
+def selection_table(runs: dict[str, list[dict]]) -> list[str]:
+    """With ``task.<task>.select_every``: the step whose model was tested, and the stage's steps
+    (empty when no trial selected)."""
+    rows = [
+        f"{task}/{key}"
+        for task in ("xnli", "xquad")
+        if any(f"{task}/select/step" in m for ms in runs.values() for m in ms)
+        for key in ("select/step", "steps")
+    ]
+    lines = ["| | " + " | ".join(runs) + " |", "|---|" + "---:|" * len(runs)]
+    for row in rows:
+        lines.append(
+            f"| {row} | "
+            + " | ".join(cell([m[row] for m in ms if row in m]) for ms in runs.values())
+            + " |"
+        )
+    return lines if rows else []
+
+
 def main() -> None:
     args = parse_args()
     config = load_config(args.config, args.overrides)
@@ -120,8 +140,14 @@ def main() -> None:
     print(f"\n# Zero-shot transfer on the demo world (seeds {args.seeds}; n = trials per cell)")
     print(f"pivot {config.data.pivot}; seen: {', '.join(config.data.seen)}")
     for title, prefix in SCORES:
-        print(f"\n## {title} (test, mean ± sample std over seeds)\n")
-        print("\n".join(table(runs, prefix, languages + list(AVERAGES))))
+        lines = table(runs, prefix, languages + list(AVERAGES))
+        if len(lines) > 2:  # a task the trials did not run has no rows
+            print(f"\n## {title} (test, mean ± sample std over seeds)\n")
+            print("\n".join(lines))
+    selected = selection_table(runs)
+    if selected:
+        print("\n## Model tested: its optimizer step, chosen on the pivot's dev set, of all\n")
+        print("\n".join(selected))
     for title, prefix in QUALITY:
         print(f"\n## {title} on held-out parallel pairs\n")
         print("\n".join(table(runs, prefix, [*languages[1:], "avg_seen_targets", "avg_unseen"])))
