@@ -90,7 +90,7 @@ def prepare_demo(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="output directory (default: the cache dir of the config)"
     )
-    parser.add_argument("--seed", type=int, help="world seed (default: data.demo.seed)")
+    parser.add_argument("--seed", type=_world_seed, help="world seed (default: data.demo.seed)")
     parser.add_argument("--force", action="store_true", help="rebuild even if it exists")
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
@@ -104,6 +104,18 @@ def prepare_demo(argv: Sequence[str] | None = None) -> int:
     path = ensure_demo_world(demo, args.out, force=args.force)
     print(describe_world(path, reused=existed))
     return 0
+
+
+def _world_seed(text: str) -> int:
+    """``--seed`` checked where it is typed (as a ``--set`` its error would name an override
+    the user never wrote)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+    if not 0 <= seed < 2**31:  # the range of data.demo.seed
+        raise argparse.ArgumentTypeError(f"a world seed is 0 to 2**31 - 1, found {seed}")
+    return seed
 
 
 def describe_world(path: Path, *, reused: bool) -> str:

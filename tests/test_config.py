@@ -121,7 +121,8 @@ def test_bad_override_syntax(bad):
 
 
 def test_override_into_a_scalar_is_rejected():
-    with pytest.raises(ConfigError, match=r"'model\.name_or_path' is a str, not a section"):
+    message = r"'model\.name_or_path' is a str \(.*demo\.yaml:\d+\), not a section"
+    with pytest.raises(ConfigError, match=message):
         load_config(REPO / "configs" / "demo.yaml", ["model.name_or_path.x=1"])
 
 
@@ -167,7 +168,8 @@ def test_a_key_that_is_not_a_name_is_an_error_at_its_own_line(tmp_path):
 def test_non_utf8_file(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("model:\n  name_or_path: caf\xe9\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match="not UTF-8"):
+    # where an editor shows it (it used to be a byte offset into the file)
+    with pytest.raises(ConfigError, match=r"latin1\.yaml:2: not UTF-8 \(byte 0xe9 at column 20\)"):
         load_config(path)
 
 
@@ -222,9 +224,31 @@ def test_cli_user_errors_exit_2_without_traceback(args, expected):
     assert len(result.stderr.strip().splitlines()) <= 2
 
 
-def test_every_batch_must_be_shared_by_all_workers():
+def test_every_batch_must_be_shared_by_all_workers(tmp_path):
     with pytest.raises(ConfigError, match=r"task\.xquad\.batch_size: 2 cannot be shared by .* 4"):
         load_config(None, ["train.num_workers=4", "task.xquad.batch_size=2"])
+    # the override that broke it is named, though it sets another section's key
+    path = _write(tmp_path, "alignment:\n  lr: 1.0e-4\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ["train.num_workers=32"])
+    assert str(caught.value) == (
+        f"{path}:1: alignment.batch_size: 24 cannot be shared by train.num_workers 32 workers "
+        "(after --set train.num_workers=32)"
+    )
+
+
+def test_an_override_into_a_section_a_file_left_empty_names_that_line(tmp_path):
+    """``alignment:`` with nothing under it is null in YAML."""
+    path = _write(tmp_path, "train:\n  seed: 1\nalignment:\n")
+    with pytest.raises(ConfigError, match=rf"'alignment' is null \({path}:3\), not a section"):
+        load_config(path, ["alignment.lr=0.1"])
+
+
+def test_extends_naming_a_folder_says_so(tmp_path):
+    (tmp_path / "base").mkdir()
+    path = _write(tmp_path, "extends: base\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml:1: extends: .*/base is a directory"):
+        load_config(path)
 
 
 def test_setting_one_key_of_a_section_keeps_the_sections_defaults():

@@ -110,6 +110,29 @@ def test_xtreme_headerless_tsv_is_read_with_its_csv_quoting(tmp_path):
         ),
         # another script's digit (Arabic-Indic one) is not a label index
         ("x.tsv", "premise\thypothesis\tlabel\na\tb\t\u0661\n", r"x\.tsv:2: unknown label"),
+        # quotes csv.writer would not write: the lenient reader dropped them silently
+        (
+            "x.tsv",
+            'a\tb\tneutral\n"Hello" she said\tb\tneutral\n',
+            r"x\.tsv:2: bad quoting \('<TAB>' expected after '\"'\): .* quoted whole",
+        ),
+        ("x.tsv", '"open\tb\tneutral\n', r"x\.tsv:1: bad quoting \(unexpected end of data\)"),
+        # a lone surrogate escape parses, but is not text: it used to fail in the worker
+        (
+            "x.jsonl",
+            '{"premise": "a\\udc80", "hypothesis": "b", "label": 1}\n',
+            r'x\.jsonl:1: "a\\udc80" \(at "premise"\) holds "\\udc80", half of a UTF-16',
+        ),
+        (
+            "x.jsonl",
+            '{"premise": "a", "hypothesis": "b", "premise": "z", "label": 1}\n',
+            r'x\.jsonl:1: the key "premise" appears twice in one object',
+        ),
+        (
+            "x.json",
+            '[\n{"premise": "a", "hypothesis": "b", "label": 1}\n]\n',
+            r"x\.json:1: invalid JSON: .*; ot-ray reads JSON Lines, one object per line, not a",
+        ),
     ],
 )
 def test_bad_xnli_names_file_and_line(tmp_path, name, content, message):
@@ -185,7 +208,21 @@ AT = r"s\.json: data\[0\]\.paragraphs\[1\]\.qas"
     [
         (squad_document(qa(answers=[])), rf"{QA0}\): no answers"),
         (squad_document(answer("A", -18)), rf"{QA0}\.answers\[0\]\): answer_start -18 is negative"),
-        (squad_document(answer("", 0)), rf"{QA0}\.answers\[0\]\): needs a non-empty string text"),
+        (squad_document(answer("", 0)), rf"{QA0}\.answers\[0\]\): needs a string text that is"),
+        # a blank answer trained on a span of no words (and a blank context failed in a worker)
+        (squad_document(answer(" ", 4)), rf"{QA0}\.answers\[0\]\): needs .* not blank"),
+        (
+            squad_document(answer(" ", 0), context="   "),
+            rf"{QA0}\.answers\[0\]\): needs .* not blank",
+        ),
+        (
+            squad_document(qa(question="what \ud800 ?")),
+            r's\.json: "what \\ud800 \?" \(at "question"\) holds "\\ud800", half of a UTF-16',
+        ),
+        (
+            '{"data": [], "data": []}',
+            r's\.json: the key "data" appears twice in one object',
+        ),
         (squad_document(answer(3, 0)), rf"{QA0}\.answers\[0\]\): needs .*, found {{.*3"),
         (squad_document(answer("A", True)), rf"{QA0}\.answers\[0\]\): needs .* integer"),
         (squad_document(qa(answers=["A"])), rf"{QA0}\.answers\[0\]\): needs .* found \"A\""),
@@ -268,6 +305,26 @@ def test_json_a_parser_gives_up_on_is_named_not_a_traceback(tmp_path, name):
     path = write(tmp_path / name, deep + "\n")
     with pytest.raises(DataError, match=rf"{name}(:1)?: invalid JSON: maximum recursion depth"):
         read_squad(path) if name.endswith(".json") else read_xnli(path)
+
+
+def test_blank_lines_in_an_xnli_tsv_hold_no_row(tmp_path):
+    """An editor's extra newline at the end (or a blank line between rows) is no example, in
+    either TSV form; it used to be refused as a row of one field."""
+    headed = write(tmp_path / "h.tsv", "premise\thypothesis\tlabel\na\tb\tneutral\n\nc\td\t0\n\n")
+    assert read_xnli(headed, skip_empty=False).labels == [1, 0]
+    headerless = write(tmp_path / "x.tsv", "a\tb\tneutral\n  \nc\td\t0\n\n")
+    assert read_xnli(headerless, skip_empty=False).premises == ["a", "c"]
+
+
+def test_xnli_written_by_datasets_to_json_is_read_as_json_lines(tmp_path):
+    """``Dataset.to_json`` writes JSON Lines under whatever name it is given, usually
+    ``.json``: that file used to be read as a TSV and refused for lacking a header."""
+    import datasets
+
+    rows = {"premise": ["a \U0001f600", "c"], "hypothesis": ["b", "d"], "label": [2, 0]}
+    datasets.Dataset.from_dict(rows).to_json(tmp_path / "dev-de.json")
+    data = read_xnli(tmp_path / "dev-de.json", skip_empty=False)
+    assert data.premises == rows["premise"] and data.labels == [2, 0]
 
 
 def test_a_jsonl_suffix_in_capitals_is_still_jsonl(tmp_path):

@@ -310,6 +310,18 @@ def test_prepare_demo_cli_builds_then_reuses(tmp_path):
     assert "Traceback" not in other_seed.stderr
 
 
+@pytest.mark.parametrize(
+    ("seed", "message"),
+    [("-3", "a world seed is 0 to 2**31 - 1, found -3"), ("x", "expected an integer, found 'x'")],
+)
+def test_prepare_demo_cli_names_a_bad_seed_as_typed(tmp_path, seed, message):
+    """It used to be checked as ``--set data.demo.seed=-3``, an override never typed."""
+    result = run_prepare("--seed", seed, "--out", str(tmp_path / "w"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"prepare_demo.py: error: argument --seed: {message}"
+    assert not (tmp_path / "w").exists()
+
+
 def test_prepare_demo_cli_reports_bad_settings_without_traceback(tmp_path):
     result = run_prepare("--set", "data.demo.sizes.xnli_tset=5", "--out", str(tmp_path / "w"))
     assert result.returncode == 2

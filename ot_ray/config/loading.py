@@ -35,7 +35,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for override in overrides or []:
         key, value = parse_override(override)
         shown = f"--set {_redacted_override(override)}"  # messages quote it: no secrets
-        _assign(data, key, value, origin=shown)
+        _assign(data, key, value, origin=shown, written=origins)
         origins = {k: where for k, where in origins.items() if not k.startswith(f"{key}.")}
         origins[key] = shown
     return _validated(data, origins, source)
@@ -88,7 +88,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _assign(data: dict[str, Any], dotted: str, value: Any, *, origin: str) -> None:
+def _assign(
+    data: dict[str, Any],
+    dotted: str,
+    value: Any,
+    *,
+    origin: str,
+    written: dict[str, str] | None = None,
+) -> None:
+    """Set ``dotted`` in ``data``; ``written`` (key -> where) names where a value that is not
+    a section came from, e.g. ``alignment:`` left empty in a file (YAML reads it as null)."""
     parts = _key_path(dotted)
     node = data
     for depth, part in enumerate(parts[:-1]):
@@ -97,8 +106,12 @@ def _assign(data: dict[str, Any], dotted: str, value: Any, *, origin: str) -> No
         child = node[part]
         if not isinstance(child, dict):
             prefix = ".".join(parts[: depth + 1])
+            found = "null" if child is None else f"a {type(child).__name__}"
+            at = (written or {}).get(prefix)
             raise ConfigError(
-                f"cannot set {dotted!r}: {prefix!r} is a {type(child).__name__}, not a section",
+                f"cannot set {dotted!r}: {prefix!r} is {found}"
+                + (f" ({at})" if at else "")
+                + ", not a section",
                 source=origin,
                 key=dotted,
             )

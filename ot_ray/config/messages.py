@@ -5,6 +5,7 @@ found."""
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -42,8 +43,13 @@ def rewritten(err: ValidationError, origins: dict[str, str], source: str) -> Con
                 # a section's check that names one of its keys ("search_space.x: ...") is
                 # located at that key's line
                 where = _origin_of(f"{key}.{head}", origins, source)
+            # the overrides of this key and of the keys the check names ("... cannot be shared
+            # by train.num_workers 32 workers"): the cause may be one written elsewhere
+            named = [key, *(w for w in _DOTTED.findall(message) if is_config_key(w))]
             overrides = [
-                o for k, o in origins.items() if "--set" in o and o != where and _related(k, key)
+                o
+                for k, o in origins.items()
+                if "--set" in o and o != where and any(_related(k, n) for n in named)
             ]
             after = f" (after {', '.join(overrides)})" if overrides else ""
             messages.append(f"{where}: {key}: {message}{after}")
@@ -57,6 +63,10 @@ def rewritten(err: ValidationError, origins: dict[str, str], source: str) -> Con
     error = ConfigError("\n".join(messages))
     error.key = first_key
     return error
+
+
+#: a dotted config key as a check's message names one
+_DOTTED = re.compile(r"\b[a-z_]+(?:\.[a-z0-9_]+)+\b")
 
 
 def _related(one: str, other: str) -> bool:

@@ -77,6 +77,10 @@ def read_tree(path: Path, chain: list[Path]) -> tuple[dict[str, Any], dict[str, 
     base_path = (path.parent / base_name).resolve()
     if base_path in chain or base_path == path.resolve():
         raise ConfigError(f"{base_name} extends itself (through {len(chain)} files)", source=where)
+    if base_path.is_dir():
+        raise ConfigError(
+            f"{base_path} is a directory, not a config file", source=where, key="extends"
+        )
     if not base_path.is_file():
         raise ConfigError(f"no such config file {base_path}", source=where, key="extends")
     base, base_origins = read_tree(base_path, [*chain, path.resolve()])
@@ -110,9 +114,15 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     if not path.exists():
         raise ConfigError("no such config file", source=str(path))
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"not UTF-8 text (byte {err.start})", source=str(path)) from None
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:  # where an editor shows it: line and column
+        line_start = raw.rfind(b"\n", 0, err.start) + 1
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ConfigError(
+            f"not UTF-8 (byte {raw[err.start]:#04x} at column {err.start - line_start + 1})",
+            source=f"{path}:{line}",
+        ) from None
     except OSError as err:  # permissions, a device
         raise ConfigError(
             f"cannot read the file: {err.strerror or err}", source=str(path)

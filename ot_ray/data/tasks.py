@@ -1,5 +1,5 @@
 """Task data from local files in the real formats: XNLI (TSV with a header, XTREME's headerless
-TSV, or JSONL) and XQuAD/SQuAD v1.1 JSON. Errors name the file and the line (or the question
+TSV, or JSON Lines) and XQuAD/SQuAD v1.1 JSON. Errors name the file and the line (or the question
 id)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,10 @@ NLI_LABELS = ("entailment", "neutral", "contradiction")
 NLI_COLUMNS = ("premise", "hypothesis", "label")
 #: The label of MultiNLI's and XNLI's rows without a gold label (dropped from training).
 UNLABELLED = -1
+#: Suffixes read as JSON Lines: ``datasets``' ``to_json`` writes them under ``.json``.
+JSON_LINES = (".jsonl", ".json")
+#: Half of a UTF-16 pair: JSON's ``\ud800`` escapes decode to one, which is not text.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -67,7 +72,7 @@ def read_xnli(path: Path, *, skip_empty: bool = True) -> NLIData:
     ``skip_empty`` drops (and counts) rows with an empty side, for training; evaluation keeps them
     so that predictions stay one per input line, as XTREME's files expect.
     """
-    rows = _jsonl_rows(path) if path.suffix.lower() == ".jsonl" else _tsv_rows(path)
+    rows = _jsonl_rows(path) if path.suffix.lower() in JSON_LINES else _tsv_rows(path)
     data = NLIData()
     for number, row in rows:
         if skip_empty and str(row["label"]).strip() == str(UNLABELLED):
@@ -99,6 +104,8 @@ def _tsv_rows(path: Path):
     if missing:
         raise DataError(f"header {header} lacks column(s) {missing}", path=path, line=1)
     for number, line in lines:
+        if not line.strip():  # a blank line holds no row (an editor's last newline)
+            continue
         cells = line.split("\t")
         if len(cells) != len(header):
             raise DataError(
@@ -111,9 +118,21 @@ def _headerless_rows(lines, path: Path):
     """Rows as XTREME's ``utils_preprocess.py`` writes XNLI (``train-en.tsv``,
     ``dev-<lang>.tsv``): premise, hypothesis, label, no header, with Python's ``csv`` quoting
     (a field holding ``"`` is quoted, its quotes doubled). A first line that is neither a
-    header nor such a row is reported as a missing header."""
+    header nor such a row is reported as a missing header. Quoting that ``csv.writer`` would
+    not write is refused: the lenient reader drops the quotes of ``"Hello" she said``."""
     for number, line in lines:
-        cells = next(csv.reader([line], delimiter="\t"), [])
+        if not line.strip():
+            continue
+        try:
+            cells = next(csv.reader([line], delimiter="\t", strict=True), [])
+        except csv.Error as err:
+            problem = str(err).replace("\t", "<TAB>")
+            raise DataError(
+                f"bad quoting ({problem}): without a header a field that holds a quote is quoted "
+                "whole, its quotes doubled (\"\"), as Python's csv writes XTREME's files",
+                path=path,
+                line=number,
+            ) from None
         if len(cells) == 3 and (number > 1 or _is_label(cells[2])):
             yield number, dict(zip(NLI_COLUMNS, cells, strict=True))
         elif number == 1 and len(cells) == 2:
@@ -152,9 +171,13 @@ def _jsonl_rows(path: Path):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_checked_object)
+        except _BadJSON as err:
+            raise DataError(str(err), path=path, line=number) from None
         except (ValueError, RecursionError) as err:  # JSONDecodeError, too deep, too many digits
             message = err.msg if isinstance(err, json.JSONDecodeError) else _one_line(err)
+            if number == 1 and line.lstrip().startswith("["):
+                message += "; ot-ray reads JSON Lines, one object per line, not a JSON array"
             raise DataError(f"invalid JSON: {message}", path=path, line=number) from None
         if not isinstance(row, dict):
             found = type(row).__name__
@@ -201,7 +224,9 @@ def read_squad(path: Path, *, skip_empty: bool = False) -> QAData:
     """
     text = "\n".join(line for _, line in read_lines(path, carriage_returns=True))
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=_checked_object)
+    except _BadJSON as err:
+        raise DataError(str(err), path=path) from None
     except json.JSONDecodeError as err:
         raise DataError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from None
     except (ValueError, RecursionError) as err:  # nested too deep, a number too long
@@ -250,10 +275,10 @@ def read_squad(path: Path, *, skip_empty: bool = False) -> QAData:
                         not isinstance(start, int)
                         or isinstance(start, bool)
                         or not isinstance(answer_text, str)
-                        or not answer_text
+                        or not answer_text.strip()  # a blank span trains on no words
                     ):
                         raise DataError(
-                            f"{at_answer}: needs a non-empty string text and an integer "
+                            f"{at_answer}: needs a string text that is not blank and an integer "
                             f"answer_start, found {_shown(answer)}",
                             path=path,
                         )
@@ -272,6 +297,29 @@ def read_squad(path: Path, *, skip_empty: bool = False) -> QAData:
                     QAExample(qid, context, question, tuple(texts), tuple(starts))
                 )
     return examples
+
+
+class _BadJSON(ValueError):
+    """A JSON object that parses but holds no honest data (the message says what)."""
+
+
+def _checked_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object, refused where Python's parser would pass damage on silently: a key
+    written twice (the last one would win) and a string holding half of a UTF-16 pair (from a
+    lone ``\\ud800`` escape: it cannot be written as UTF-8, so it failed later, in a worker)."""
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _BadJSON(f"the key {json.dumps(key)} appears twice in one object")
+        for text in (key, value) if isinstance(value, str) else (key,):
+            bad = _SURROGATE.search(text)
+            if bad:  # json.dumps escapes it, so the message can be printed
+                raise _BadJSON(
+                    f"{json.dumps(text)[:80]} (at {json.dumps(key)}) holds "
+                    f"{json.dumps(bad.group())}, half of a UTF-16 surrogate pair: not text"
+                )
+        out[key] = value
+    return out
 
 
 def _json_list(parent: object, key: str, where: str, path: Path) -> list:
