@@ -173,11 +173,11 @@ def run_steps(
             distributed.average_gradients(parameters)
             if max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+            means["lr"] = scheduler.get_last_lr()[0]  # the rate this step used
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
-            means["lr"] = scheduler.get_last_lr()[0]
             progress.update()
             progress.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
             if after_step is not None:

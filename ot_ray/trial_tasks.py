@@ -124,6 +124,8 @@ class TaskStages(TrialBase):
             show_progress=self.show_progress,
         )
         state.metrics[f"{task}/steps"] = float(progress.step)
+        if f"{task}/loss" in last_means:  # none if resumed at the last step: the checkpoint's
+            state.metrics[f"{task}/train_loss"] = last_means[f"{task}/loss"]
         state.metrics.update(_joint_terms(task, last_means))  # at the last step run here
         if selection is not None:
             selection.restore(model)  # on every worker: rank 0 keeps the weights

@@ -291,6 +291,25 @@ def test_quick_runs_can_evaluate_the_first_examples_only(cache, tmp_path):
     assert len(pharaoh.splitlines()) == 6
 
 
+def test_the_task_stages_last_training_loss_is_recorded_whatever_the_checkpoints(cache, tmp_path):
+    """It was set at checkpoints only: stale when the last step was not one, and missing
+    without mid-stage checkpoints (``xnli/train_loss`` as a searched metric was NaN)."""
+    losses = {}
+    for every in (1, 3, 100000):
+        out = tmp_path / str(every)
+        config = tiny_config(
+            cache,
+            out,
+            "alignment.method=none",
+            "task.tasks=[xnli]",
+            f"train.checkpoint_every={every}",
+        )
+        metrics = run_trial(config, LocalReporter(out), show_progress=False)
+        losses[every] = metrics["xnli/train_loss"]
+    assert metrics["xnli/steps"] % 3 != 0  # the last step is no checkpoint at every=3
+    assert losses[3] == pytest.approx(losses[1]) and losses[100000] == pytest.approx(losses[1])
+
+
 class CrashAfter(LocalReporter):
     """Reports like LocalReporter, then dies at the n-th report (a killed worker)."""
 
