@@ -538,6 +538,43 @@ def test_the_boolean_hint_is_given_only_where_a_boolean_was_meant():
     assert "true or false" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["tune.points_to_evaluate={paper (2021): {alignment.lr: 1.0e-4}}"],
+            r"points_to_evaluate\.paper \(2021\): MLflow names the param .* only letters",
+        ),
+        (
+            ["tune.points_to_evaluate={wordot+joint: {alignment.lr: 1.0e-4}}"],
+            r"points_to_evaluate\.wordot\+joint: MLflow names",
+        ),
+        (
+            ["tune.points_to_evaluate={a//b: {alignment.lr: 1.0e-4}}"],
+            r"points_to_evaluate\.a//b: MLflow refuses the param name",
+        ),
+        (
+            [
+                "tune.search_space={alignment.lr: {low: 1.0e-5, high: 1.0e-3, "
+                "when: {ot(a): [true]}}, ot(a): {choices: [true, false]}}"
+            ],
+            r"search_space\.ot\(a\): MLflow names the param 'search\.ot\(a\)'",
+        ),
+        (
+            ["tune.points_to_evaluate={" + "p" * 240 + ": {alignment.lr: 1.0e-4}}"],
+            r"longer than MLflow's 250 characters",
+        ),
+    ],
+)
+def test_names_mlflow_would_refuse_as_params_are_refused_before_the_sweep(overrides, message):
+    """Each trial logs its point's label and the switches as params: MLflow refused them in
+    every trial, after the cluster and the data were set up."""
+    space = ["tune.search_space={alignment.lr: {low: 1.0e-5, high: 1.0e-3}}"]
+    searched = space if "search_space" not in overrides[0] else []
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [*searched, *overrides])
+
+
 def test_a_misspelt_part_of_a_search_only_switch_gets_a_suggestion():
     with pytest.raises(ConfigError, match=r"unbalanced\.choicse: unknown key .* 'choices'\?"):
         load_config(DEMO, ["tune.search_space.unbalanced.choicse=[true]"])

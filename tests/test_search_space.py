@@ -469,6 +469,19 @@ def test_the_progress_tables_best_trial_is_the_best_finished_one():
     assert reporter._current_best_trial(trials[:1])[0] is None
 
 
+def test_without_task_stages_a_trial_is_finished_only_at_its_end():
+    """With ``task.tasks: []`` every result is milestone 0: a result midway through the
+    alignment used to count as finished (chosen as best, and an interrupted sweep closed as
+    complete)."""
+    from ot_ray.search.milestones import finished
+
+    assert not finished({"milestone": 0, "stage": "align", "objective": 5.0}, 0)
+    assert finished({"milestone": 0, "stage": "done", "objective": 5.0}, 0)
+    assert not finished({}, 0) and not finished(None, 0)
+    assert finished({"milestone": 2, "stage": "xquad"}, 2)  # the last task evaluated
+    assert not finished({"milestone": 1, "stage": "xquad"}, 2)
+
+
 def test_a_finished_trial_with_a_nan_objective_is_kept_as_failed():
     """Optuna refuses a NaN value, which used to lose the whole sweep report."""
     from ot_ray.config import ParamSpec

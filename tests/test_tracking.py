@@ -485,6 +485,50 @@ def test_a_deleted_experiment_is_refused_before_anything_starts(tmp_path):
         check_tracking(uri, "old")
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["task.tasks=[]"],
+            r"tune\.metric: 'objective' averages tune\.objective .* task\.tasks \[\] runs none",
+        ),
+        (
+            ["task.tasks=[xnli]", "tune.metric=xquad/dev/f1/avg_targets"],
+            r"'xquad/dev/f1/avg_targets' is measured by the task xquad, which task\.tasks",
+        ),
+    ],
+)
+def test_a_sweep_on_a_metric_no_trial_measures_is_refused_before_it_starts(
+    tmp_path, overrides, message
+):
+    """Every trial's value was NaN: the sweep ran them all, then ended with no best trial."""
+    from ot_ray.search.sweep import SweepError, check_sweep_request
+
+    space = "tune.search_space={alignment.lr: {low: 1.0e-5, high: 1.0e-3, log: true}}"
+    base = [f"tune.storage_path={tmp_path}", "tune.name=s", space]
+    with pytest.raises(SweepError, match=message):
+        check_sweep_request(load_config(None, [*base, *overrides]), resume=False)
+    assert not (tmp_path / "s").exists()
+    alignment_only = [*base, "task.tasks=[]", "tune.metric=align/retrieval_acc/avg_targets"]
+    assert check_sweep_request(load_config(None, alignment_only), resume=False)
+    xnli_only = [*base, "task.tasks=[xnli]"]  # the objective averages what is measured
+    assert check_sweep_request(load_config(None, xnli_only), resume=False)
+
+
+def test_a_failed_trials_reason_hides_the_uris_secrets():
+    """MLflow's REST errors quote the whole URI; the reason goes into summary.md."""
+    from ot_ray.search.sweep import error_reason
+
+    error = RuntimeError(
+        "Traceback ...\nMlflowException: API request to http://alice:s3cret@10.0.0.5:5000/api/"
+        "2.0/mlflow/runs/create failed with exception HTTPConnectionPool"
+    )
+    reason = error_reason(error)
+    assert "s3cret" not in reason and "alice:***@10.0.0.5" in reason
+    wrapped = RuntimeError("...\nRuntimeError: trial t1 failed: http://bob:pw@h/x refused")
+    assert error_reason(wrapped) == "trial t1 failed: http://bob:***@h/x refused"
+
+
 def test_a_sweep_stopped_before_tunes_first_step_is_not_resumable(tmp_path):
     """Tune writes its Tuner when built and its experiment state at the first step of fit: a
     folder with only the first cannot be restored (a traceback inside Tune), so it neither

@@ -5,6 +5,8 @@ runs."""
 from __future__ import annotations
 
 import difflib
+import posixpath
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -183,7 +185,17 @@ class TuneConfig(Section):
                             f"{key} never takes{_boolean_word_hint(value, self.search_space[key])}"
                         )
         sampling_order(self.search_space)  # raises on a cycle of conditions
+        # each trial logs its switches and points as MLflow params: a name MLflow refuses
+        # failed every trial as it started, after the cluster and the data were set up
+        for name in switches:
+            problem = mlflow_param_name_problem(f"search.{name}")
+            if problem:
+                raise ValueError(f"search_space.{name}: {problem}")
         for label, point in self.points_to_evaluate.items():
+            for key in point:
+                problem = mlflow_param_name_problem(f"tune.points_to_evaluate.{label}.{key}")
+                if problem:
+                    raise ValueError(f"points_to_evaluate.{label}: {problem}")
             for key, value in point.items():
                 if key not in self.search_space:
                     raise ValueError(f"points_to_evaluate.{label}.{key}: not in search_space")
@@ -211,6 +223,26 @@ class TuneConfig(Section):
                     value = int(value) if spec.is_int and spec.choices is None else value
                     _check_setting(name, value, f"search_space.{name}")
         return self
+
+
+#: MLflow's rule for param names (``mlflow.utils.validation``, outside Windows)
+_MLFLOW_NAME = re.compile(r"[/\w.\- :]*")
+#: MLflow's longest param name
+MLFLOW_NAME_LENGTH = 250
+
+
+def mlflow_param_name_problem(name: str) -> str | None:
+    """Why MLflow would refuse ``name`` as a param name, or None."""
+    if not _MLFLOW_NAME.fullmatch(name):
+        return (
+            f"MLflow names the param {name!r}, and its names hold only letters, digits, "
+            "spaces and _ - . : /"
+        )
+    if posixpath.normpath(name) != name or name.startswith("/"):
+        return f"MLflow refuses the param name {name!r} (a '/' at an end, '//' or '..' parts)"
+    if len(name) > MLFLOW_NAME_LENGTH:
+        return f"the param name {name!r} is longer than MLflow's {MLFLOW_NAME_LENGTH} characters"
+    return None
 
 
 def _boolean_word_hint(value: Any, spec: ParamSpec) -> str:

@@ -24,8 +24,13 @@ from ot_ray.search.scheduler import TIME_ATTR
 
 
 def finished(result: dict | None, milestones: int) -> bool:
-    """Whether a trial's (latest) result comes after its last task stage."""
-    return bool(result) and result.get(TIME_ATTR, 0) >= milestones
+    """Whether a trial's (latest) result comes after its last task stage; without task stages
+    (``task.tasks: []``), after the trial's end (every mid-alignment result is milestone 0)."""
+    if not result:
+        return False
+    if milestones == 0:
+        return result.get("stage") == "done"
+    return result.get(TIME_ATTR, 0) >= milestones
 
 
 class MilestoneOptunaSearch(OptunaSearch):

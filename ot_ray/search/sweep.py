@@ -207,6 +207,7 @@ def check_sweep_request(config: Config, *, resume: bool) -> Path:
 
     if not config.tune.search_space:
         raise SweepError("tune.search_space is empty: nothing to search")
+    check_metric_is_measured(config)
     directory = writable_folder(sweep_dir(config), "tune.storage_path")
     restorable = tune_state_recorded(directory)
     if resume and not restorable:
@@ -219,6 +220,36 @@ def check_sweep_request(config: Config, *, resume: bool) -> Path:
     if resume:
         check_same_settings(config, directory)
     return directory
+
+
+#: the stages whose metrics are named after them (``xnli/dev/acc/de``), as task.tasks lists them
+TASK_STAGES = ("xnli", "xquad")
+
+
+def check_metric_is_measured(config: Config) -> None:
+    """The metric searched on must come from a stage the trials run: a task left out of
+    ``task.tasks`` leaves it NaN in every trial, and the sweep ended after all of them with no
+    best trial."""
+    tasks = set(config.task.tasks)
+
+    def measured(metric: str) -> bool:
+        stage = metric.split("/", 1)[0]
+        return stage not in TASK_STAGES or stage in tasks
+
+    metric = config.tune.metric
+    if metric == "objective":
+        if not any(measured(m) for m in config.tune.objective):
+            raise SweepError(
+                f"tune.metric: 'objective' averages tune.objective {config.tune.objective}, "
+                f"and task.tasks {sorted(tasks)} runs none of their tasks: every trial's "
+                "objective would be NaN; add the task, or search on a metric the trials "
+                "measure (e.g. tune.metric=align/retrieval_acc/avg_targets)"
+            )
+    elif not measured(metric):
+        raise SweepError(
+            f"tune.metric: {metric!r} is measured by the task {metric.split('/', 1)[0]}, which "
+            f"task.tasks {sorted(tasks)} does not run: every trial would report NaN"
+        )
 
 
 def run_sweep(
@@ -425,13 +456,15 @@ def trial_outcome(result, milestones: int, pruned: Mapping[str, int]) -> TrialOu
 
 
 def error_reason(error: BaseException) -> str:
-    """The one line that says why a trial failed (Ray wraps it in a remote traceback)."""
+    """The one line that says why a trial failed (Ray wraps it in a remote traceback), its URIs'
+    secrets hidden: it goes into summary.md, an artifact everyone with the experiment reads, and
+    MLflow's own REST errors quote the whole URI (``http://user:password@host/api/...``)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     for line in reversed(lines):
         for prefix in ("RuntimeError: ", "UserError: ", "DataError: ", "ConfigError: "):
             if line.startswith(prefix):
-                return line[len(prefix) :][:300]
-    return (lines[-1] if lines else type(error).__name__)[:300]
+                return redacted_text(line[len(prefix) :])[:300]
+    return redacted_text(lines[-1] if lines else type(error).__name__)[:300]
 
 
 def best_trial(trials: list[TrialOutcome], metric: str, mode: str) -> TrialOutcome | None:
