@@ -510,6 +510,15 @@ def test_a_checkpoint_with_dev_scores_but_no_kept_model_is_refused(tmp_path):
     (tmp_path / SELECTED_MODEL).unlink()
     with pytest.raises(CheckpointError, match=r"after a dev score lacks selected_model\.safe"):
         again.resume(tmp_path / "xnli.json", tmp_path)
+    # a worker that keeps no weights stops there too, not alone in a collective later
+    other_rank, model = _best_on_dev(2, 6, scores)
+    other_rank.keeps_weights = False
+    with pytest.raises(CheckpointError, match=r"lacks selected_model\.safetensors"):
+        other_rank.resume(tmp_path / "xnli.json", tmp_path)
+    unscored, model = _best_on_dev(2, 6, scores)
+    unscored.keeps_weights = False
+    with pytest.raises(RuntimeError, match=r"xnli: no model was scored on dev"):
+        unscored.restore(model)
 
 
 def test_selecting_on_a_dev_set_without_the_pivot_is_refused_before_it_starts(cache, tmp_path):

@@ -76,9 +76,11 @@ class BestOnDev:
 
     def restore(self, model: torch.nn.Module) -> None:
         """Put the chosen weights into ``model`` on every worker (rank 0's, broadcast)."""
+        # checked on every worker (each knows the scores): one that raised alone would leave
+        # the others waiting in the broadcast
+        if self.best_step is None:
+            raise RuntimeError(f"{self.task}: no model was scored on dev, so none is chosen")
         if self.keeps_weights:
-            if self.weights is None:
-                raise RuntimeError(f"{self.task}: no model was scored on dev, so none is chosen")
             model.load_state_dict(self.weights)
         distributed.broadcast_parameters(model)
 
@@ -123,12 +125,11 @@ class BestOnDev:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         self.scores = {int(step): score for step, score in summary["scores"].items()}
         self.best_step = summary["chosen_step"]
-        if not self.keeps_weights:
-            return
         weights = checkpoint / SELECTED_MODEL
-        if not weights.is_file():
+        if not weights.is_file():  # every worker has the checkpoint: all of them stop here
             raise CheckpointError(
                 f"{checkpoint}: a checkpoint taken after a dev score lacks {SELECTED_MODEL} "
                 "(damaged or copied in part); resume from a whole checkpoint, or start anew"
             )
-        self.weights = load_file(str(weights))
+        if self.keeps_weights:
+            self.weights = load_file(str(weights))
