@@ -58,7 +58,7 @@ class RayCluster:
     authentication on, as in production; ``ray stop`` at exit (which stops every Ray process of
     this machine: the tests run one cluster at a time)."""
 
-    def __init__(self, *, head_cpus: int, token_dir: Path) -> None:
+    def __init__(self, *, head_cpus: int, token_dir: Path, head_memory: int | None = None) -> None:
         token = token_dir / "ray_auth_token"
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
@@ -71,6 +71,7 @@ class RayCluster:
             "--head",
             f"--port={self.port}",
             f"--num-cpus={head_cpus}",
+            *([f"--memory={head_memory}"] if head_memory is not None else []),
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}",
@@ -133,12 +134,17 @@ print(sum(node["Alive"] for node in ray.nodes()))
 
 @contextmanager
 def ray_cluster(
-    token_dir: Path, *, head_cpus: int = 2, extra_nodes: int = 0
+    token_dir: Path,
+    *,
+    head_cpus: int = 2,
+    extra_nodes: int = 0,
+    extra_cpus: int = 1,
+    head_memory: int | None = None,
 ) -> Iterator[RayCluster]:
-    cluster = RayCluster(head_cpus=head_cpus, token_dir=token_dir)
+    cluster = RayCluster(head_cpus=head_cpus, token_dir=token_dir, head_memory=head_memory)
     try:
         for _ in range(extra_nodes):
-            cluster.add_node(cpus=1)
+            cluster.add_node(cpus=extra_cpus)
         yield cluster
     finally:
         cluster.stop()

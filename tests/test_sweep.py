@@ -397,6 +397,61 @@ def test_two_node_cluster_runs_a_two_worker_trial_with_shared_storage(cache, tmp
         assert any(key.endswith("embeddings.word_embeddings.weight") for key in keys), path
 
 
+ACTORS_SCRIPT = """
+import json, sys, ray
+from ray.util.state import list_actors
+ray.init(address=sys.argv[1], logging_level="ERROR")
+head = [n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n["Resources"]]
+nodes = {c: [a.node_id for a in list_actors(filters=[("class_name", "=", c)], limit=1000)]
+         for c in ("ImplicitFunc", "TrainController", "RayTrainWorker")}
+print(json.dumps({"head": head, **nodes}))
+"""
+
+
+def test_trial_drivers_stay_on_the_head_so_a_lost_worker_node_cannot_fail_a_trial(cache, tmp_path):
+    """As on Kubernetes: a head without CPUs (it runs no trial work) and a worker node whose
+    loss (a preempted GPU node) Ray Train recovers from by restarting its workers. A trial's
+    driver, and the Train controller Ray attaches to its node, placed on that worker node would
+    fail the trial for good. The head's memory holds both trials' drivers, but two of them use
+    more than half of it, where Ray's scheduler would otherwise spread the second one out.
+    The sweep is alignment-only, searching on a dev alignment metric (finished at its end)."""
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    args = sweep_args(
+        cache,
+        tmp_path,
+        samples=2,
+        tracking=store,
+        **{
+            "task.tasks": "[]",
+            "tune.metric": "align/retrieval_acc/avg_targets",
+            "tune.search_space": json.dumps({"alignment.lr": {"choices": [1.0e-3, 2.0e-3]}}),
+            "tune.points_to_evaluate": "{}",
+        },
+    )
+    with ray_cluster(
+        tmp_path, head_cpus=0, extra_nodes=1, extra_cpus=2, head_memory=600 * 2**20
+    ) as cluster:
+        assert cluster.alive_nodes(expect=2) == 2
+        done = subprocess.run(
+            [sys.executable, *args], cwd=REPO, env=cluster.env(), capture_output=True,
+            text=True, timeout=900,
+        )  # fmt: skip
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        listed = run(
+            [str(BIN / "python"), "-c", ACTORS_SCRIPT, cluster.address],
+            timeout=120,
+            env=cluster.env(),
+        )
+        assert listed.returncode == 0, listed.stderr[-3000:]
+    placed = json.loads(listed.stdout.strip().splitlines()[-1])
+    (head,) = placed["head"]
+    assert len(placed["ImplicitFunc"]) == 2 and set(placed["ImplicitFunc"]) == {head}
+    assert placed["TrainController"] and set(placed["TrainController"]) == {head}
+    assert placed["RayTrainWorker"] and head not in placed["RayTrainWorker"]  # no CPU there
+    summary = done.stdout.split("## Sweep")[-1]
+    assert summary.count("| finished |") == 2, summary
+
+
 def test_a_failing_trial_is_reported_with_its_reason_and_the_sweep_goes_on(cache, tmp_path):
     """jobs/tune.py on its own local Ray (no RAY_ADDRESS); one trial reads a missing file."""
     store = f"sqlite:///{tmp_path}/mlflow.db"

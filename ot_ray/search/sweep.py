@@ -37,8 +37,10 @@ from ot_ray.search.trial_fn import SweepContext, search_trial
 from ot_ray.uris import redacted, redacted_text
 
 #: The Tune trial only drives a Train run: it reserves memory for itself but no CPU, so the
-#: cluster's CPUs go to Train workers.
-TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 256 * 2**20}
+#: cluster's CPUs go to Train workers. It runs on the head node (Ray's own resource there), as
+#: does the Train controller Ray attaches to its node: on a worker node that is lost (a
+#: preempted GPU node) the trial would fail for good, where Train restarts lost workers.
+TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 256 * 2**20, "node:__internal_head__": 0.001}
 STATE_FILE = "sweep.json"
 #: Suffix of a settings key that holds where a relative path led (``data.root (resolved)``).
 RESOLVED = "(resolved)"
