@@ -171,6 +171,10 @@ def test_non_utf8_file(tmp_path):
     # where an editor shows it (it used to be a byte offset into the file)
     with pytest.raises(ConfigError, match=r"latin1\.yaml:2: not UTF-8 \(byte 0xe9 at column 20\)"):
         load_config(path)
+    # columns count characters, not bytes, as editors do
+    path.write_bytes("model:\n  name_or_path: caféé".encode() + b"\xff\n")
+    with pytest.raises(ConfigError, match=r"latin1\.yaml:2: not UTF-8 \(byte 0xff at column 22\)"):
+        load_config(path)
 
 
 def test_top_level_must_be_a_mapping(tmp_path):
@@ -235,6 +239,14 @@ def test_every_batch_must_be_shared_by_all_workers(tmp_path):
         f"{path}:1: alignment.batch_size: 24 cannot be shared by train.num_workers 32 workers "
         "(after --set train.num_workers=32)"
     )
+
+
+def test_an_example_key_in_a_message_does_not_blame_its_override():
+    """ "(those have a dot, e.g. alignment.lr)" names no cause."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["alignment.lr=1e-4", "tune.search_space.foo={choices: [1, 2]}"])
+    assert "e.g. alignment.lr" in str(caught.value)
+    assert "--set alignment.lr" not in str(caught.value)
 
 
 def test_an_override_into_a_section_a_file_left_empty_names_that_line(tmp_path):
@@ -543,27 +555,29 @@ def test_the_boolean_hint_is_given_only_where_a_boolean_was_meant():
     [
         (
             ["tune.points_to_evaluate={paper (2021): {alignment.lr: 1.0e-4}}"],
-            r"points_to_evaluate\.paper \(2021\): MLflow names the param .* only letters",
+            r"points_to_evaluate\.paper \(2021\): each trial logs the MLflow param .* only letters",
         ),
         (
             ["tune.points_to_evaluate={wordot+joint: {alignment.lr: 1.0e-4}}"],
-            r"points_to_evaluate\.wordot\+joint: MLflow names",
+            r"points_to_evaluate\.wordot\+joint: each trial logs the MLflow param",
         ),
         (
             ["tune.points_to_evaluate={a//b: {alignment.lr: 1.0e-4}}"],
-            r"points_to_evaluate\.a//b: MLflow refuses the param name",
+            r"points_to_evaluate\.a//b: each trial logs .*, which MLflow refuses",
         ),
         (
             [
                 "tune.search_space={alignment.lr: {low: 1.0e-5, high: 1.0e-3, "
                 "when: {ot(a): [true]}}, ot(a): {choices: [true, false]}}"
             ],
-            r"search_space\.ot\(a\): MLflow names the param 'search\.ot\(a\)'",
+            r"search_space\.ot\(a\): each trial logs the MLflow param 'search\.ot\(a\)'",
         ),
         (
             ["tune.points_to_evaluate={" + "p" * 240 + ": {alignment.lr: 1.0e-4}}"],
             r"longer than MLflow's 250 characters",
         ),
+        # a point with no values still logs its label
+        (["tune.points_to_evaluate={a(b): {}}"], r"points_to_evaluate\.a\(b\): each trial logs"),
     ],
 )
 def test_names_mlflow_would_refuse_as_params_are_refused_before_the_sweep(overrides, message):

@@ -89,6 +89,8 @@ def test_written_links_keep_the_input_line_numbering_where_pairs_were_skipped(tm
         ("a\tb\nno tab here\n", r"c\.tsv:2: expected source<TAB>target, found no tab"),
         ("a\tb\tc\n", r"c\.tsv:1: expected source<TAB>target, found 2 tabs"),
         (b"a\tb\nbad \xff byte\tc\n", r"c\.tsv:2: not UTF-8 \(byte 0xff at column 5\)"),
+        # characters, not bytes, as an editor counts them
+        ("a\tb\ncafé ".encode() + b"\xff\tc\n", r"c\.tsv:2: not UTF-8 \(byte 0xff at column 6\)"),
         (gzip.compress(b"a\tb\n"), r"c\.tsv:1: not UTF-8 .*\(the file is gzip-compressed"),
     ],
 )

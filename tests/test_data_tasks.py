@@ -307,13 +307,18 @@ def test_json_a_parser_gives_up_on_is_named_not_a_traceback(tmp_path, name):
         read_squad(path) if name.endswith(".json") else read_xnli(path)
 
 
-def test_blank_lines_in_an_xnli_tsv_hold_no_row(tmp_path):
-    """An editor's extra newline at the end (or a blank line between rows) is no example, in
-    either TSV form; it used to be refused as a row of one field."""
-    headed = write(tmp_path / "h.tsv", "premise\thypothesis\tlabel\na\tb\tneutral\n\nc\td\t0\n\n")
-    assert read_xnli(headed, skip_empty=False).labels == [1, 0]
-    headerless = write(tmp_path / "x.tsv", "a\tb\tneutral\n  \nc\td\t0\n\n")
+def test_empty_lines_in_an_xnli_tsv_hold_no_row(tmp_path):
+    """An editor's extra newline at the end (or an empty line before or between rows) is no
+    example, in either TSV form; it used to be refused as a row of one field. A line of tabs
+    is a row (of empty fields) and is still judged as one."""
+    text = "\npremise\thypothesis\tlabel\na\tb\tneutral\n\nc\td\t0\n\n"
+    assert read_xnli(write(tmp_path / "h.tsv", text), skip_empty=False).labels == [1, 0]
+    headerless = write(tmp_path / "x.tsv", "\na\tb\tneutral\n\nc\td\t0\n\n")
     assert read_xnli(headerless, skip_empty=False).premises == ["a", "c"]
+    with pytest.raises(DataError, match=r"t\.tsv:3: unknown label ''"):
+        read_xnli(write(tmp_path / "t.tsv", "premise\thypothesis\tlabel\na\tb\t0\n\t\t\n"))
+    with pytest.raises(DataError, match=r"y\.tsv:2: two fields and no header"):
+        read_xnli(write(tmp_path / "y.tsv", "\na\tb\n"))
 
 
 def test_xnli_written_by_datasets_to_json_is_read_as_json_lines(tmp_path):

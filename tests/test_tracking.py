@@ -496,6 +496,7 @@ def test_a_deleted_experiment_is_refused_before_anything_starts(tmp_path):
             ["task.tasks=[xnli]", "tune.metric=xquad/dev/f1/avg_targets"],
             r"'xquad/dev/f1/avg_targets' is measured by the task xquad, which task\.tasks",
         ),
+        (["tune.objective=[]"], r"averages tune\.objective, which is empty"),
     ],
 )
 def test_a_sweep_on_a_metric_no_trial_measures_is_refused_before_it_starts(
@@ -513,6 +514,13 @@ def test_a_sweep_on_a_metric_no_trial_measures_is_refused_before_it_starts(
     assert check_sweep_request(load_config(None, alignment_only), resume=False)
     xnli_only = [*base, "task.tasks=[xnli]"]  # the objective averages what is measured
     assert check_sweep_request(load_config(None, xnli_only), resume=False)
+    tasks_searched = [
+        f"tune.storage_path={tmp_path}",
+        "tune.name=s",
+        "task.tasks=[]",
+        "tune.search_space={task.tasks: {choices: [[xnli], [xnli, xquad]]}}",
+    ]
+    assert check_sweep_request(load_config(None, tasks_searched), resume=False)
 
 
 def test_a_failed_trials_reason_hides_the_uris_secrets():

@@ -45,7 +45,7 @@ def rewritten(err: ValidationError, origins: dict[str, str], source: str) -> Con
                 where = _origin_of(f"{key}.{head}", origins, source)
             # the overrides of this key and of the keys the check names ("... cannot be shared
             # by train.num_workers 32 workers"): the cause may be one written elsewhere
-            named = [key, *(w for w in _DOTTED.findall(message) if is_config_key(w))]
+            named = [key, *_keys_named(message)]
             overrides = [
                 o
                 for k, o in origins.items()
@@ -67,6 +67,15 @@ def rewritten(err: ValidationError, origins: dict[str, str], source: str) -> Con
 
 #: a dotted config key as a check's message names one
 _DOTTED = re.compile(r"\b[a-z_]+(?:\.[a-z0-9_]+)+\b")
+
+
+def _keys_named(message: str) -> list[str]:
+    """The config keys a check's message names, leaving out its examples ("e.g. alignment.lr")."""
+    return [
+        found.group()
+        for found in _DOTTED.finditer(message)
+        if is_config_key(found.group()) and not message[: found.start()].endswith("e.g. ")
+    ]
 
 
 def _related(one: str, other: str) -> bool:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ot_ray.config.fields import FiniteFloat, PositiveFloat, PositiveInt, Section, Seed
-from ot_ray.config.keys import is_config_key, setting_keys
+from ot_ray.config.keys import flatten, is_config_key, setting_keys
 
 
 class ParamSpec(Section):
@@ -185,17 +185,27 @@ class TuneConfig(Section):
                             f"{key} never takes{_boolean_word_hint(value, self.search_space[key])}"
                         )
         sampling_order(self.search_space)  # raises on a cycle of conditions
-        # each trial logs its switches and points as MLflow params: a name MLflow refuses
-        # failed every trial as it started, after the cluster and the data were set up
-        for name in switches:
-            problem = mlflow_param_name_problem(f"search.{name}")
+        # each trial logs its config (the search space and points included) and its sampled
+        # values as MLflow params: a name MLflow refuses failed every trial as it started,
+        # after the cluster and the data were set up
+        logged = [
+            *((f"search_space.{name}", f"search.{name}") for name in self.search_space),
+            *(
+                (f"search_space.{name}", param)
+                for name, spec in self.search_space.items()
+                for param in flatten({name: spec.model_dump(mode="json")}, "tune.search_space.")
+            ),
+            *(
+                (f"points_to_evaluate.{label}", param)
+                for label, point in self.points_to_evaluate.items()
+                for param in flatten({label: point}, "tune.points_to_evaluate.")
+            ),
+        ]
+        for where, param in logged:
+            problem = mlflow_param_name_problem(param)
             if problem:
-                raise ValueError(f"search_space.{name}: {problem}")
+                raise ValueError(f"{where}: {problem}")
         for label, point in self.points_to_evaluate.items():
-            for key in point:
-                problem = mlflow_param_name_problem(f"tune.points_to_evaluate.{label}.{key}")
-                if problem:
-                    raise ValueError(f"points_to_evaluate.{label}: {problem}")
             for key, value in point.items():
                 if key not in self.search_space:
                     raise ValueError(f"points_to_evaluate.{label}.{key}: not in search_space")
@@ -235,13 +245,19 @@ def mlflow_param_name_problem(name: str) -> str | None:
     """Why MLflow would refuse ``name`` as a param name, or None."""
     if not _MLFLOW_NAME.fullmatch(name):
         return (
-            f"MLflow names the param {name!r}, and its names hold only letters, digits, "
-            "spaces and _ - . : /"
+            f"each trial logs the MLflow param {name!r}, and MLflow's names hold only letters, "
+            "digits, spaces and _ - . : /"
         )
     if posixpath.normpath(name) != name or name.startswith("/"):
-        return f"MLflow refuses the param name {name!r} (a '/' at an end, '//' or '..' parts)"
+        return (
+            f"each trial logs the MLflow param {name!r}, which MLflow refuses (a '/' at an end, "
+            "'//' or '..' parts)"
+        )
     if len(name) > MLFLOW_NAME_LENGTH:
-        return f"the param name {name!r} is longer than MLflow's {MLFLOW_NAME_LENGTH} characters"
+        return (
+            f"each trial logs the MLflow param {name!r}, longer than MLflow's "
+            f"{MLFLOW_NAME_LENGTH} characters"
+        )
     return None
 
 

@@ -119,8 +119,9 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     except UnicodeDecodeError as err:  # where an editor shows it: line and column
         line_start = raw.rfind(b"\n", 0, err.start) + 1
         line = raw.count(b"\n", 0, err.start) + 1
+        column = len(raw[line_start : err.start].decode("utf-8")) + 1  # characters, as editors
         raise ConfigError(
-            f"not UTF-8 (byte {raw[err.start]:#04x} at column {err.start - line_start + 1})",
+            f"not UTF-8 (byte {raw[err.start]:#04x} at column {column})",
             source=f"{path}:{line}",
         ) from None
     except OSError as err:  # permissions, a device

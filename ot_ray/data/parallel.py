@@ -123,8 +123,9 @@ def read_lines(path: Path, *, carriage_returns: bool = False) -> Iterator[tuple[
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 packed = " (the file is gzip-compressed: decompress it first)"
+                column = len(raw[: err.start].decode("utf-8")) + 1  # characters, as editors count
                 raise DataError(
-                    f"not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})"
+                    f"not UTF-8 (byte {raw[err.start]:#04x} at column {column})"
                     + (packed if number == 1 and raw.startswith(GZIP_MAGIC) else ""),
                     path=path,
                     line=number,

@@ -89,23 +89,22 @@ def read_xnli(path: Path, *, skip_empty: bool = True) -> NLIData:
 
 
 def _tsv_rows(path: Path):
-    lines = read_lines(path)
+    # an empty line holds no row (an editor's extra newline); a line of tabs is a row
+    lines = ((number, line) for number, line in read_lines(path) if line)
     header_line = next(lines, None)
     if header_line is None:
         raise DataError("empty file; expected a header premise<TAB>hypothesis<TAB>label", path=path)
-    header = header_line[1].split("\t")
+    first, header = header_line[0], header_line[1].split("\t")
     if not set(header) & set(NLI_COLUMNS):  # no header: XTREME's files, or a slip
-        yield from _headerless_rows(itertools.chain([header_line], lines), path)
+        yield from _headerless_rows(itertools.chain([header_line], lines), path, first)
         return
     repeated = sorted({c for c in header if c and header.count(c) > 1})
     if repeated:
-        raise DataError(f"header names column(s) {repeated} more than once", path=path, line=1)
+        raise DataError(f"header names column(s) {repeated} more than once", path=path, line=first)
     missing = [c for c in NLI_COLUMNS if c not in header]
     if missing:
-        raise DataError(f"header {header} lacks column(s) {missing}", path=path, line=1)
+        raise DataError(f"header {header} lacks column(s) {missing}", path=path, line=first)
     for number, line in lines:
-        if not line.strip():  # a blank line holds no row (an editor's last newline)
-            continue
         cells = line.split("\t")
         if len(cells) != len(header):
             raise DataError(
@@ -114,15 +113,14 @@ def _tsv_rows(path: Path):
         yield number, dict(zip(header, cells, strict=True))
 
 
-def _headerless_rows(lines, path: Path):
+def _headerless_rows(lines, path: Path, first: int):
     """Rows as XTREME's ``utils_preprocess.py`` writes XNLI (``train-en.tsv``,
     ``dev-<lang>.tsv``): premise, hypothesis, label, no header, with Python's ``csv`` quoting
     (a field holding ``"`` is quoted, its quotes doubled). A first line that is neither a
     header nor such a row is reported as a missing header. Quoting that ``csv.writer`` would
-    not write is refused: the lenient reader drops the quotes of ``"Hello" she said``."""
+    not write is refused: the lenient reader drops the quotes of ``"Hello" she said``.
+    ``first`` is the number of the first line that is not empty."""
     for number, line in lines:
-        if not line.strip():
-            continue
         try:
             cells = next(csv.reader([line], delimiter="\t", strict=True), [])
         except csv.Error as err:
@@ -133,16 +131,16 @@ def _headerless_rows(lines, path: Path):
                 path=path,
                 line=number,
             ) from None
-        if len(cells) == 3 and (number > 1 or _is_label(cells[2])):
+        if len(cells) == 3 and (number > first or _is_label(cells[2])):
             yield number, dict(zip(NLI_COLUMNS, cells, strict=True))
-        elif number == 1 and len(cells) == 2:
+        elif number == first and len(cells) == 2:
             raise DataError(
                 "two fields and no header: XTREME's test files hold no labels (its benchmark "
                 "scores them); take the test set with labels from XNLI-1.0 or facebook/xnli",
                 path=path,
                 line=number,
             )
-        elif number == 1:
+        elif number == first:
             shown = ", ".join(repr(cell[:30]) for cell in cells[:6])
             raise DataError(
                 "expected a header premise<TAB>hypothesis<TAB>label, or rows of those three "

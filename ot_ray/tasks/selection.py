@@ -81,6 +81,7 @@ class BestOnDev:
         if self.best_step is None:
             raise RuntimeError(f"{self.task}: no model was scored on dev, so none is chosen")
         if self.keeps_weights:
+            assert self.weights is not None  # rank 0 keeps the model of every best score
             model.load_state_dict(self.weights)
         distributed.broadcast_parameters(model)
 
