@@ -68,12 +68,19 @@ def sum_scalars(values: dict[str, float], device: torch.device | None = None) ->
 
 
 def average_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
-    """Replace each gradient by its mean over workers (missing gradients count as zero)."""
-    if not is_distributed():
-        return
+    """Replace each gradient by its mean over workers (a worker without one adds zero).
+
+    A parameter no worker has a gradient for keeps none, as it would with one worker: given a
+    zero gradient instead, AdamW would still decay it and move it by its momentum, so N workers
+    would train differently from one. Which parameters have one travels in the same all-reduce.
+    """
     params = [p for p in parameters if p.requires_grad]
+    if not is_distributed() or not params:
+        return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    has_grad = [float(p.grad is not None) for p in params]
+    flags = torch.tensor(has_grad, dtype=grads[0].dtype, device=grads[0].device)
+    flat = torch.cat([*(g.reshape(-1) for g in grads), flags])
     dist.all_reduce(flat)
     flat /= world_size()
     offset = 0
@@ -81,6 +88,9 @@ def average_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
         count = param.numel()
         param.grad = flat[offset : offset + count].view_as(param).clone()
         offset += count
+    for param, anyone in zip(params, flat[offset:].tolist(), strict=True):
+        if anyone == 0:
+            param.grad = None
 
 
 def broadcast_parameters(module: torch.nn.Module) -> None:
