@@ -427,40 +427,39 @@ def test_resuming_from_another_folder_where_relative_paths_lead_elsewhere_is_ref
 
 def test_a_registry_that_refuses_the_model_keeps_the_sweeps_results(tmp_path, monkeypatch):
     """Registration is the sweep's last step: its failure is one line naming where the
-    results are (the summary is printed before it)."""
-    from mlflow.exceptions import MlflowException
+    results are (the summary is printed before it). The registry is a real MLflow client
+    pointed at a server that is down, whose REST error quotes the whole URL, password
+    included; the tracking store stays the sweep's, and the process's MLflow settings are left
+    as they were."""
+    from clusters import free_port
+    from conftest import tiny_encoder
 
-    import ot_ray.serving
     from ot_ray.errors import UserError
     from ot_ray.search.report import register_best
     from ot_ray.search.sweep import SweepOutcome, TrialOutcome
 
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"http://alice:s3cret@127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = check_tracking(uri, "sweeps")
     client = MlflowClient(uri)
     parent = client.create_run(experiment).info.run_id
     trial = client.create_run(experiment, tags={PARENT_TAG: parent, "ot_ray.trial_id": "t1"})
     client.set_terminated(trial.info.run_id, "FINISHED")
-    (tmp_path / "trials" / "t1" / "aligned_encoder").mkdir(parents=True)
+    (tmp_path / "trials" / "t1").mkdir(parents=True)
+    tiny_encoder(tmp_path / "trials" / "t1" / "aligned_encoder")
     best = TrialOutcome("t1", {}, {}, "finished")
     outcome = SweepOutcome("s", tmp_path, parent, experiment, uri, [best], best)
 
-    def refuse(*args, **kwargs):  # a registry that is down or read-only
-        raise MlflowException("registry unavailable")
-
-    monkeypatch.setattr(ot_ray.serving, "log_encoder_model", refuse)
-    with pytest.raises(UserError, match=rf"registering .*'enc' failed \(registry unavailable\); "
-                       rf"the sweep's results are kept \(MLflow run {parent}"):  # fmt: skip
-        register_best(outcome, "enc")
-    assert client.get_run(trial.info.run_id).info.status == "FINISHED"  # not failed by it
-
-    def refuse_quoting_the_uri(*args, **kwargs):  # MLflow's REST errors quote the full URL
-        raise MlflowException("API request to http://alice:s3cret@127.0.0.1:9/api failed")
-
-    monkeypatch.setattr(ot_ray.serving, "log_encoder_model", refuse_quoting_the_uri)
     with pytest.raises(UserError) as refused:
         register_best(outcome, "enc")
-    assert "s3cret" not in str(refused.value) and "alice:***@127.0.0.1" in str(refused.value)
+    message = str(refused.value)
+    assert message.startswith("registering the best trial's encoder as 'enc' failed (API request")
+    assert message.endswith(f"the sweep's results are kept (MLflow run {parent}, {tmp_path})")
+    assert "s3cret" not in message and "alice:***@127.0.0.1" in message
+    assert client.get_run(trial.info.run_id).info.status == "FINISHED"  # not failed by it
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # mlflow.set_tracking_uri writes it there
 
     # a finished sweep resumed: its model is registered already, not a second time
     client.set_tag(parent, "registered_model_name", "enc")

@@ -20,7 +20,14 @@ from ot_ray.errors import UserError
 from ot_ray.plots import optuna_figures, scores_against_baseline
 from ot_ray.search.space import apply_params, rebuilt_study
 from ot_ray.search.sweep import SweepOutcome, TrialOutcome
-from ot_ray.search.tracking import PARENT_TAG, TRIAL_TAG, find_run, log_metrics, mlflow_client
+from ot_ray.search.tracking import (
+    PARENT_TAG,
+    TRIAL_TAG,
+    find_run,
+    fluent_tracking_uri,
+    log_metrics,
+    mlflow_client,
+)
 from ot_ray.summary import mean_std
 from ot_ray.uris import redacted_text
 
@@ -143,8 +150,7 @@ def register_best(outcome: SweepOutcome, name: str, *, layer: int = -1) -> str |
         encoder = outcome.sweep_dir / "trials" / outcome.best.trial_id / "aligned_encoder"
         if run_id is None or not encoder.is_dir():
             return None
-        mlflow.set_tracking_uri(outcome.tracking_uri)
-        with mlflow.start_run(run_id=run_id):
+        with fluent_tracking_uri(outcome.tracking_uri), mlflow.start_run(run_id=run_id):
             info = log_encoder_model(str(encoder), registered_name=name, layer=layer)
         version = str(info.registered_model_version)
         registered = [RunTag(REGISTERED_NAME_TAG, name), RunTag(REGISTERED_TAG, version)]

@@ -10,6 +10,7 @@ step as MLflow step; params, tags and artifacts from the Tune trial process.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import math
 import os
@@ -18,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,29 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 class TrackingError(UserError):
     """The tracking store cannot be used: said at start-up, before any training."""
+
+
+@contextlib.contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``start_run``, ``log_model``) pointed at ``uri`` for a block only.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment, which
+    :func:`tracking_uri` reads first: left set, a later sweep in the same process, or a process
+    it starts, would log into this store whatever its config says.
+    """
+    import mlflow
+
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
 def tracking_uri(config: Config, *, base: Path | None = None) -> str:
