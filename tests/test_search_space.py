@@ -218,6 +218,39 @@ def test_points_must_lie_in_the_space_and_objective_must_not_use_test(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (["task.xnli.select_every=100", "tune.metric=xnli/dev/acc/en"], "tune.metric"),
+        (["task.xnli.select_every=100", "tune.metric=xnli/dev/acc/avg_seen"], "tune.metric"),
+        (["task.xquad.select_every=50", "tune.objective=[xquad/dev/f1/avg_all]"], "tune.objective"),
+        (
+            [
+                "tune.search_space={task.xnli.select_every: {choices: [50, 100]}}",
+                "tune.metric=xnli/dev/acc/en",
+            ],
+            "tune.metric",
+        ),
+        (["task.xnli.select_every=100", "tune.metric=xnli/dev/acc/avg_targets"], None),
+        (["task.xnli.select_every=100", "tune.metric=xquad/dev/f1/en"], None),
+        (["tune.metric=xnli/dev/acc/en"], None),
+    ],
+)
+def test_a_search_on_the_score_that_picked_the_tested_model_is_refused(overrides, refused):
+    """With select_every, the pivot's dev score is the best of the curve that chose the model:
+    ranking trials on it would choose again on a score already maximised on that data."""
+    if refused is None:
+        assert load_config(None, overrides).tune.metric == overrides[-1].split("=")[1]
+        return
+    task = "xquad" if "xquad" in overrides[0] else "xnli"
+    with pytest.raises(
+        ConfigError,
+        match=rf"{refused}: '{task}/dev/.*' holds the pivot's dev score, which task.{task}."
+        rf"select_every maximises .* \(e\.g\. {task}/dev/(acc|f1)/avg_targets\)",
+    ):
+        load_config(None, overrides)
+
+
+@pytest.mark.parametrize(
     ("override", "message"),
     [
         (

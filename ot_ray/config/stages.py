@@ -3,7 +3,7 @@ loss, the task fine-tuning, and the Ray Train settings shared by both."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -170,6 +170,10 @@ class TaskConfig(Section):
     xquad: QATrainConfig = Field(
         default_factory=lambda: QATrainConfig(lr=3e-5, epochs=3, batch_size=32, max_length=384)
     )
+
+
+#: The task stages, which name their metrics (``xnli/dev/acc/de``): what task.tasks may list.
+TASK_NAMES: tuple[str, ...] = get_args(get_args(TaskConfig.model_fields["tasks"].annotation)[0])
 
 
 class TrainConfig(Section):

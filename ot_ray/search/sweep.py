@@ -17,9 +17,10 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from ot_ray.config import Config, TaskConfig, flatten
+from ot_ray.config import Config, flatten
+from ot_ray.config.stages import TASK_NAMES
 from ot_ray.errors import UserError
 from ot_ray.launch import absolute_locations, writable_folder
 from ot_ray.search.milestones import finished
@@ -224,10 +225,6 @@ def check_sweep_request(config: Config, *, resume: bool) -> Path:
     return directory
 
 
-#: the stages whose metrics are named after them (``xnli/dev/acc/de``): what task.tasks lists
-TASK_STAGES: tuple[str, ...] = get_args(get_args(TaskConfig.model_fields["tasks"].annotation)[0])
-
-
 def check_metric_is_measured(config: Config) -> None:
     """The metric searched on must come from a stage the trials run: a task left out of
     ``task.tasks`` leaves it NaN in every trial, and the sweep ended after all of them with no
@@ -239,7 +236,7 @@ def check_metric_is_measured(config: Config) -> None:
 
     def measured(metric: str) -> bool:
         stage = metric.split("/", 1)[0]
-        return stage not in TASK_STAGES or stage in tasks
+        return stage not in TASK_NAMES or stage in tasks
 
     metric = config.tune.metric
     if metric == "objective" and not config.tune.objective:
