@@ -33,6 +33,10 @@ class AlignStages(TrialBase):
 
     def _align(self, encoder: torch.nn.Module, state: TrialState) -> None:
         config = self.config
+        # Each worker loaded the base weights itself, from its own node's copy: a demo world
+        # built on two nodes need not hold the same encoder (its pre-training depends on the
+        # CPU), and a Hub cache may hold another revision. Rank 0's copy is the trial's.
+        distributed.broadcast_parameters(encoder)
         if config.alignment.method != "none":
             data = self._parallel("train", config.data.languages)
             reference = AutoModel.from_pretrained(
@@ -40,6 +44,7 @@ class AlignStages(TrialBase):
                 revision=config.model.revision,
                 trust_remote_code=config.model.trust_remote_code,
             ).to(self.device)
+            distributed.broadcast_parameters(reference)
             objective = AlignmentObjective(config.alignment, reference)
             optimizer_state = None
             if self.restored is not None and state.step > 0:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ot_ray.config import Config, dump_config, load_config, parse_override
+from ot_ray.config import dump_config, load_config, parse_override
 from ot_ray.errors import ConfigError
 
 DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
@@ -25,9 +25,11 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_every_shipped_config_loads(path):
+def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
+    """Each shipped config loads, and its dump (what a sweep writes as best.yaml) loads back
+    to the same settings."""
     config = load_config(path)
-    assert isinstance(config, Config)
+    assert load_config(_write(tmp_path, dump_config(config))) == config
 
 
 def test_at_least_the_demo_config_is_shipped():

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import SMALL_DEMO as SMALL
 
@@ -33,9 +34,16 @@ def small_demo(tmp: Path, **changes) -> DemoConfig:
 
 @pytest.fixture(scope="module")
 def worlds(tmp_path_factory) -> tuple[Path, Path]:
-    """The same small world built twice, into two different places."""
+    """The same small world built twice, into two different places, the second by a process
+    set to one thread (as a Ray worker with one CPU is): the encoder's pre-training must not
+    depend on it."""
     first = ensure_demo_world(small_demo(tmp_path_factory.mktemp("cache-a")))
-    second = ensure_demo_world(small_demo(tmp_path_factory.mktemp("cache-b")))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads != 1 else 2)
+    try:
+        second = ensure_demo_world(small_demo(tmp_path_factory.mktemp("cache-b")))
+    finally:
+        torch.set_num_threads(threads)
     return first, second
 
 

@@ -33,7 +33,13 @@ def world(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def local_ray():
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    ray.init(  # "local": a new cluster, never one a `ray start` on this machine left running
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
     yield
     ray.shutdown()
 
