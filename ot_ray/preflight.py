@@ -141,6 +141,7 @@ def check_model(config: Config) -> None:
         message = " ".join(str(err).split())[:300]
         raise ConfigError(f"cannot load {name!r}: {message}", key="model.name_or_path") from None
     _check_weights_and_tokenizer(config, name, model_config)
+    _check_lengths(config, name, model_config)
     layers = getattr(model_config, "num_hidden_layers", None)
     if layers is None:
         return
@@ -151,6 +152,37 @@ def check_model(config: Config) -> None:
                 f"embeddings (0) and {layers} "
                 f"layers (1 to {layers}, or -1 to -{layers + 1} from the top)",
                 key="alignment.layers",
+            )
+
+
+#: Models whose position ids start after the padding index (``pad_token_id + 1``), as
+#: RoBERTa's do: two of XLM-R's 514 position embeddings are never a token's.
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def _check_lengths(config: Config, name: str, model_config) -> None:
+    """Every sequence length asked for fits the model's position embeddings: a longer one
+    failed at the first batch of its stage (QA windows are padded to their full length), after
+    the stages before it had run."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return
+    if getattr(model_config, "model_type", "") in OFFSET_POSITIONS:
+        positions -= (getattr(model_config, "pad_token_id", None) or 0) + 1
+    lengths = {
+        "data.max_length": config.data.max_length,
+        "task.xnli.max_length": config.task.xnli.max_length,
+        "task.xquad.max_length": config.task.xquad.max_length,
+    }
+    for key, value in lengths.items():
+        if key.startswith("task.") and key.split(".")[1] not in config.tasks_some_trial_runs():
+            continue
+        longest = _largest(config, key, value)
+        if longest > positions:
+            raise ConfigError(
+                f"{longest} tokens: {name!r} has position embeddings for {positions} "
+                f"(max_position_embeddings); at most {positions}",
+                key=key,
             )
 
 

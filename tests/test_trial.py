@@ -582,6 +582,12 @@ def test_language_averages_follow_the_paper_definition():
         ),
         ("model.name_or_path=/nonexistent/encoder", "model.name_or_path", r"no such folder"),
         ("alignment.grad_accum=21", "alignment.grad_accum", r"21 micro-batches .* only 20"),
+        (
+            "task.xquad.max_length=1000",
+            "task.xquad.max_length",
+            r"1000 tokens: .* has position embeddings for \d+ \(max_position_embeddings\)",
+        ),
+        ("data.max_length=1000", "data.max_length", r"1000 tokens: .* position embeddings"),
     ],
 )
 def test_settings_the_trial_cannot_run_are_refused_before_it_starts(

@@ -60,6 +60,14 @@ class Config(Section):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
+    def tasks_some_trial_runs(self) -> set[str]:
+        """``task.tasks``, or every task of the choices where the search samples it."""
+        tasks = set(self.task.tasks)
+        searched = self.tune.search_space.get("task.tasks")
+        for choice in (searched.choices or []) if searched is not None else []:
+            tasks.update(choice if isinstance(choice, list) else [])
+        return tasks
+
     @model_validator(mode="after")
     def _batches_shared_by_workers(self) -> Config:
         # every worker takes a share of each batch (the DDP split), so none may be left empty

@@ -229,10 +229,7 @@ def check_metric_is_measured(config: Config) -> None:
     """The metric searched on must come from a stage the trials run: a task left out of
     ``task.tasks`` leaves it NaN in every trial, and the sweep ended after all of them with no
     best trial. A searched ``task.tasks`` counts every task of its choices."""
-    tasks = set(config.task.tasks)
-    searched = config.tune.search_space.get("task.tasks")
-    for choice in (searched.choices or []) if searched is not None else []:
-        tasks.update(choice if isinstance(choice, list) else [])
+    tasks = config.tasks_some_trial_runs()
 
     def measured(metric: str) -> bool:
         stage = metric.split("/", 1)[0]
