@@ -6,7 +6,9 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ import yaml
 from conftest import SMALL_DEMO as SMALL
 
 from ot_ray.config import ConfigDumper, ConfigLoader, DemoConfig
-from ot_ray.demo.build import MANIFEST, check_world, ensure_demo_world, world_dir
+from ot_ray.demo.build import MANIFEST, _build, check_world, ensure_demo_world, world_dir
 from ot_ray.demo.encoder import read_documents
 from ot_ray.errors import UserError
 
@@ -209,12 +211,33 @@ def test_cache_reuses_a_complete_world_and_rejects_a_changed_one(tmp_path):
     path = ensure_demo_world(demo)
     assert path == world_dir(demo).resolve()
     stamp = (path / MANIFEST).stat().st_mtime_ns
-    left = [path.with_name(f".{path.name}.partial-x1"), path.with_name(f".{path.name}.old-7")]
-    for folder in left:  # what a killed build or swap leaves
+    here = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    left = [  # what a killed build or swap leaves (older builds did not tag them)
+        path.with_name(f".{path.name}.partial-x1"),
+        path.with_name(f".{path.name}.old-7"),
+        path.with_name(f".{path.name}.partial-{here}@{dead}-ab12"),
+        path.with_name(f".{path.name}.partial-elsewhere@5-cd34"),
+    ]
+    busy = [  # a build of a live process here, a recent one of another node: left alone
+        path.with_name(f".{path.name}.partial-{here}@{os.getpid()}-ef56"),
+        path.with_name(f".{path.name}.partial-elsewhere@5-ab78"),
+    ]
+    for folder in left + busy:
         (folder / "encoder").mkdir(parents=True)
+    two_days_ago = time.time() - 48 * 3600
+    os.utime(left[-1], (two_days_ago, two_days_ago))
     assert ensure_demo_world(demo) == path
     assert (path / MANIFEST).stat().st_mtime_ns == stamp  # checked, not rebuilt
     assert not any(folder.exists() for folder in left)  # cleared although nothing was built
+    assert all(folder.exists() for folder in busy)
+    for folder in busy:
+        shutil.rmtree(folder)
+    # another node finished the same world while this one built it: its world is kept
+    _build(path, demo)
+    assert (path / MANIFEST).stat().st_mtime_ns == stamp
+    assert not list(tmp_path.glob(f".{path.name}.partial-*"))
     (path / "xnli/test-de.tsv").write_text("premise\thypothesis\tlabel\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"test-de\.tsv: missing or changed"):
         ensure_demo_world(demo)

@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def ensure_demo_world(demo: DemoConfig, out: Path | None = None, *, force: bool 
             return out
         if out.exists() and any(out.iterdir()) and not _is_demo_world(out):
             raise UserError(f"{out}: exists, is not empty and is not a demo world; not touching it")
-        _build(out, demo)
+        _build(out, demo, replace=out.exists())
     return out
 
 
@@ -136,18 +137,57 @@ def _is_demo_world(path: Path) -> bool:
     return {child.name for child in path.iterdir()} == WORLD_LAYOUT
 
 
+#: How long another node's build folder is left alone after it last changed.
+FOREIGN_BUILD_HOURS = 6
+
+
 def _remove_leftovers(out: Path) -> None:
-    """Folders a killed build or swap left next to ``out``: the caller holds the world's lock,
-    so nobody is writing them."""
+    """Folders a killed build or swap left next to ``out``. The caller holds the world's lock,
+    but on a shared volume whose locks are node-local (NFS without lockd) another node may
+    be building: its folders are left alone (see :func:`_build_in_progress`)."""
     name = glob.escape(out.name)  # a name with [ or * must not match another world's
     for pattern in (f".{name}.partial-*", f".{name}.old-*"):
         for stale in out.parent.glob(pattern):
-            shutil.rmtree(stale, ignore_errors=True)
+            if not _build_in_progress(stale):
+                shutil.rmtree(stale, ignore_errors=True)
 
 
-def _build(out: Path, demo: DemoConfig) -> None:
+def _build_tag() -> str:
+    """``host@pid``: who is building, in the names of its staging and swap folders."""
+    return f"{socket.gethostname()}@{os.getpid()}"
+
+
+def _build_in_progress(folder: Path) -> bool:
+    """A live process of this host made ``folder``, or another host did and changed it less
+    than :data:`FOREIGN_BUILD_HOURS` ago (its process cannot be asked). Folders named before
+    builds were tagged (no ``@``) are leftovers."""
+    tag = folder.name.rsplit(".partial-" if ".partial-" in folder.name else ".old-", 1)[-1]
+    host, at, rest = tag.partition("@")
+    if not at:
+        return False
+    if host != socket.gethostname():
+        try:
+            age = time.time() - folder.stat().st_mtime
+        except OSError:
+            return False
+        return age < FOREIGN_BUILD_HOURS * 3600
+    pid = rest.split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _build(out: Path, demo: DemoConfig, *, replace: bool = False) -> None:
+    """Build into a staging folder, then move it to ``out`` (``replace``: swap the world there
+    out once the new one is complete)."""
     # made with the umask's permissions (mkdtemp's 0700 would keep a shared cache to its builder)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    staging = out.parent / f".{out.name}.partial-{_build_tag()}-{secrets.token_hex(4)}"
     staging.mkdir()
     try:
         started = time.perf_counter()
@@ -171,13 +211,20 @@ def _build(out: Path, demo: DemoConfig) -> None:
             "build_seconds": round(time.perf_counter() - started, 1),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        if out.exists():  # --force: swap the old world out only once the new one is complete
-            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+        if replace and out.exists():  # --force: swap the old world out once the new one is done
+            trash = out.with_name(f".{out.name}.old-{_build_tag()}")
             out.rename(trash)
             staging.rename(out)
             shutil.rmtree(trash)
         else:
-            staging.rename(out)
+            try:
+                staging.rename(out)
+            except OSError:
+                if not out.is_dir():
+                    raise
+                # another node built it meanwhile (its lock did not reach here): keep that one
+                shutil.rmtree(staging, ignore_errors=True)
+                check_world(out, demo)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
