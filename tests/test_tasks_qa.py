@@ -3,6 +3,7 @@ gold token positions recover every answer, and decoding perfect logits scores 10
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +93,14 @@ def test_features_run_inside_datasets_map(world, tokenizer):
         remove_columns=data.column_names,
         fn_kwargs={"tokenizer": tokenizer, "max_length": 64, "doc_stride": 32},
     )
+    # batched through datasets (batches of 1,000 rows, Arrow in between) as called directly
+    direct = train_features(
+        columns(world / "xquad/train-en.json"), tokenizer, max_length=64, doc_stride=32
+    )
     assert set(mapped.column_names) >= {"input_ids", "start_positions", "end_positions"}
-    assert len(mapped) >= len(data)
+    assert len(mapped) > len(data)  # long stories make several windows
+    for name in ("input_ids", "start_positions", "end_positions"):
+        assert mapped[name] == direct[name], name
 
 
 def test_questions_too_long_for_a_window_are_cut_and_flagged(world, tokenizer):
@@ -200,3 +207,7 @@ def test_the_cache_key_of_a_tokenizer_does_not_change_with_its_calls(world, toke
     english = [line for document in read_documents(world / "mono/en.txt") for line in document]
     other = train_tokenizer(english, vocab_size=200, max_length=128)
     assert tokenizer_digest(other) != before
+    # the same vocabulary cutting long inputs from the left keeps their ends: another cache
+    left = copy.deepcopy(tokenizer)
+    left.truncation_side = "left"
+    assert tokenizer_digest(left) != before

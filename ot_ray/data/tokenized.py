@@ -27,16 +27,29 @@ PAD_WORD = -1
 
 
 def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A short hash of everything that decides how the tokenizer splits text; not of the
-    truncation and padding state a call leaves on the backend (each call sets its own), which
-    would give one tokenizer other cache keys after other calls."""
+    """A short hash of everything that decides what the tokenizer makes of a text: its
+    serialisation, the sides it truncates and pads on, the inputs it returns, and the
+    libraries' versions (a fix in either can change a split). Not the truncation and padding
+    state a call leaves on the backend (each call sets its own), which would give one tokenizer
+    other cache keys after other calls."""
+    import tokenizers
+    import transformers
+
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        return hashlib.sha256(json.dumps(tokenizer.get_vocab()).encode()).hexdigest()[:16]
-    state = json.loads(backend.to_str())
-    state.pop("truncation", None)
-    state.pop("padding", None)
-    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+        state: Any = tokenizer.get_vocab()
+    else:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+    calls = {
+        "truncation_side": tokenizer.truncation_side,
+        "padding_side": tokenizer.padding_side,
+        "model_input_names": list(tokenizer.model_input_names),
+        "versions": [tokenizers.__version__, transformers.__version__],
+    }
+    text = json.dumps([state, calls], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def cached_map(
