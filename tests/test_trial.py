@@ -214,6 +214,9 @@ def test_evaluation_counts_the_inputs_it_cut(cache, tmp_path):
     windows = [f"task.xquad.max_length={max_length}", f"task.xquad.doc_stride={stride}"]
     config = tiny_config(cache, tmp_path, *overrides, *windows)
     metrics = run_trial(config, LocalReporter(tmp_path), show_progress=False)
+    # questions, not their windows (the stories are several windows long)
+    cut_in_training = sum(length > budget for length in question_lengths("train", "en"))
+    assert 0 < cut_in_training == metrics["data/xquad_train/question_truncated"]
     for split in ("dev", "test"):
         for lang in ("en", "de"):
             lengths = question_lengths(split, lang)

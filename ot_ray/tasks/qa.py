@@ -5,7 +5,8 @@ The two ``*_features`` functions take and return columns (dicts of lists), so th
 Follows the HF ``examples/pytorch/question-answering`` recipe: question first, context second,
 ``truncation="only_second"`` with ``doc_stride`` overlap, answers outside a window labelled with
 the [CLS] position. Questions that would leave no room for a context window are cut to fit and
-flagged per window in ``question_truncated`` (callers count them).
+flagged in ``question_truncated`` (callers count them): on every window in evaluation, which
+keeps the question ids; on a question's first window in training, which does not.
 """
 
 from __future__ import annotations
@@ -102,6 +103,13 @@ def train_features(
         ends.append(end + 1)
     encoded["start_positions"] = starts
     encoded["end_positions"] = ends
+    # training windows keep no question id: the flag marks a cut question's first window only,
+    # so that their sum counts questions, as evaluation's count does
+    mapping = encoded["overflow_to_sample_mapping"]
+    encoded["question_truncated"] = [
+        cut and (k == 0 or mapping[k - 1] != mapping[k])
+        for k, cut in enumerate(encoded["question_truncated"])
+    ]
     encoded.pop("offset_mapping")
     encoded.pop("overflow_to_sample_mapping")
     return dict(encoded)

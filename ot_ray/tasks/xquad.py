@@ -52,7 +52,7 @@ def _windows_dataset(
             "max_length": config.max_length,
             "doc_stride": config.doc_stride,
             "kind": kind,
-            "v": 2,  # 2: long questions cut in the text (qa._cut_question)
+            "v": 3,  # 2: long questions cut in the text (qa._cut_question); 3: train flags
         },
     )
 
