@@ -18,6 +18,7 @@ from ot_ray.data.tokenized import tokenize_parallel
 from ot_ray.errors import ConfigError, DataError
 
 WHERE = {"root": "/r", "pivot": "en"}
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -168,18 +169,19 @@ def test_a_held_out_hub_source_must_name_its_split(key):
     section, split = key.rsplit(".", 1)
     assert getattr(getattr(named.data, section.split(".")[1]), split).split == "test"
     # training data may leave it at the default
-    load_config(None, ["data.xnli.train={hub: nyu-mll/multi_nli}"])
+    train = load_config(None, ["data.xnli.train={hub: nyu-mll/multi_nli}"]).data.xnli.train
+    assert (train.hub, train.split) == ("nyu-mll/multi_nli", "train")
 
 
 def test_l2_without_word_alignments_is_refused_when_the_config_is_read():
     unaligned = ["data.parallel.train={path: pairs.tsv}"]
     with pytest.raises(ConfigError, match=r"alignment.method: l2 needs word alignments.* de, fr"):
-        load_config("configs/demo.yaml", [*unaligned, "alignment.method=l2"])
+        load_config(DEMO_CONFIG, [*unaligned, "alignment.method=l2"])
     offered = "tune.search_space.alignment.method.choices=[wordot, subot, none, l2]"
     with pytest.raises(ConfigError, match=r"tune.search_space: l2 needs word alignments"):
-        load_config("configs/demo.yaml", [*unaligned, offered])
-    assert load_config("configs/demo.yaml", ["alignment.method=l2"]).alignment.method == "l2"
-    assert load_config("configs/demo.yaml", unaligned).alignment.method == "wordot"
+        load_config(DEMO_CONFIG, [*unaligned, offered])
+    assert load_config(DEMO_CONFIG, ["alignment.method=l2"]).alignment.method == "l2"
+    assert load_config(DEMO_CONFIG, unaligned).alignment.method == "wordot"
 
 
 def word_tokenizer() -> PreTrainedTokenizerFast:

@@ -148,7 +148,8 @@ def squad(context: str, answer: str, start: int) -> str:
 
 
 def test_squad_answer_start_must_point_at_the_answer(tmp_path):
-    assert read_squad(write(tmp_path / "ok.json", squad("Anna sees 3 cups .", "3 cups", 10)))
+    (read,) = read_squad(write(tmp_path / "ok.json", squad("Anna sees 3 cups .", "3 cups", 10)))
+    assert (read.answers, read.answer_starts) == (("3 cups",), (10,))
     bad = write(tmp_path / "bad.json", squad("Anna sees 3 cups .", "3 cups", 9))
     with pytest.raises(DataError, match=r"bad\.json: question 'q1' .* answer_start 9 points at"):
         read_squad(bad)

@@ -150,10 +150,17 @@ def test_empty_problem_is_zero_and_counted():
     assert cost.grad[1].abs().sum() == 0 and cost.grad[3].abs().sum() == 0
 
 
-@pytest.mark.parametrize("bad", ["shape", "eps", "tau"])
-def test_invalid_arguments_are_rejected(bad):
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("shape", r"masses must have shapes \(B, n\)=\(\d+, \d+\) and \(B, m\)=.*got"),
+        ("eps", r"epsilon must be > 0, got 0\.0"),
+        ("tau", r"tau must be > 0 or None, got -1\.0"),
+    ],
+)
+def test_invalid_arguments_are_rejected(bad, message):
     cost, a, b = _problem()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         if bad == "shape":
             entropic_ot(cost, a[:, :-1], b, 0.1)
         elif bad == "eps":

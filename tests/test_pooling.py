@@ -88,5 +88,5 @@ def test_no_words_yields_one_masked_slot():
 
 
 def test_shape_mismatch_is_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"hidden \(2, 3, 4\) and word_ids \(2, 4\)"):
         pool_words(torch.randn(2, 3, 4), torch.zeros(2, 4, dtype=torch.long))

@@ -27,7 +27,9 @@ from ot_ray.config import DemoConfig, load_config
 from ot_ray.demo.build import ensure_demo_world
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.e2e
+#: Each test waits on its jobs with timeouts of its own (up to about 2,400 s in all on a slow
+#: runner), which say what was being waited for; the suite's 600 s would cut them short.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +184,7 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(cache, tmp_pat
         driver.wait(timeout=60)
         log.close()
         first = terminated_trials(sweep)
+        assert first, "the trial seen finished is not in Tune's state any more"
         stamps = {t: (sweep / "trials" / t / "metrics.json").stat().st_mtime_ns for t in first}
 
         again = subprocess.run(
@@ -304,11 +307,25 @@ def test_a_stopped_sweep_marks_its_running_trial_interrupted_and_resumes_it(cach
     assert watch.parent_status() == "FINISHED"
 
 
-def ray_worker_pids() -> list[int]:
-    done = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
-    return [
-        int(line.split()[0]) for line in done.stdout.splitlines() if "ray::RayTrainWorker" in line
-    ]
+WORKER_PIDS_SCRIPT = """
+import json, sys, ray
+from ray.util.state import list_actors
+ray.init(address=sys.argv[1], logging_level="ERROR")
+alive = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+print(json.dumps([a.pid for a in list_actors(filters=alive, limit=1000)]))
+"""
+
+
+def ray_worker_pids(cluster) -> list[int]:
+    """The live Ray Train workers of ``cluster`` (through Ray's state API: not another Ray's
+    workers that run on the same machine)."""
+    listed = run(
+        [str(BIN / "python"), "-c", WORKER_PIDS_SCRIPT, cluster.address],
+        timeout=120,
+        env=cluster.env(),
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    return json.loads(listed.stdout.strip().splitlines()[-1])
 
 
 def registered_checkpoints(pattern: str) -> int:
@@ -339,7 +356,7 @@ def test_a_killed_worker_is_restarted_and_the_trial_finishes_from_its_checkpoint
             "a checkpoint",
             poll=0.5,
         )
-        victims = ray_worker_pids()
+        victims = ray_worker_pids(cluster)
         assert len(victims) == 1
         os.kill(victims[0], signal.SIGKILL)
         assert driver.wait(timeout=900) == 0, (tmp_path / "sweep.log").read_text()[-4000:]
@@ -376,6 +393,14 @@ def test_two_node_cluster_runs_a_two_worker_trial_with_shared_storage(cache, tmp
             cwd=REPO, env=cluster.env(), capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        listed = run(  # the workers' nodes, as Ray's state API recorded them
+            [str(BIN / "python"), "-c", ACTORS_SCRIPT, cluster.address],
+            timeout=120,
+            env=cluster.env(),
+        )
+        assert listed.returncode == 0, listed.stderr[-3000:]
+    placed = json.loads(listed.stdout.strip().splitlines()[-1])
+    assert len(placed["RayTrainWorker"]) == 2 and len(set(placed["RayTrainWorker"])) == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert "xquad/test/f1/el" in metrics and "align/aer/de" in metrics
     assert "| de |" in done.stdout and "XNLI acc" in done.stdout

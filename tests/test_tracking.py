@@ -9,12 +9,14 @@ import math
 import os
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from ot_ray.config import flatten, load_config
 from ot_ray.errors import ConfigError
+from ot_ray.launch import connect_ray
 from ot_ray.search.tracking import (
     PARENT_TAG,
     TrackingError,
@@ -310,14 +312,18 @@ def sweep_config(tmp_path):
     return uri, config
 
 
-def cannot_connect() -> None:
-    """A Ray cluster that cannot be joined."""
-    from ot_ray.errors import UserError
+@pytest.fixture
+def no_cluster(monkeypatch) -> str:
+    """``RAY_ADDRESS`` where no Ray cluster answers (a port nothing listens on): the real
+    ``connect_ray`` refuses it in one line."""
+    from clusters import free_port
 
-    raise UserError("no cluster")
+    address = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    return address
 
 
-def test_a_failed_start_leaves_no_run_and_no_sweep_record(tmp_path):
+def test_a_failed_start_leaves_no_run_and_no_sweep_record(tmp_path, no_cluster):
     """Ray that cannot be joined (or a Ctrl-C while it starts) stops a new sweep before Tune
     records anything: its parent run and sweep.json are undone, so the next start is clean."""
     from ot_ray.errors import UserError
@@ -325,15 +331,15 @@ def test_a_failed_start_leaves_no_run_and_no_sweep_record(tmp_path):
 
     uri, config = sweep_config(tmp_path)
 
-    with pytest.raises(UserError, match="no cluster"):
-        run_sweep(config, resume=False, repo=tmp_path, connect=cannot_connect)
+    with pytest.raises(UserError, match=rf"RAY_ADDRESS={no_cluster}: no Ray cluster answers"):
+        run_sweep(config, resume=False, repo=tmp_path, connect=connect_ray)
     assert not (tmp_path / "sweeps" / config.tune.name / "sweep.json").exists()
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(config.tracking.experiment).experiment_id
     assert client.search_runs([experiment]) == []  # deleted runs are not listed
 
 
-def test_a_resume_that_fails_to_start_leaves_the_sweeps_run_as_it_was(tmp_path):
+def test_a_resume_that_fails_to_start_leaves_the_sweeps_run_as_it_was(tmp_path, no_cluster):
     """A resumed sweep reopened its parent run (RUNNING) before joining Ray; when the cluster
     could not be joined, the run stayed RUNNING for good, a sweep that looked alive in MLflow."""
     from ot_ray.errors import UserError
@@ -348,8 +354,8 @@ def test_a_resume_that_fails_to_start_leaves_the_sweeps_run_as_it_was(tmp_path):
     (directory / "tuner.pkl").write_bytes(b"")  # what Tune.can_restore looks for
     (directory / "experiment_state-2026-11-28.json").write_text("{}", encoding="utf-8")
 
-    with pytest.raises(UserError, match="no cluster"):
-        run_sweep(config, resume=True, repo=tmp_path, connect=cannot_connect)
+    with pytest.raises(UserError, match=rf"RAY_ADDRESS={no_cluster}: no Ray cluster answers"):
+        run_sweep(config, resume=True, repo=tmp_path, connect=connect_ray)
     assert client.get_run(parent).info.status == "KILLED"
     assert (directory / "sweep.json").exists()  # still resumable
 
@@ -565,7 +571,7 @@ def test_closing_a_sweep_charts_the_scores_there_are_and_keeps_a_pruned_trials_o
     from ot_ray.search.report import finish_sweep
     from ot_ray.search.sweep import SweepOutcome, TrialOutcome
 
-    config = load_config("configs/paper_mbert.yaml")
+    config = load_config(Path(__file__).resolve().parent.parent / "configs" / "paper_mbert.yaml")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = check_tracking(uri, "sweeps")
     client = MlflowClient(uri)
