@@ -44,8 +44,10 @@ class OTResult:
     ``value`` (B,) carries gradients with respect to the cost; ``plan`` (B, n, m) and the dual
     potentials ``f`` (B, n), ``g`` (B, m) are detached (zero at padded positions). ``empty`` (B,)
     marks problems where a side had no mass: their value, plan and potentials are zero.
-    ``marginal_error`` is the L1 violation of the row marginals measured at the last check (None
-    when a fixed iteration count was used and no check ran). The fused backend stops each problem
+    ``marginal_error`` is what ``tol`` was checked on at the last check (None when a fixed
+    iteration count was used and no check ran): balanced, the L1 violation of the row marginals;
+    with ``tau``, whose plan leaves the marginals by design, the residual of the damped update,
+    ``sum a |exp((f_old - f_new) / eps) - 1|``. The fused backend stops each problem
     on its own: there ``n_iters`` is the most any problem ran and the error the worst problem's.
     """
 
@@ -67,8 +69,9 @@ class SolverLog:
     """What the Sinkhorn calls made inside :func:`record_solver` took: the most sweeps at the
     target eps and the worst final marginal error (None when every call ran a fixed count).
 
-    Why: at the paper's eps the cross problems of encoder states do not reach the tolerance and
-    every call runs ``max_iters``; this shows it in a run's metrics instead of hiding it.
+    Why: at the paper's eps, annealed with the default factor 0.5, the cross problems of encoder
+    states do not reach the tolerance and every call runs ``max_iters``; this shows it in a run's
+    metrics instead of hiding it.
     """
 
     calls: int = 0
@@ -333,14 +336,18 @@ def _logsumexp(values: Tensor) -> Tensor:
 
 
 def _row_marginal_error(a: Tensor, f_old: Tensor, f_new: Tensor, eps: float) -> float:
-    """Max over problems of ||P 1 - a||_1 for the plan of (f_old, g); one host sync."""
+    """Max over problems of ||P 1 - a||_1 for the plan of (f_old, g) (balanced; with ``tau``,
+    ``f_new`` is the damped update and this is its fixed-point residual); one host sync."""
     ratio = torch.clamp((f_old - f_new) / eps, max=_MAX_LOG_RATIO)
     return float((a * torch.expm1(ratio).abs()).sum(dim=1).max())
 
 
 def _annealing_schedule(cost: Tensor, epsilon: float, scaling: float | None) -> list[float]:
     """Temperatures from the cost range down to (excluding) ``epsilon``, each ``scaling`` times
-    the last: warm starts that make small-eps problems converge in far fewer sweeps."""
+    the last, one sweep each: warm starts for small-eps problems. Too coarse a factor leaves
+    the cross problems in a plan that sweeps at the target eps do not repair within
+    ``max_iters`` (``benchmarks/bench_ot_schedule.py``). The start is the whole batch's range,
+    so an unconverged pair's result depends slightly on the other pairs of its batch."""
     if scaling is None:
         return []
     start = float(cost.amax() - cost.amin())
