@@ -4,6 +4,7 @@ clear errors, and the on-disk tokenisation cache."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -374,3 +375,17 @@ def test_a_hub_file_that_is_not_utf8_is_named_not_a_traceback(tmp_path, reader, 
         DataError, match=r"latin1\.jsonl.*: not UTF-8 text: a value holds the byte 0xe9"
     ):
         read()
+
+
+def test_a_local_file_rewritten_with_its_time_kept_is_read_again(tmp_path):
+    """``datasets`` knows a local file by path and modification time: a file replaced with its
+    time kept (``cp -p``, ``rsync -a``, an archive) was read from the old cache."""
+    rows = [{"premise": "a", "hypothesis": "b", "label": 0}]
+    path = write_jsonl(tmp_path / "dev.jsonl", rows)
+    kept = path.stat()
+    spec = hub_json(path)
+    assert read_nli(spec, lang="de", training=False, **WHERE).labels == [0]
+    write_jsonl(path, [{**rows[0], "label": 2}])
+    os.utime(path, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    assert path.stat().st_mtime_ns == kept.st_mtime_ns and path.stat().st_size == kept.st_size
+    assert read_nli(spec, lang="de", training=False, **WHERE).labels == [2]

@@ -8,12 +8,15 @@ Hub datasets are loaded with ``datasets.load_dataset`` and converted from the Hu
 
 from __future__ import annotations
 
+import glob
+import hashlib
 from collections.abc import Iterator, Sized
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 from ot_ray.config import Config, SourceSpec
+from ot_ray.config.data import LOCAL_FILE_BUILDERS
 from ot_ray.data import hub
 from ot_ray.data.parallel import ParallelCorpus, read_line_aligned, read_parallel_tsv
 from ot_ray.data.tasks import NLIData, QAData, read_squad, read_xnli
@@ -159,6 +162,31 @@ def _utf8_only(described: str) -> Iterator[None]:
         ) from None
 
 
+def _content_cache(values: dict[str, str | None]) -> str | None:
+    """For local files read by a builder (``json``, ``csv``...), a ``datasets`` cache of their
+    content: ``datasets`` knows them by path and modification time, so a file rewritten with
+    its time kept (``cp -p``, ``rsync -a``, an archive) was read from the old cache, silently.
+    None (the default cache) for a Hub dataset, or files not found (the load names them)."""
+    import datasets
+
+    pattern = values["data_files"]
+    if values["hub"] not in LOCAL_FILE_BUILDERS or not pattern:
+        return None
+    files = sorted(glob.glob(str(Path(pattern).expanduser())))
+    if not files or not all(Path(f).is_file() for f in files):
+        return None
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(name.encode())
+        try:
+            with open(name, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError:
+            return None  # unreadable: the load says so
+    return str(Path(datasets.config.HF_DATASETS_CACHE) / "ot-ray-local" / digest.hexdigest()[:16])
+
+
 def _load_hub(spec: SourceSpec, values: dict[str, str | None]):
     """``datasets.load_dataset`` with a one-line error instead of a traceback on failure."""
     import datasets
@@ -171,6 +199,7 @@ def _load_hub(spec: SourceSpec, values: dict[str, str | None]):
             split=spec.split,
             data_files=values["data_files"],
             revision=spec.revision,
+            cache_dir=_content_cache(values),
         )
     except (FileNotFoundError, ValueError, ConnectionError, OSError, DatasetsError) as err:
         # DatasetGenerationError (malformed local JSON, CSV...) says only "An error occurred";
