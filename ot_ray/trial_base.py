@@ -69,6 +69,15 @@ class TrialBase:
 
     # ---------------------------------------------------------------- data
 
+    def _held_out_pairs(self, lang: str) -> ParallelCorpus:
+        """The held-out pairs of ``lang`` as read (before Moses), the ones alignment quality is
+        measured on."""
+        config = self.config
+        corpus = read_parallel_sources(
+            [config.data.parallel.dev], root=self.root, lang=lang, pivot=config.data.pivot
+        )
+        return corpus.head(config.alignment.eval_pairs) if config.alignment.eval_pairs else corpus
+
     def _parallel(self, split: str, languages: list[str]) -> ParallelData:
         """Tokenised parallel data of ``split`` (train or dev) for the languages that have it."""
         config = self.config
@@ -85,6 +94,9 @@ class TrialBase:
             corpus = read_parallel_sources(
                 specs[lang], root=self.root, lang=lang, pivot=config.data.pivot
             )
+            if split == "train" and parallel.dev.covers(lang):
+                corpus, copies = corpus.without_sentences_of(self._held_out_pairs(lang))
+                self._count(f"data/parallel_train/held_out_sentences/{lang}", copies)
             if split == "train" and config.data.pairs_per_language:
                 corpus = corpus.resized(config.data.pairs_per_language, config.train.seed + k)
             if split == "dev" and config.alignment.eval_pairs:

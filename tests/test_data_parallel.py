@@ -9,7 +9,7 @@ import pytest
 from conftest import refuse_reading, tiny_encoder, write_small_world
 
 from ot_ray.align.quality import AlignmentQuality
-from ot_ray.data.parallel import packed, read_line_aligned, read_parallel_tsv
+from ot_ray.data.parallel import ParallelCorpus, packed, read_line_aligned, read_parallel_tsv
 from ot_ray.errors import DataError
 from ot_ray.metrics import alignment_error_rate
 
@@ -210,7 +210,6 @@ def test_pairs_without_a_word_on_a_side_are_dropped_with_their_links(tmp_path):
     character) has nothing to transport; its pair goes, and the later pairs keep their links."""
     from transformers import AutoTokenizer
 
-    from ot_ray.data.parallel import ParallelCorpus
     from ot_ray.data.tokenized import pairs_with_words, tokenize_parallel
 
     tiny_encoder(tmp_path / "encoder")
@@ -248,3 +247,22 @@ def test_moses_pretokenisation_splits_punctuation_off_words_and_is_cached(tmp_pa
     assert len(cached) == 1
     again = moses_tokenized(corpus, lang="de", pivot="en", cache_dir=tmp_path)
     assert again == first and list(tmp_path.glob("moses-*.arrow")) == cached
+
+
+def test_training_pairs_that_repeat_a_held_out_sentence_are_dropped_with_their_links():
+    """Europarl's held-out pairs are its last lines, and it repeats sentences ("(Applause)"):
+    training on them would flatter the retrieval and AER measured there."""
+    train = ParallelCorpus(
+        sources=["a b", "(Beifall)", "c d", "e f", "g"],
+        targets=["x y", "(Applause)", "z w", "thank you", "h"],
+        links=[{(0, 0)}, {(0, 0)}, {(1, 1)}, {(0, 1)}, {(0, 0)}],
+        origin="train.tsv",
+        rows=[1, 2, 3, 4, 5],
+    )
+    held_out = ParallelCorpus(sources=["(Beifall)", "danke"], targets=["(Applause)", "thank you"])
+    kept, dropped = train.without_sentences_of(held_out)
+    assert dropped == 2  # a whole pair, and a pair sharing only its target
+    assert (kept.sources, kept.targets) == (["a b", "c d", "g"], ["x y", "z w", "h"])
+    assert kept.links == [{(0, 0)}, {(1, 1)}, {(0, 0)}] and kept.rows == [1, 3, 5]
+    same, none = train.without_sentences_of(ParallelCorpus(sources=["q"], targets=["r"]))
+    assert none == 0 and same is train

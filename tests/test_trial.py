@@ -606,11 +606,12 @@ def test_settings_the_trial_cannot_run_are_refused_before_it_starts(
 def test_pairs_without_words_are_counted_and_left_out_of_training(cache, tmp_path):
     """An empty side is skipped when read; a side the tokenizer keeps no word of (a lone
     zero-width space) is dropped after tokenising: it would add a zero to its batch's mean
-    loss. Both counts reach the metrics."""
+    loss; pairs copying a held-out pair are dropped. The counts reach the metrics."""
     world = Path(data_root(tiny_config(cache, tmp_path)))
     lines = (world / "parallel/de-en.tsv").read_text(encoding="utf-8").splitlines()[:30]
     corpus = tmp_path / "de-en.tsv"
-    dirty = [*lines[:10], "ein satz\t", "\u200b\tthe house", *lines[10:]]
+    held_out = (world / "parallel/dev/de-en.tsv").read_text(encoding="utf-8").splitlines()[:2]
+    dirty = [*lines[:10], "ein satz\t", "\u200b\tthe house", *held_out, *lines[10:]]
     corpus.write_text("\n".join(dirty) + "\n", encoding="utf-8")
     config = tiny_config(
         cache, tmp_path, f"data.parallel.train={{path: {corpus}}}", "data.languages=[de]",
@@ -619,6 +620,7 @@ def test_pairs_without_words_are_counted_and_left_out_of_training(cache, tmp_pat
     metrics = run_trial(config, LocalReporter(tmp_path), show_progress=False)
     assert metrics["data/parallel_train/skipped_empty/de"] == 1
     assert metrics["data/parallel_train/no_words/de"] == 1
+    assert metrics["data/parallel_train/held_out_sentences/de"] == 2  # not trained on
     assert metrics["data/parallel_dev/skipped_empty/de"] == 0
     assert math.isfinite(metrics["align/loss"]) and metrics["align/loss"] > 0
     # a language none of whose pairs keeps a word stops the trial (in the worker: the driver's

@@ -55,6 +55,34 @@ class ParallelCorpus:
             possible=None if self.possible is None else self.possible[:n],
         )
 
+    def without_sentences_of(self, held_out: ParallelCorpus) -> tuple[ParallelCorpus, int]:
+        """The pairs none of whose sides is a sentence of ``held_out`` (same side), and how
+        many were dropped: a corpus whose held-out pairs are its last lines (Europarl's
+        ``train[-2000:]``) repeats sentences (``(Applause)``, the procedural ones) that training
+        would otherwise see, and retrieval and AER would be measured on them."""
+        sources, targets = set(held_out.sources), set(held_out.targets)
+        keep = [
+            i
+            for i, (source, target) in enumerate(zip(self.sources, self.targets, strict=True))
+            if source not in sources and target not in targets
+        ]
+        if len(keep) == len(self):
+            return self, 0
+
+        def kept(values: list | None) -> list | None:
+            return None if values is None else [values[i] for i in keep]
+
+        corpus = ParallelCorpus(
+            sources=kept(self.sources),
+            targets=kept(self.targets),
+            links=kept(self.links),
+            skipped_empty=self.skipped_empty,
+            origin=self.origin,
+            rows=kept(self.rows),
+            possible=kept(self.possible),
+        )
+        return corpus, len(self) - len(keep)
+
     def resized(self, n: int, seed: int) -> ParallelCorpus:
         """Exactly ``n`` pairs: a seeded subsample, or whole copies plus a seeded remainder
         (the paper upsamples small corpora to 250K pairs)."""
