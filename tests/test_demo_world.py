@@ -390,7 +390,7 @@ def test_an_interrupted_build_is_never_taken_for_a_complete_world(tmp_path):
          "--out", str(out), "--set", "data.demo.encoder.steps=100000"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # the world's files come first: seconds, unless loaded
     while not list(tmp_path.glob(".world.partial-*/xnli")) and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
