@@ -12,13 +12,7 @@ from ot_ray.config.data import DataConfig
 from ot_ray.config.fields import Section
 from ot_ray.config.metric_names import unknown_metric
 from ot_ray.config.search import TuneConfig
-from ot_ray.config.stages import (
-    TASK_NAMES,
-    AlignmentConfig,
-    ModelConfig,
-    TaskConfig,
-    TrainConfig,
-)
+from ot_ray.config.stages import AlignmentConfig, ModelConfig, TaskConfig, TrainConfig
 from ot_ray.uris import credentials_in, where_secrets_go
 
 
@@ -126,31 +120,6 @@ class Config(Section):
             problem = unknown_metric(metric, self.data.all_eval_languages)
             if problem:
                 raise ValueError(f"{key}: {metric!r} is not a metric a trial reports ({problem})")
-        return self
-
-    @model_validator(mode="after")
-    def _search_not_on_the_selecting_score(self) -> Config:
-        # with select_every, the pivot's dev score is the best of the curve that picked the
-        # model: a sweep ranking trials on it would choose on a number already maximised on
-        # the same data (and every trial's would overstate)
-        pivot = self.data.pivot
-        named = [("tune.objective", m) for m in self.tune.objective]
-        for key, metric in [*named, ("tune.metric", self.tune.metric)]:
-            task, _, rest = metric.partition("/")
-            split, _, family_and_name = rest.partition("/")
-            which = family_and_name.rpartition("/")[2]
-            if split != "dev" or which not in (pivot, "avg_seen", "avg_all"):
-                continue
-            select = f"task.{task}.select_every"
-            if select in self.tune.search_space or (
-                task in TASK_NAMES and getattr(self.task, task).select_every is not None
-            ):
-                raise ValueError(
-                    f"{key}: {metric!r} holds the pivot's dev score, which {select} maximises "
-                    f"to pick the model it tests: searching on it chooses on a score already "
-                    f"chosen on the same data; use the targets' dev scores (e.g. "
-                    f"{task}/dev/{family_and_name.rpartition('/')[0]}/avg_targets)"
-                )
         return self
 
 

@@ -211,6 +211,7 @@ def check_sweep_request(config: Config, *, resume: bool) -> Path:
     if not config.tune.search_space:
         raise SweepError("tune.search_space is empty: nothing to search")
     check_metric_is_measured(config)
+    check_not_on_the_selecting_score(config)
     directory = writable_folder(sweep_dir(config), "tune.storage_path")
     restorable = tune_state_recorded(directory)
     if resume and not restorable:
@@ -254,6 +255,27 @@ def check_metric_is_measured(config: Config) -> None:
             f"tune.metric: {metric!r} is measured by the task {metric.split('/', 1)[0]}, which "
             f"task.tasks {sorted(tasks)} does not run: every trial would report NaN"
         )
+
+
+def check_not_on_the_selecting_score(config: Config) -> None:
+    """With ``select_every``, a task's pivot dev score is the best of the curve that picked the
+    tested model: ranking trials on it (or on an average that holds it) would choose on a number
+    already maximised on the same data, and every trial's would overstate."""
+    pivot = config.data.pivot
+    named = [("tune.objective", m) for m in config.tune.objective]
+    for key, metric in [*named, ("tune.metric", config.tune.metric)]:
+        task, _, rest = metric.partition("/")
+        split, _, family_and_name = rest.partition("/")
+        family, _, which = family_and_name.rpartition("/")
+        if task not in TASK_NAMES or split != "dev" or which not in (pivot, "avg_seen", "avg_all"):
+            continue
+        select = f"task.{task}.select_every"
+        if select in config.tune.search_space or getattr(config.task, task).select_every:
+            raise SweepError(
+                f"{key}: {metric!r} holds the pivot's dev score, which {select} maximises to "
+                "pick the model it tests: searching on it chooses on a score already chosen on "
+                f"the same data; use the targets' dev scores (e.g. {task}/dev/{family}/avg_targets)"
+            )
 
 
 def run_sweep(
