@@ -97,6 +97,13 @@ class TrialBase:
             if split == "train" and parallel.dev.covers(lang):
                 corpus, copies = corpus.without_sentences_of(self._held_out_pairs(lang))
                 self._count(f"data/parallel_train/held_out_sentences/{lang}", copies)
+                if copies and not len(corpus):
+                    raise DataError(
+                        f"every one of the {copies} training pairs of {lang} repeats a sentence "
+                        "of its held-out pairs (data.parallel.dev): are train and dev the same "
+                        "file or slice?",
+                        path=corpus.origin,
+                    )
             if split == "train" and config.data.pairs_per_language:
                 corpus = corpus.resized(config.data.pairs_per_language, config.train.seed + k)
             if split == "dev" and config.alignment.eval_pairs:

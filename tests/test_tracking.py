@@ -609,3 +609,23 @@ def test_a_tracking_outage_mid_trial_is_a_warning_not_a_failed_trial(monkeypatch
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and warned[0].startswith("MLflow did not take the metrics of step 3")
     assert "s3cret" not in warned[0] and "alice:***@127.0.0.1" in warned[0]  # the URL, redacted
+
+
+def test_the_fluent_tracking_uri_is_set_for_its_block_only(tmp_path, monkeypatch):
+    """MLflow's fluent API pointed at a sweep's store while its best model is logged; the
+    process's own setting, from the environment or none, is what it was before."""
+    import mlflow
+
+    from ot_ray.search.tracking import fluent_tracking_uri
+
+    block, before, later = (f"sqlite:///{tmp_path / name}.db" for name in ("block", "a", "b"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", before)
+    with fluent_tracking_uri(block):
+        assert mlflow.get_tracking_uri() == block
+    assert os.environ["MLFLOW_TRACKING_URI"] == before == mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", later)  # read from the environment still
+    assert mlflow.get_tracking_uri() == later
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with fluent_tracking_uri(block):
+        pass
+    assert "MLFLOW_TRACKING_URI" not in os.environ and not mlflow.is_tracking_uri_set()

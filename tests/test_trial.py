@@ -628,6 +628,11 @@ def test_pairs_without_words_are_counted_and_left_out_of_training(cache, tmp_pat
     corpus.write_text("\u200b\tthe house\n" * 30, encoding="utf-8")
     with pytest.raises(DataError, match=r"de-en\.tsv: none of the 30 training pairs of de keeps"):
         run_trial(config, LocalReporter(tmp_path / "again"), show_progress=False)
+    # the held-out pairs given as training pairs: all of them dropped, said as such
+    corpus.write_text("\n".join(held_out) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"de-en\.tsv: every one of the 2 training pairs of de "
+                       r"repeats a sentence of its held-out pairs"):  # fmt: skip
+        run_trial(config, LocalReporter(tmp_path / "third"), show_progress=False)
 
 
 def test_moses_pretokenisation_makes_the_words_that_are_aligned(cache, tmp_path):

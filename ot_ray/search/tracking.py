@@ -51,8 +51,10 @@ def fluent_tracking_uri(uri: str) -> Iterator[None]:
     """
     import mlflow
 
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    if previous == previous_env:  # read from the environment, not set: leave it to it
+        previous = None
     mlflow.set_tracking_uri(uri)
     try:
         yield
