@@ -157,15 +157,19 @@ def check_model(config: Config) -> None:
 
 #: Models whose position ids start after the padding index (``pad_token_id + 1``), as
 #: RoBERTa's do: two of XLM-R's 514 position embeddings are never a token's.
-OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+OFFSET_POSITIONS = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm", "xmod"}
+)
 
 
-def _check_lengths(config: Config, name: str, model_config) -> None:
+def _check_lengths(config: Config, name: str, model_config: transformers.PretrainedConfig) -> None:
     """Every sequence length asked for fits the model's position embeddings: a longer one
     failed at the first batch of its stage (QA windows are padded to their full length), after
-    the stages before it had run."""
+    the stages before it had run. Models without absolute positions (DeBERTa-v2's
+    ``position_biased_input: false``) have no such limit."""
     positions = getattr(model_config, "max_position_embeddings", None)
-    if not isinstance(positions, int):
+    relative_only = getattr(model_config, "position_biased_input", True) is False
+    if not isinstance(positions, int) or relative_only:
         return
     if getattr(model_config, "model_type", "") in OFFSET_POSITIONS:
         positions -= (getattr(model_config, "pad_token_id", None) or 0) + 1
@@ -179,8 +183,13 @@ def _check_lengths(config: Config, name: str, model_config) -> None:
             continue
         longest = _largest(config, key, value)
         if longest > positions:
+            asked = (
+                f"{longest} tokens"
+                if longest == value
+                else (f"the search samples up to {longest} tokens (tune.search_space.{key})")
+            )
             raise ConfigError(
-                f"{longest} tokens: {name!r} has position embeddings for {positions} "
+                f"{asked}: {name!r} has position embeddings for {positions} "
                 f"(max_position_embeddings); at most {positions}",
                 key=key,
             )

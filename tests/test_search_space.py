@@ -537,3 +537,19 @@ def test_a_finished_trial_with_a_nan_objective_is_kept_as_failed():
     study = rebuilt_study(space, rows, mode="max")
     states = [trial.state.name for trial in study.trials]
     assert states == ["FAIL", "COMPLETE"] and study.best_value == 1.0
+
+
+def test_searched_values_are_checked_against_this_configs_other_settings():
+    """A searched QA window length is checked against the config's doc_stride (64 in the demo
+    config), not the default's (128): 96 was refused for leaving no room at stride 128."""
+    space = "tune.search_space.task.xquad.max_length={choices: [96, 256]}"
+    assert load_config(DEMO, [space]).tune.search_space["task.xquad.max_length"].choices == [
+        96,
+        256,
+    ]
+    too_short = "tune.search_space.task.xquad.max_length={choices: [64, 256]}"
+    with pytest.raises(ConfigError, match=r"tune\.search_space: task\.xquad\.max_length: 64 cannot "
+                       r"be task\.xquad\.max_length \(doc_stride 64 leaves no room"):  # fmt: skip
+        load_config(DEMO, [too_short])
+    with pytest.raises(ConfigError, match=r"search_space\.task\.xquad\.max_length: -1 cannot be"):
+        load_config(DEMO, ["tune.search_space.task.xquad.max_length={choices: [-1, 256]}"])

@@ -591,6 +591,11 @@ def test_language_averages_follow_the_paper_definition():
             r"1000 tokens: .* has position embeddings for \d+ \(max_position_embeddings\)",
         ),
         ("data.max_length=1000", "data.max_length", r"1000 tokens: .* position embeddings"),
+        (
+            "tune.search_space.task.xquad.max_length={choices: [64, 1000]}",
+            "task.xquad.max_length",
+            r"the search samples up to 1000 tokens \(tune.search_space.task.xquad.max_length\)",
+        ),
     ],
 )
 def test_settings_the_trial_cannot_run_are_refused_before_it_starts(

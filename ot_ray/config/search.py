@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -225,14 +225,23 @@ class TuneConfig(Section):
                             f"points_to_evaluate.{label}.{key}: sampled only when {switch} is "
                             f"{wanted!r}, and the point {given}"
                         )
-                if "." in key:
-                    _check_setting(key, value, f"points_to_evaluate.{label}.{key}")
-        for name, spec in self.search_space.items():
-            if "." in name:
-                for value in spec.choices or [spec.low, spec.high]:
-                    value = int(value) if spec.is_int and spec.choices is None else value
-                    _check_setting(name, value, f"search_space.{name}")
+        for where, name, value in searched_settings(self):
+            _check_setting(name, value, where)
         return self
+
+
+def searched_settings(tune: TuneConfig) -> Iterator[tuple[str, str, Any]]:
+    """``(where, config key, value)`` for each value a trial may set a config key to: every
+    point's, each choice, and a range's two ends (what the checks of a setting test)."""
+    for label, point in tune.points_to_evaluate.items():
+        for key, value in point.items():
+            if "." in key:
+                yield f"points_to_evaluate.{label}.{key}", key, value
+    for name, spec in tune.search_space.items():
+        if "." in name:
+            for value in spec.choices or [spec.low, spec.high]:
+                value = int(value) if spec.is_int and spec.choices is None else value
+                yield f"search_space.{name}", name, value
 
 
 #: MLflow's rule for param names (``mlflow.utils.validation``, outside Windows)
@@ -281,16 +290,29 @@ def _is_boolean_word(value: Any) -> bool:
 
 def _check_setting(dotted: str, value: Any, where: str) -> None:
     """What a trial will set ``dotted`` to, checked now against that setting's type and bounds,
-    rather than in a trial partway through the sweep."""
-    *path, leaf = dotted.split(".")
+    rather than in a trial partway through the sweep. Rules that tie it to the settings next
+    to it are checked with the whole config (:func:`check_search_values`): here those are
+    the defaults, not the config's."""
     from ot_ray.config.tree import Config  # the tree holds this section
 
-    section = Config()
+    problem = setting_problem(Config(), dotted, value, cross_field=False)
+    if problem:
+        raise ValueError(f"{where}: {value!r} cannot be {dotted} ({problem})")
+
+
+def setting_problem(root: Any, dotted: str, value: Any, *, cross_field: bool) -> str | None:
+    """Why the section of ``root`` that holds ``dotted`` refuses ``value`` (None if it takes
+    it): the field's own rules, or with ``cross_field`` also the section's rules that relate
+    it to its other settings."""
+    *path, leaf = dotted.split(".")
+    section = root
     for part in path:
         section = getattr(section, part)
     try:
         setattr(section.model_copy(), leaf, value)
     except ValidationError as err:
         problem = err.errors()[0]
-        detail = problem["msg"].removeprefix("Value error, ")
-        raise ValueError(f"{where}: {value!r} cannot be {dotted} ({detail})") from None
+        if problem["loc"] == () and not cross_field:
+            return None
+        return problem["msg"].removeprefix("Value error, ")
+    return None

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from ot_ray.config.data import DataConfig
 from ot_ray.config.fields import Section
 from ot_ray.config.metric_names import unknown_metric
-from ot_ray.config.search import TuneConfig
+from ot_ray.config.search import TuneConfig, searched_settings, setting_problem
 from ot_ray.config.stages import AlignmentConfig, ModelConfig, TaskConfig, TrainConfig
 from ot_ray.uris import credentials_in, where_secrets_go
 
@@ -110,6 +110,17 @@ class Config(Section):
                 f"{key}: l2 needs word alignments ('alignments' on data.parallel.train or "
                 f"by_language), and the training pairs of {', '.join(missing)} have none"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _searched_values_fit_this_config(self) -> Config:
+        # what a trial sets, against the settings next to it in this config (the search
+        # section alone checked it against the defaults' neighbours)
+        for where, name, value in searched_settings(self.tune):
+            problem = setting_problem(self, name, value, cross_field=True)
+            if problem:
+                section, _, entry = where.partition(".")  # the key first, then its entry
+                raise ValueError(f"tune.{section}: {entry}: {value!r} cannot be {name} ({problem})")
         return self
 
     @model_validator(mode="after")
