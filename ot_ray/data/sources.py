@@ -166,13 +166,15 @@ def _content_cache(values: dict[str, str | None]) -> str | None:
     """For local files read by a builder (``json``, ``csv``...), a ``datasets`` cache of their
     content: ``datasets`` knows them by path and modification time, so a file rewritten with
     its time kept (``cp -p``, ``rsync -a``, an archive) was read from the old cache, silently.
-    None (the default cache) for a Hub dataset, or files not found (the load names them)."""
+    The bytes are hashed at every load, as nothing cheaper tells such a file apart (hashing
+    runs at disk speed, next to ``datasets`` parsing them). None (the default cache) for a Hub
+    dataset, or files not found (the load names them)."""
     import datasets
 
     pattern = values["data_files"]
     if values["hub"] not in LOCAL_FILE_BUILDERS or not pattern:
         return None
-    files = sorted(glob.glob(str(Path(pattern).expanduser())))
+    files = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
     if not files or not all(Path(f).is_file() for f in files):
         return None
     digest = hashlib.sha256()
