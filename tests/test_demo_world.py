@@ -212,18 +212,13 @@ def test_cache_reuses_a_complete_world_and_rejects_a_changed_one(tmp_path):
     assert path == world_dir(demo).resolve()
     stamp = (path / MANIFEST).stat().st_mtime_ns
     here = socket.gethostname()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     left = [  # what a killed build or swap leaves (older builds did not tag them)
         path.with_name(f".{path.name}.partial-x1"),
         path.with_name(f".{path.name}.old-7"),
-        path.with_name(f".{path.name}.partial-{here}@{dead}-ab12"),
+        path.with_name(f".{path.name}.partial-{here}@{os.getpid()}-ab12"),  # the lock is ours
         path.with_name(f".{path.name}.partial-elsewhere@5-cd34"),
     ]
-    busy = [  # a build of a live process here, a recent one of another node: left alone
-        path.with_name(f".{path.name}.partial-{here}@{os.getpid()}-ef56"),
-        path.with_name(f".{path.name}.partial-elsewhere@5-ab78"),
-    ]
+    busy = [path.with_name(f".{path.name}.partial-elsewhere@5-ab78")]  # another node's, recent
     for folder in left + busy:
         (folder / "encoder").mkdir(parents=True)
     two_days_ago = time.time() - 48 * 3600
@@ -428,3 +423,17 @@ def test_whole_function_words_get_their_own_world(tmp_path):
     plain = small_demo(tmp_path)
     whole = small_demo(tmp_path, encoder={**SMALL["encoder"], "whole_function_words": True})
     assert world_dir(plain) != world_dir(whole)
+
+
+def test_a_build_keeps_its_folder_fresh_for_other_nodes(tmp_path):
+    """Pre-training writes nothing for long: the build touches its folder, so another node
+    does not take it for a dead build's leftover."""
+    from ot_ray.demo.build import _kept_fresh
+
+    folder = tmp_path / "staging"
+    folder.mkdir()
+    old = time.time() - 48 * 3600
+    os.utime(folder, (old, old))
+    with _kept_fresh(folder, every=0.05):
+        time.sleep(0.5)
+    assert folder.stat().st_mtime > time.time() - 60

@@ -9,6 +9,7 @@ two Ray workers on one node) from building the same world at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import hashlib
@@ -17,7 +18,9 @@ import os
 import secrets
 import shutil
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
@@ -158,29 +161,39 @@ def _build_tag() -> str:
 
 
 def _build_in_progress(folder: Path) -> bool:
-    """A live process of this host made ``folder``, or another host did and changed it less
-    than :data:`FOREIGN_BUILD_HOURS` ago (its process cannot be asked). Folders named before
-    builds were tagged (no ``@``) are leftovers."""
+    """Another node made ``folder`` and touched it less than :data:`FOREIGN_BUILD_HOURS` ago
+    (a build touches its folder every few minutes, :func:`_kept_fresh`). This host's folders
+    are leftovers: the caller holds the world's lock, which holds on one host. So are folders
+    named before builds were tagged (no ``@``)."""
     tag = folder.name.rsplit(".partial-" if ".partial-" in folder.name else ".old-", 1)[-1]
-    host, at, rest = tag.partition("@")
-    if not at:
-        return False
-    if host != socket.gethostname():
-        try:
-            age = time.time() - folder.stat().st_mtime
-        except OSError:
-            return False
-        return age < FOREIGN_BUILD_HOURS * 3600
-    pid = rest.split("-", 1)[0]
-    if not pid.isdigit():
+    host, at, _ = tag.partition("@")
+    if not at or host == socket.gethostname():
         return False
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+        age = time.time() - folder.stat().st_mtime
+    except OSError:
         return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+    return age < FOREIGN_BUILD_HOURS * 3600
+
+
+@contextlib.contextmanager
+def _kept_fresh(folder: Path, every: float = 300.0) -> Iterator[None]:
+    """Touch ``folder`` every ``every`` seconds while the block runs, so that another node sees
+    a long build (pre-training writes nothing for a long time) as alive."""
+    done = threading.Event()
+
+    def touch() -> None:
+        while not done.wait(every):
+            with contextlib.suppress(OSError):
+                os.utime(folder)
+
+    beat = threading.Thread(target=touch, name="demo-world-heartbeat", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        done.set()
+        beat.join()
 
 
 def _build(out: Path, demo: DemoConfig, *, replace: bool = False) -> None:
@@ -190,27 +203,8 @@ def _build(out: Path, demo: DemoConfig, *, replace: bool = False) -> None:
     staging = out.parent / f".{out.name}.partial-{_build_tag()}-{secrets.token_hex(4)}"
     staging.mkdir()
     try:
-        started = time.perf_counter()
-        manifest = write_world(staging, demo.sizes, demo.seed)
-        encoder = pretrain_encoder(
-            [staging / "mono" / f"{lang.code}.txt" for lang in LANGUAGES],
-            staging / "encoder",
-            demo.encoder,
-            demo.seed,
-            function_words(demo.seed) if demo.encoder.whole_function_words else (),
-        )
-        manifest["files"] |= {
-            file.relative_to(staging).as_posix(): hashlib.sha256(file.read_bytes()).hexdigest()
-            for file in sorted((staging / "encoder").rglob("*"))
-            if file.is_file()
-        }
-        manifest = {
-            "spec": _spec(demo),
-            **manifest,
-            "encoder": {"path": "encoder", **encoder},
-            "build_seconds": round(time.perf_counter() - started, 1),
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        with _kept_fresh(staging):
+            _write_staged_world(staging, demo)
         if replace and out.exists():  # --force: swap the old world out once the new one is done
             trash = out.with_name(f".{out.name}.old-{_build_tag()}")
             out.rename(trash)
@@ -228,6 +222,31 @@ def _build(out: Path, demo: DemoConfig, *, replace: bool = False) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _write_staged_world(staging: Path, demo: DemoConfig) -> None:
+    """The world's files, its pre-trained encoder and, last, its manifest, into ``staging``."""
+    started = time.perf_counter()
+    manifest = write_world(staging, demo.sizes, demo.seed)
+    encoder = pretrain_encoder(
+        [staging / "mono" / f"{lang.code}.txt" for lang in LANGUAGES],
+        staging / "encoder",
+        demo.encoder,
+        demo.seed,
+        function_words(demo.seed) if demo.encoder.whole_function_words else (),
+    )
+    manifest["files"] |= {
+        file.relative_to(staging).as_posix(): hashlib.sha256(file.read_bytes()).hexdigest()
+        for file in sorted((staging / "encoder").rglob("*"))
+        if file.is_file()
+    }
+    manifest = {
+        "spec": _spec(demo),
+        **manifest,
+        "encoder": {"path": "encoder", **encoder},
+        "build_seconds": round(time.perf_counter() - started, 1),
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 
 def _spec(demo: DemoConfig) -> dict[str, object]:
