@@ -65,18 +65,22 @@ class TrialBase:
         self.restored: Path | None = None
         self._dev: ParallelData | None = None
         self._dev_corpora: dict[str, ParallelCorpus] = {}  # held-out pairs: texts, input lines
+        self._held_out: dict[str, ParallelCorpus] = {}  # as read, before Moses
         self.counts: dict[str, float] = {}  # skipped and truncated inputs, logged as metrics
 
     # ---------------------------------------------------------------- data
 
     def _held_out_pairs(self, lang: str) -> ParallelCorpus:
         """The held-out pairs of ``lang`` as read (before Moses), the ones alignment quality is
-        measured on."""
-        config = self.config
-        corpus = read_parallel_sources(
-            [config.data.parallel.dev], root=self.root, lang=lang, pivot=config.data.pivot
-        )
-        return corpus.head(config.alignment.eval_pairs) if config.alignment.eval_pairs else corpus
+        measured on; read once, for the training data's filter and for the measurement."""
+        if lang not in self._held_out:
+            config = self.config
+            corpus = read_parallel_sources(
+                [config.data.parallel.dev], root=self.root, lang=lang, pivot=config.data.pivot
+            )
+            eval_pairs = config.alignment.eval_pairs
+            self._held_out[lang] = corpus.head(eval_pairs) if eval_pairs else corpus
+        return self._held_out[lang]
 
     def _parallel(self, split: str, languages: list[str]) -> ParallelData:
         """Tokenised parallel data of ``split`` (train or dev) for the languages that have it."""
@@ -91,9 +95,12 @@ class TrialBase:
         }
         kept = [lang for lang in languages if specs[lang]]
         for k, lang in enumerate(kept):
-            corpus = read_parallel_sources(
-                specs[lang], root=self.root, lang=lang, pivot=config.data.pivot
-            )
+            if split == "dev":
+                corpus = self._held_out_pairs(lang)
+            else:
+                corpus = read_parallel_sources(
+                    specs[lang], root=self.root, lang=lang, pivot=config.data.pivot
+                )
             if split == "train" and parallel.dev.covers(lang):
                 corpus, copies = corpus.without_sentences_of(self._held_out_pairs(lang))
                 self._count(f"data/parallel_train/held_out_sentences/{lang}", copies)
@@ -106,8 +113,6 @@ class TrialBase:
                     )
             if split == "train" and config.data.pairs_per_language:
                 corpus = corpus.resized(config.data.pairs_per_language, config.train.seed + k)
-            if split == "dev" and config.alignment.eval_pairs:
-                corpus = corpus.head(config.alignment.eval_pairs)
             if parallel.pretokenize == "moses":
                 corpus = moses_tokenized(
                     corpus, lang=lang, pivot=config.data.pivot, cache_dir=self.cache
