@@ -291,8 +291,8 @@ def _is_boolean_word(value: Any) -> bool:
 def _check_setting(dotted: str, value: Any, where: str) -> None:
     """What a trial will set ``dotted`` to, checked now against that setting's type and bounds,
     rather than in a trial partway through the sweep. Rules that tie it to the settings next
-    to it are checked with the whole config (:func:`check_search_values`): here those are
-    the defaults, not the config's."""
+    to it are checked with the whole config (``Config._searched_values_fit_this_config``):
+    here those are the defaults, not the config's."""
     from ot_ray.config.tree import Config  # the tree holds this section
 
     problem = setting_problem(Config(), dotted, value, cross_field=False)
