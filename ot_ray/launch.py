@@ -241,6 +241,8 @@ def build_trainer(config: Config, *, show_progress: bool = True, callbacks: Sequ
     )
     from ray.train.torch import TorchTrainer
 
+    from ot_ray.failures import StopOnUserError
+
     train = config.train
     resources = {"CPU": train.cpus_per_worker}
     if train.use_gpu:
@@ -259,7 +261,7 @@ def build_trainer(config: Config, *, show_progress: bool = True, callbacks: Sequ
             storage_path=train.storage_path,
             failure_config=FailureConfig(max_failures=train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
-            callbacks=list(callbacks),
+            callbacks=[StopOnUserError(), *callbacks],
             logging_config=LoggingConfig(log_level=train.log_level),
         ),
     )
@@ -268,6 +270,8 @@ def build_trainer(config: Config, *, show_progress: bool = True, callbacks: Sequ
 def fit(config: Config, *, show_progress: bool = True) -> dict[str, float]:
     """Run one trial on the connected Ray cluster; its final metrics (also in metrics.json)."""
     from ray.train import TrainingFailedError
+
+    from ot_ray.failures import find_user_error
 
     trainer = build_trainer(config, show_progress=show_progress)
     try:
@@ -283,19 +287,3 @@ def fit(config: Config, *, show_progress: bool = True) -> dict[str, float]:
 
 #: Reported with every checkpoint to say where the trial is; not results.
 PROGRESS_KEYS = ("stage", "step", "global_step", "milestone", "objective")
-
-
-def find_user_error(error: BaseException, depth: int = 0) -> UserError | None:
-    """The :class:`UserError` a worker raised, wherever Ray wrapped it."""
-    if isinstance(error, UserError):
-        return error
-    if depth > 8 or error is None:
-        return None
-    candidates: list[Any] = [error.__cause__, error.__context__, getattr(error, "cause", None)]
-    candidates += list(getattr(error, "worker_failures", {}).values())
-    for candidate in candidates:
-        if isinstance(candidate, BaseException):
-            found = find_user_error(candidate, depth + 1)
-            if found is not None:
-                return found
-    return None

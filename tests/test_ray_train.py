@@ -157,12 +157,15 @@ def test_bad_data_stops_the_job_with_one_line_before_training(world, tmp_path):
 def test_a_nan_loss_in_a_worker_ends_the_job_with_one_line(world, tmp_path):
     """A worker's :class:`TrainingError` reaches the user through Ray's wrapping as the CLI's
     one line (exit 2), not as Ray's traceback: a learning rate of 1e30 blows the weights up in
-    the first step, so the second step's loss is not finite."""
+    the first step, so the second step's loss is not finite. Restarts are allowed, and a
+    checkpoint precedes the error, yet the worker group is not restarted: it would fail alike."""
     out = tmp_path / "out"
     overrides = [
         *tiny_trial_overrides(str(world.parent), str(out)),
         "alignment.lr=1e30",
         "task.tasks=[]",
+        "train.max_failures=2",
+        "train.checkpoint_every=1",
     ]
     command = [sys.executable, "jobs/train.py"]
     for override in overrides:
@@ -173,3 +176,5 @@ def test_a_nan_loss_in_a_worker_ends_the_job_with_one_line(world, tmp_path):
     assert done.returncode == 2, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
     assert re.fullmatch(r"error: alignment: the loss is (nan|inf) at step 2; lower the .*", last)
+    failed_workers = set(re.findall(r"RayTrainWorker pid=(\d+)\S* .*the loss is", done.stderr))
+    assert len(failed_workers) == 1, done.stderr[-3000:]  # one attempt, no restart

@@ -79,7 +79,8 @@ def search_trial(params: dict[str, Any], *, context: SweepContext) -> None:
     from ray.train import TrainingFailedError
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ot_ray.launch import build_trainer, find_user_error
+    from ot_ray.failures import find_user_error
+    from ot_ray.launch import build_trainer
 
     trial_id = tune.get_context().get_trial_id()
     config = context.trial_config(params, trial_id)
