@@ -218,6 +218,40 @@ def test_image_matches_the_projects_ray_and_python():
     assert dockerfile_instructions("WORKDIR") == [IMAGE_HOME]
 
 
+def test_dependency_floors_admit_only_versions_with_what_the_deployment_uses():
+    """Ray token authentication (``authOptions.mode: token``) exists from Ray 2.52.0, and
+    ``mlflow server --allowed-hosts`` (tracking.yaml) from MLflow 3.5.0."""
+    requirements = {
+        (r := Requirement(line)).name: r for line in PYPROJECT["project"]["dependencies"]
+    }
+    for name, oldest, below in (("ray", "2.52.0", "2.51.2"), ("mlflow", "3.5.0", "3.4.0")):
+        specifier = requirements[name].specifier
+        assert specifier.contains(oldest) and not specifier.contains(below), (name, specifier)
+
+
+def test_a_readme_edit_reinstalls_no_dependency():
+    """The layer that installs the dependencies copies pyproject.toml only: the README (and the
+    sources) come in later layers, followed by the project's own --no-deps install."""
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    steps = re.findall(r"^(COPY|RUN) (.+)$", text, re.M)
+    (deps,) = [
+        i for i, (kind, line) in enumerate(steps) if kind == "RUN" and "pip install -e ." in line
+    ]
+    (project,) = [i for i, (kind, line) in enumerate(steps) if "pip install --no-deps -e ." in line]
+
+    def copied(lines):
+        return [
+            source
+            for kind, line in lines
+            if kind == "COPY"
+            for source in [w for w in line.split() if not w.startswith("--")][:-1]
+        ]
+
+    copied_before, copied_after = copied(steps[:deps]), copied(steps[deps:project])
+    assert copied_before == ["pyproject.toml"], copied_before
+    assert {"README.md", "ot_ray"} <= set(copied_after), copied_after
+
+
 def test_image_runs_as_non_root_and_bakes_in_no_secret():
     users = dockerfile_instructions("USER")
     assert users and users[-1].split(":")[0] not in ("root", "0"), users
@@ -431,8 +465,17 @@ def test_ray_pods_admit_this_namespace_and_the_operator_on_the_dashboard_only():
     same_namespace, operator = ray["ingress"]
     assert same_namespace == {"from": [{"podSelector": {}}]}
     operator_pods = {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}
-    # any namespace: the README's Helm install puts the operator in `default`, not `ot-ray`
-    assert operator["from"] == [{"namespaceSelector": {}, "podSelector": operator_pods}]
+    # only the namespace the README's Helm install puts the operator in (`default` unless the
+    # command names one), not any namespace
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    (install,) = re.findall(r"^helm install kuberay-operator .*$", readme, re.M)
+    named = re.search(r"(?:--namespace[= ]|-n )(\S+)", install)
+    operator_namespace = {
+        "matchLabels": {"kubernetes.io/metadata.name": named[1] if named else "default"}
+    }
+    assert operator["from"] == [
+        {"namespaceSelector": operator_namespace, "podSelector": operator_pods}
+    ]
     assert operator["ports"] == [{"protocol": "TCP", "port": 8265}]
     mlflow = policies["mlflow-same-namespace"]
     assert [rule["from"] for rule in mlflow["ingress"]] == [[{"podSelector": {}}]]
@@ -451,6 +494,46 @@ def test_images_and_ray_versions_match_the_dockerfile():
             assert re.fullmatch(rf"ot-ray:{re.escape(version)}-(gpu|cpu)", container["image"]), (
                 where
             )
+
+
+def test_project_image_tags_are_pulled_again_and_shared_volumes_not_re_owned():
+    """The README reuses a tag (`ot-ray:<version>-gpu`) across builds, so every container of the
+    project image pulls it at each start (IfNotPresent would keep a node's stale copy), the
+    autoscaler sidecar (the head's image) included; and an fsGroup re-owns a volume only when its
+    root does not already belong to the group (not every file of the 500Gi volume each start)."""
+    containers = 0
+    for where, spec in pod_specs():
+        for container in spec["containers"]:
+            assert container.get("imagePullPolicy") == "Always", f"{where}: {container['name']}"
+            containers += 1
+        context = spec["securityContext"]
+        if "fsGroup" in context:
+            assert context.get("fsGroupChangePolicy") == "OnRootMismatch", where
+    assert containers >= 6
+    for where, doc in manifests():
+        cluster = ray_cluster_spec(doc)
+        if cluster is not None and cluster.get("enableInTreeAutoscaling"):
+            options = cluster["autoscalerOptions"]
+            assert "image" in options or options.get("imagePullPolicy") == "Always", where
+
+
+def test_ray_heads_advertise_no_gpus():
+    """The head requests no GPU, but a CUDA image on a node whose default runtime is NVIDIA's
+    would see the node's GPUs and Ray would advertise them to Tune."""
+    heads = 0
+    for where, doc in manifests():
+        cluster = ray_cluster_spec(doc)
+        if cluster is None:
+            continue
+        head = cluster["headGroupSpec"]
+        assert head["rayStartParams"].get("num-gpus") == "0", where
+        (container,) = head["template"]["spec"]["containers"]
+        env = {v["name"]: v.get("value") for v in container.get("env", [])}
+        if container["image"].endswith("-gpu"):
+            assert env.get("NVIDIA_VISIBLE_DEVICES") == "void", where
+        assert "nvidia.com/gpu" not in container["resources"].get("limits", {}), where
+        heads += 1
+    assert heads == 2
 
 
 def test_gpu_workers_request_and_tolerate_gpus():
@@ -519,6 +602,9 @@ def test_mlflow_is_reachable_in_the_cluster_only_and_answers_its_service_name():
     options = dict(a.removeprefix("--").split("=", 1) for a in container["command"] if "=" in a)
     assert f"{uri.hostname}:{uri.port}" in options["allowed-hosts"].split(",")
     assert options["backend-store-uri"].startswith("sqlite:////mlflow/")
+    # SQLite takes one writer: more server processes fail with "database is locked"
+    assert options.get("workers") == "1"
+    assert deployment["spec"]["replicas"] == 1
     (mount,) = container["volumeMounts"]
     assert mount["mountPath"] == "/mlflow"
 
