@@ -119,7 +119,10 @@ def load_stage(directory: Path, model: torch.nn.Module, rank: int = 0) -> dict[s
             "copied in part); resume from a whole checkpoint, or start the trial anew"
         )
     load_model(model, str(directory / STAGE_MODEL))
-    per_rank = torch.load(directory / RNG, weights_only=True)["per_rank"]
+    # onto the CPU: rank 0 saved CUDA tensors tagged with its own device, which every rank (or a
+    # machine without that GPU) would otherwise load there; the optimizer moves its state to
+    # each parameter's device itself
+    per_rank = torch.load(directory / RNG, map_location="cpu", weights_only=True)["per_rank"]
     mine = per_rank[rank] if rank < len(per_rank) else per_rank[0]
     torch.set_rng_state(mine["cpu"])
     if "cuda" in mine and torch.cuda.is_available():
@@ -129,4 +132,4 @@ def load_stage(directory: Path, model: torch.nn.Module, rank: int = 0) -> dict[s
         # replay rank 0's dropout masks, so it draws its own stream, seeded from rank 0's
         # state and its rank (deterministic, and distinct per rank)
         torch.manual_seed(int(torch.randint(2**62, (1,))) + rank)
-    return torch.load(directory / OPTIMIZER, weights_only=True)
+    return torch.load(directory / OPTIMIZER, map_location="cpu", weights_only=True)

@@ -171,8 +171,7 @@ def run_steps(
                     "lower the learning rate or check the data (empty or garbled sentences)"
                 )
             distributed.average_gradients(parameters)
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+            check_gradients(name, parameters, max_grad_norm, state.step + 1)
             means["lr"] = scheduler.get_last_lr()[0]  # the rate this step used
             optimizer.step()
             scheduler.step()
@@ -183,3 +182,24 @@ def run_steps(
             if after_step is not None:
                 after_step(state, means)
     return state
+
+
+def check_gradients(
+    name: str, parameters: list[torch.nn.Parameter], max_grad_norm: float | None, step: int
+) -> None:
+    """Refuse a step whose averaged gradient is not finite (a finite loss can have one: a
+    square root or a log at zero), then clip it to ``max_grad_norm``. Clipping an infinite
+    norm would zero the other gradients and write NaN into the weights and Adam's state, and a
+    checkpoint taken then would hold them, so every restart would fail from it. The norm is
+    the same on every worker (the gradients are averaged), so all of them stop together."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    norm = torch.nn.utils.get_total_norm(grads)
+    if not math.isfinite(float(norm)):
+        raise TrainingError(
+            f"{name}: the gradient norm is {float(norm)} at step {step} (the loss is finite); "
+            "lower the learning rate or check the data (empty or garbled sentences)"
+        )
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grads_with_norm_(parameters, max_grad_norm, norm)

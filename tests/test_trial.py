@@ -555,6 +555,39 @@ def test_a_nan_loss_stops_with_stage_and_step():
         )
 
 
+@pytest.mark.parametrize("max_grad_norm", [None, 1.0])
+def test_a_gradient_that_is_not_finite_stops_before_the_weights_change(max_grad_norm):
+    """A finite loss with an infinite gradient (a square root at zero): clipping would write
+    NaN into the weight, and a checkpoint taken then would keep it."""
+    param = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.AdamW([param], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    seen = []
+
+    def loss_of(rows):
+        value = (param - param.detach()).abs().sqrt().sum() if len(rows) == 3 else param.sum()
+        return value, {}
+
+    with pytest.raises(
+        TrainingError, match=r"alignment: the gradient norm is (nan|inf) at step 2 \(the loss"
+    ):
+        run_steps(
+            name="alignment",
+            parameters=[param],
+            optimizer=optimizer,
+            scheduler=scheduler,
+            micro_batches=[[0, 1], [0, 1, 2]],
+            grad_accum=1,
+            loss_of=loss_of,
+            state=StageState(),
+            max_grad_norm=max_grad_norm,
+            after_step=lambda state, means: seen.append(param.detach().clone()),
+            show_progress=False,
+        )
+    assert len(seen) == 1 and torch.equal(param.detach(), seen[0])  # step 2 changed nothing
+    assert torch.isfinite(param).all()
+
+
 def test_language_averages_follow_the_paper_definition():
     scores = {"en": 80.0, "de": 60.0, "fr": 50.0, "el": 40.0}
     averages = language_averages(scores, pivot="en", seen=["de", "fr"])
