@@ -626,7 +626,6 @@ def test_a_model_name_mlflow_would_refuse_at_the_end_of_a_sweep_is_refused_now(n
         "model.name_or_path=https://u:Zq9pass@hf.example/x",
         "data.parallel.train.path=s3://AKIAX:Zq9secret@bucket/pairs.tsv",
         "data.xnli.train.hub=https://h.example/x?token=Zq9abc",
-        "train.storage_path=s3://AKIAX:Zq9secret@bucket/ray",
     ],
 )
 def test_no_setting_may_carry_a_secret_since_configs_are_logged(override):
@@ -658,6 +657,19 @@ def test_the_sweeps_names_stay_inside_its_storage(override):
     a traceback at the sweep's end, after every trial)."""
     with pytest.raises(ConfigError, match=r"a plain file name is needed here"):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("key", ["train.storage_path", "tune.storage_path"])
+def test_ray_storage_is_a_folder_not_an_object_store_uri(key):
+    """A URI was resolved as a local path (``./s3:/bucket/runs``): checkpoints went to each
+    node's disk, and a restart on another node found none."""
+    with pytest.raises(ConfigError, match=rf"{key}: s3://\.\.\. is a URI; give a folder") as caught:
+        load_config(None, [f"{key}=s3://bucket/runs"])
+    assert caught.value.key == key
+    with pytest.raises(ConfigError, match=r"s3://\.\.\. is a URI") as caught:
+        load_config(None, [f"{key}=s3://AKIAX:Zq9secret@bucket/ray"])
+    assert "Zq9" not in str(caught.value)
+    assert load_config(None, [f"{key}=/mnt/shared/runs"]) is not None
 
 
 def test_moses_pretokenisation_is_refused_with_link_files_that_index_other_words():

@@ -7,7 +7,7 @@ import typing
 from typing import Annotated, Any
 
 import numpy
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # Finite only: an infinite rate, eps or epoch count would train to NaN or never end.
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -17,6 +17,22 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 #: numpy takes seeds below 2**32, and each worker adds 1000 x its rank to the trial's.
 Seed = Annotated[int, Field(ge=0, lt=2**31)]
+
+
+def _a_folder_not_a_uri(path: str) -> str:
+    """Ray could write to ``s3://...``, but ot-ray reads its sweep state, rungs and trial
+    outputs back as files: a URI would be taken for a relative folder named ``s3:``."""
+    scheme, found, _ = path.partition("://")
+    if found:  # the value itself is not quoted: a URI may carry a key
+        raise ValueError(
+            f"{scheme}://... is a URI; give a folder that every node mounts (NFS, a ReadWriteMany "
+            "volume), not object storage"
+        )
+    return path
+
+
+#: Ray's storage for checkpoints and sweep state: a folder shared by the nodes.
+StorageFolder = Annotated[str, AfterValidator(_a_folder_not_a_uri)]
 
 
 class Section(BaseModel):

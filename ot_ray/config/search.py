@@ -12,7 +12,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ot_ray.config.fields import FiniteFloat, PositiveFloat, PositiveInt, Section, Seed
+from ot_ray.config.fields import (
+    FiniteFloat,
+    PositiveFloat,
+    PositiveInt,
+    Section,
+    Seed,
+    StorageFolder,
+)
 from ot_ray.config.keys import flatten, is_config_key, setting_keys
 
 
@@ -134,7 +141,9 @@ class TuneConfig(Section):
         "none}; the summary compares the best trial with them.",
     )
     name: str = Field("ot-ray-sweep", description="Tune experiment name (resume uses it).")
-    storage_path: str = Field("outputs/sweeps", description="Tune + Train storage (shared).")
+    storage_path: StorageFolder = Field(
+        "outputs/sweeps", description="Tune + Train storage (a folder shared by the nodes)."
+    )
     best_config: str = Field("best.yaml", description="Written after the sweep, under the run.")
 
     @field_validator("name", "best_config")

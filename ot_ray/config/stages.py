@@ -14,6 +14,7 @@ from ot_ray.config.fields import (
     PositiveInt,
     Section,
     Seed,
+    StorageFolder,
 )
 
 
@@ -187,7 +188,7 @@ class TrainConfig(Section):
     run_name: str | None = Field(
         default=None, description="Ray Train run name (default: derived from the config)."
     )
-    storage_path: str | None = Field(
+    storage_path: StorageFolder | None = Field(
         default=None, description="Ray Train storage (checkpoints); default <output_dir>/ray."
     )
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU).")
