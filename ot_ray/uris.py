@@ -20,13 +20,26 @@ SECRET_QUERY_SUFFIXES = tuple(
 )  # X-Amz-Signature, X-Goog-Credential, ...; not *_key: ssl_key names a file
 #: Schemes whose user-info part is a credential even without a password (a token as user).
 TOKEN_USER_SCHEMES = ("http", "https")
+#: SQLAlchemy dialects (``postgresql+psycopg2`` ...), whose URIs MLflow's stores read its way.
+DATABASE_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "mssql", "sqlite", "oracle")
+_IN_USER_INFO = "a password or token in its user info"  # what credentials_in found
 
 
-#: A URI inside free text (a ``--set`` value, a YAML error quoting it), up to a delimiter.
-_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>{}\[\],]*")
-#: ``//user:password@`` anywhere, whatever surrounds it (a quote may be part of the password;
-#: a comma ends it, so a list of a URL and an e-mail address is not read as one URL).
-_USER_PASSWORD = re.compile(r"(//[^/@\s:\"']*):[^/@\s,]*@")
+#: A URI inside free text (a ``--set`` value, a YAML error quoting it), up to a delimiter. A
+#: comma may be inside it (user info and queries allow one); at its end, like a period, it ends
+#: the sentence instead.
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s\"'<>{}\[\]]*[^\s\"'<>{}\[\],.;:!?])?")
+#: ``//user:password@`` anywhere, whatever surrounds it (a quote or a comma may be part of the
+#: password; a quote next to a comma is not, so ``['http://h:5000','ops@example.org']``, a list
+#: of a URL and an e-mail address, is not read as one URL).
+_USER_PASSWORD = re.compile(r"(//[^/@\s:\"']*):(?:(?!['\"],|,['\"])[^/@\s])*@")
+#: A password as SQLAlchemy reads it (``_parse_url``): the user runs to the first ``:`` (no
+#: ``/``), the password to the next ``@``, so an unencoded ``/``, ``?`` or ``#`` stays in it. An
+#: ``@`` in what SQLAlchemy would then take for the host (up to ``/:?``) is no host's: the
+#: password runs to the last one, so ``p@ss`` is hidden whole.
+_SQLALCHEMY_PASSWORD = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://[^:/]*:(?P<password>[^@]*(?:@[^@/:?]*(?=@))*)@"
+)
 
 
 def redacted_text(text: str) -> str:
@@ -45,9 +58,21 @@ def _secret_user(scheme: str, userinfo: str) -> bool:
     return ":" in userinfo or scheme.lower() in TOKEN_USER_SCHEMES
 
 
+def _database_password(uri: str) -> re.Match[str] | None:
+    """The password of a database URI as SQLAlchemy reads it (MLflow's stores do), where
+    urlsplit would end the user info at an unencoded ``/``, ``?`` or ``#`` in it. Other schemes
+    are left to urlsplit (``hdfs://nn:8020/data@v2`` holds no password)."""
+    match = _SQLALCHEMY_PASSWORD.match(uri)
+    dialect = match["scheme"].lower().partition("+")[0] if match else ""
+    return match if dialect in DATABASE_SCHEMES else None
+
+
 def redacted(uri: str) -> str:
     """``uri`` with the password of its user info (or a token standing as the user) and the
     values of secret query parameters replaced by ``***``."""
+    if database := _database_password(uri):
+        start, end = database.span("password")
+        uri = f"{uri[:start]}***{uri[end:]}"  # hidden first: its ``?`` or ``#`` is no query
     try:
         parts = urllib.parse.urlsplit(uri)
     except ValueError:  # not parseable (a stray bracket): hide anything that looks like user info
@@ -79,13 +104,15 @@ def _hidden_values(query: str) -> str:
 def credentials_in(uri: str) -> str | None:
     """What secret ``uri`` carries (a password or token in its user info, a secret query
     parameter), or None. A database user name without a password is not one."""
+    if _database_password(uri):
+        return _IN_USER_INFO
     try:
         parts = urllib.parse.urlsplit(uri)
     except ValueError:  # not parseable: anything that looks like user info counts
-        return "a password or token in its user info" if re.search(r"//[^/@]*@", uri) else None
+        return _IN_USER_INFO if re.search(r"//[^/@]*@", uri) else None
     userinfo = parts.netloc.rpartition("@")[0]
     if userinfo and _secret_user(parts.scheme, userinfo):
-        return "a password or token in its user info"
+        return _IN_USER_INFO
     for where, text in (("query parameter", parts.query), ("fragment's parameter", parts.fragment)):
         for name, _ in urllib.parse.parse_qsl(text, keep_blank_values=True):
             if _secret_name(name):

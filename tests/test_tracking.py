@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from sqlalchemy.engine import make_url
 
 from ot_ray.config import flatten, load_config
 from ot_ray.errors import ConfigError
@@ -28,7 +29,7 @@ from ot_ray.search.tracking import (
     redacted,
     tracking_uri,
 )
-from ot_ray.uris import redacted_text
+from ot_ray.uris import credentials_in, redacted_text
 
 
 def free_port() -> int:
@@ -98,6 +99,53 @@ def test_passwords_never_appear_in_messages():
     assert redacted_text("uri=http://bob:pa'ss@host/x") == "uri=http://bob:***@host/x"
     listed = "uris=['http://h:5000','ops@example.org']"  # no user info: nothing to hide
     assert redacted_text(listed) == listed
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("postgresql://me:Zq9pa/ss@db/mlflow", "postgresql://me:***@db/mlflow"),
+        ("mysql+pymysql://me:Zq9p?w@db:3306/mlflow", "mysql+pymysql://me:***@db:3306/mlflow"),
+        (
+            "postgresql://me:Zq9p#w@db/mlflow?sslmode=require",
+            "postgresql://me:***@db/mlflow?sslmode=require",
+        ),
+        ("postgresql://me@corp:Zq9/pw@db/mlflow", "postgresql://me@corp:***@db/mlflow"),
+        ("postgresql://me:Zq9p@ss@db/mlflow", "postgresql://me:***@db/mlflow"),  # all of p@ss
+    ],
+)
+def test_a_database_password_with_a_slash_or_query_mark_is_refused_and_hidden(uri, shown):
+    """SQLAlchemy reads the password up to its ``@``, ``/ ? #`` included, where urlsplit ends it:
+    such a URI passed the check and was logged as an MLflow param as it was."""
+    assert make_url(uri).password.startswith("Zq9")  # MLflow's store would use it
+    with pytest.raises(ConfigError, match="carries a password or token in its user info") as c:
+        load_config(None, [f"tracking.uri={uri}"])
+    assert "Zq9" not in str(c.value)
+    assert redacted(uri) == shown
+    assert redacted_text(f"cannot reach {uri}.") == f"cannot reach {shown}."
+
+
+def test_only_database_uris_are_read_the_database_way():
+    """A port and an ``@`` further on are no password outside a database URI."""
+    assert credentials_in("hdfs://nn:8020/data@v2") is None
+    assert redacted("hdfs://nn:8020/data@v2") == "hdfs://nn:8020/data@v2"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("error at http://user:p,w@host:5000 failed", "error at http://user:***@host:5000 failed"),
+        ("at http://u:Zq9!$&'()*+,;=w@h, then", "at http://u:***@h, then"),
+        ("uri: 'http://u:Zq9'a,b@h'.", "uri: 'http://u:***@h'."),  # a quote and a comma
+        ("--set tracking={uri: http://u:Zq9,w@h}", "--set tracking={uri: http://u:***@h}"),
+        ("see http://h:5000/x, or ops@example.org.", "see http://h:5000/x, or ops@example.org."),
+        ('uris=["http://h:5000","ops@example.org"]', 'uris=["http://h:5000","ops@example.org"]'),
+    ],
+)
+def test_text_hides_a_password_with_a_comma_and_keeps_the_text_around(text, shown):
+    """RFC 3986 lets user info carry the sub-delims ``!$&'()*+,;=``: a comma ended the URI
+    and the password, which was then shown whole."""
+    assert redacted_text(text) == shown
 
 
 @pytest.mark.parametrize(
