@@ -11,11 +11,11 @@ import math
 from pathlib import Path
 
 import transformers
-from transformers import AutoTokenizer
 
 from ot_ray.config import EVAL_SPLITS, Config
 from ot_ray.data.sources import (
     data_root,
+    load_tokenizer,
     model_path,
     read_nli,
     read_parallel,
@@ -217,9 +217,7 @@ def _check_weights_and_tokenizer(config: Config, name: str, model_config) -> Non
             key="model.name_or_path",
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            name, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code
-        )
+        tokenizer = load_tokenizer(name, config)
     except (OSError, ValueError, TypeError) as err:
         message = " ".join(str(err).split())[:300]
         raise ConfigError(

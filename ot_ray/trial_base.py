@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoTokenizer
 
 from ot_ray import distributed
 from ot_ray.align.batches import ParallelData
@@ -25,7 +24,7 @@ from ot_ray.checkpoints import TrialState, rng_state, save_checkpoint
 from ot_ray.config import Config
 from ot_ray.data.moses import moses_tokenized
 from ot_ray.data.parallel import ParallelCorpus, packed
-from ot_ray.data.sources import data_root, model_path, read_parallel_sources
+from ot_ray.data.sources import data_root, load_tokenizer, model_path, read_parallel_sources
 from ot_ray.data.tokenized import pairs_with_words, tokenize_parallel
 from ot_ray.errors import DataError
 from ot_ray.metrics import language_averages
@@ -53,11 +52,7 @@ class TrialBase:
         self.cache = self.cache or self.out / "cache"
         self.root = data_root(config)
         self.base = model_path(config)
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self.base,
-            revision=config.model.revision,
-            trust_remote_code=config.model.trust_remote_code,
-        )
+        self.tokenizer = load_tokenizer(self.base, config)
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.work = Path(tempfile.mkdtemp(prefix="ot-ray-trial-"))
         self.predictions = self.work / "predictions"

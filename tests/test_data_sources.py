@@ -8,15 +8,24 @@ import os
 import re
 from pathlib import Path
 
+import datasets
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 from ot_ray.config import ParallelSources, SourceSpec, load_config
 from ot_ray.data.parallel import ParallelCorpus
-from ot_ray.data.sources import fill, read_nli, read_parallel, read_parallel_sources, read_qa
+from ot_ray.data.sources import (
+    fill,
+    load_tokenizer,
+    read_nli,
+    read_parallel,
+    read_parallel_sources,
+    read_qa,
+)
 from ot_ray.data.tokenized import tokenize_parallel
 from ot_ray.errors import ConfigError, DataError
+from ot_ray.tasks.xnli import nli_collate
 
 WHERE = {"root": "/r", "pivot": "en"}
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
@@ -252,6 +261,10 @@ def test_bad_squad_rows_from_the_hub(tmp_path):
     twice = hub_json(write_jsonl(tmp_path / "twice.jsonl", rows))
     with pytest.raises(DataError, match=r"twice\.jsonl: row 2: id q1 repeats that of row 1"):
         read_qa(twice, lang="en", **WHERE)
+    rows = [row | {"answers": {"text": [" "], "answer_start": [3]}}]  # as the file reader
+    blank = hub_json(write_jsonl(tmp_path / "blank.jsonl", rows))
+    with pytest.raises(DataError, match=r"blank\.jsonl: row 1 \(id q1\): answer ' ' at 3 needs"):
+        read_qa(blank, lang="en", **WHERE)
     rows = [row | {"question": None, "answers": answers}]
     null = hub_json(write_jsonl(tmp_path / "null.jsonl", rows))
     with pytest.raises(DataError, match=r"null\.jsonl: row 1 \(id q1\): context and question"):
@@ -389,3 +402,22 @@ def test_a_local_file_rewritten_with_its_time_kept_is_read_again(tmp_path):
     os.utime(path, ns=(kept.st_atime_ns, kept.st_mtime_ns))
     assert path.stat().st_mtime_ns == kept.st_mtime_ns and path.stat().st_size == kept.st_size
     assert read_nli(spec, lang="de", training=False, **WHERE).labels == [2]
+
+
+def test_a_tokenizer_saved_to_pad_on_the_left_pads_on_the_right(tmp_path):
+    """The NLI head reads position 0: padded on the left, a short pair was classified from a
+    [PAD] (QA refused such a tokenizer, after the alignment stage and XNLI had run)."""
+    from conftest import tiny_encoder
+
+    tiny_encoder(tmp_path / "encoder")
+    config_file = tmp_path / "encoder" / "tokenizer_config.json"
+    saved = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**saved, "padding_side": "left"}))
+    tokenizer = load_tokenizer(str(tmp_path / "encoder"), load_config(None))
+    rows = [tokenizer("ein satz", "a sentence"), tokenizer("the dog runs to embed a", "satz")]
+    table = datasets.Dataset.from_list([{**dict(row), "labels": 0} for row in rows])
+    batch = nli_collate(tokenizer)(table, [0, 1])
+    assert (batch["input_ids"][:, 0] == tokenizer.cls_token_id).all()
+    assert batch["attention_mask"][0].tolist() == [1] * len(rows[0]["input_ids"]) + [0] * (
+        len(rows[1]["input_ids"]) - len(rows[0]["input_ids"])
+    )

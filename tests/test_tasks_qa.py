@@ -214,3 +214,58 @@ def test_the_cache_key_of_a_tokenizer_does_not_change_with_its_calls(world, toke
     left = copy.deepcopy(tokenizer)
     left.truncation_side = "left"
     assert tokenizer_digest(left) != before
+
+
+def _labelled_text(example: dict[str, list], tokenizer) -> str:
+    """The context text of the tokens that training labels as the answer ('' for [CLS])."""
+    features = train_features(example, tokenizer, max_length=64, doc_stride=16)
+    encoded = eval_features(example, tokenizer, max_length=64, doc_stride=16)
+    start, end = features["start_positions"][0], features["end_positions"][0]
+    if start == 0:
+        return ""
+    offsets = encoded["offset_mapping"][0]
+    return example["context"][0][offsets[start][0] : offsets[end][1]]
+
+
+def _example(context: str, answer: str, start: int) -> dict[str, list]:
+    return {
+        "id": ["q"],
+        "question": ["where"],
+        "context": [context],
+        "answers": [[answer]],
+        "answer_starts": [[start]],
+    }
+
+
+@pytest.mark.parametrize(("answer", "start"), [(" park", 11), ("park ", 12), ("park", 12)])
+def test_spaces_around_a_gold_answer_do_not_move_its_span(world, tokenizer, answer, start):
+    """A gold answer that keeps a space at one end was labelled from the neighbouring word
+    (" park" gave "the park", "park " gave "park near")."""
+    context = "she sat the park near the river ."
+    assert context[start : start + len(answer)] == answer
+    assert _labelled_text(_example(context, answer, start), tokenizer) == "park"
+
+
+def test_an_answer_no_token_holds_points_at_cls(world, tokenizer):
+    """A zero-width space is dropped by the tokenizer: labelling it took the words on either
+    side ("park near"); a context of nothing else crashed the preprocessing."""
+    context = "the park \u200b near"
+    assert _labelled_text(_example(context, "\u200b", 9), tokenizer) == ""
+    assert _labelled_text(_example("\u200b", "\u200b", 0), tokenizer) == ""
+
+
+def test_a_predicted_answer_keeps_no_space_from_sentencepiece_offsets():
+    """SentencePiece offsets take in the space before a word; the prediction files held it."""
+    context = "the horse sees the ring near the river"
+    tokenizer = _sentencepiece_tokenizer([context, "where is the ring"] * 20)
+    example = _example(context, "ring", context.index("ring"))
+    features = train_features(example, tokenizer, max_length=64, doc_stride=16)
+    encoded = eval_features(example, tokenizer, max_length=64, doc_stride=16)
+    start, end = features["start_positions"][0], features["end_positions"][0]
+    assert start > 0
+    starts, ends = np.zeros((1, 64)), np.zeros((1, 64))
+    starts[0, start], ends[0, end] = 10.0, 10.0
+    offsets = encoded["offset_mapping"]
+    assert context[offsets[0][start][0]].isspace()  # the offsets do take the space in
+    predicted = best_answers({"q": context}, encoded["example_id"], offsets, starts, ends)
+    assert predicted == {"q": "ring"}

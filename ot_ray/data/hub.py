@@ -128,14 +128,14 @@ def squad_from_hub(dataset: Any, *, described: str, skip_empty: bool = False) ->
         for text, start in zip(texts, starts, strict=True):
             if (
                 not isinstance(text, str)
-                or not text
+                or not text.strip()  # a blank span trains on no words (as the file reader says)
                 or isinstance(start, bool)
                 or not isinstance(start, int)
                 or start < 0
             ):
                 raise DataError(
                     f"row {row_number} (id {row['id']}): answer {text!r} at {start!r} needs a "
-                    "non-empty text and a non-negative answer_start",
+                    "text that is not blank and a non-negative answer_start",
                     path=described,
                 )
             if row["context"][start : start + len(text)] != text:

@@ -43,6 +43,20 @@ def model_path(config: Config) -> str:
     return str(ensure_demo_world(config.data.demo) / "encoder")
 
 
+def load_tokenizer(name: str, config: Config):
+    """The model's tokenizer, padding on the right whatever its files say: the task heads read
+    the first position (``[CLS]``, ``<s>``) and the QA windows expect pads after the context,
+    so a tokenizer saved to pad on the left would have XNLI classify a pad token."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        name,
+        revision=config.model.revision,
+        trust_remote_code=config.model.trust_remote_code,
+        padding_side="right",
+    )
+
+
 def fill(template: str | None, *, root: str, lang: str, pivot: str) -> str | None:
     """Expand ``{root}``, ``{lang}``, ``{pivot}`` and ``{pair}`` in one template string."""
     if template is None:

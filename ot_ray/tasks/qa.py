@@ -84,23 +84,15 @@ def train_features(
     starts, ends = [], []
     for feature, offsets in enumerate(encoded["offset_mapping"]):
         example = encoded["overflow_to_sample_mapping"][feature]
-        answer_start = columns["answer_starts"][example][0]
-        answer_end = answer_start + len(columns["answers"][example][0])
+        # the answer's text without the spaces around it: " ring" would otherwise be labelled
+        # from the word before it (its start lies in that word's trailing space)
+        answer = columns["answers"][example][0]
+        answer_start = columns["answer_starts"][example][0] + len(answer) - len(answer.lstrip())
+        answer_end = answer_start + len(answer.strip())
         sequence = encoded.sequence_ids(feature)
-        context = [i for i, s in enumerate(sequence) if s == 1]
-        first, last = context[0], context[-1]
-        if offsets[first][0] > answer_start or offsets[last][1] < answer_end:
-            starts.append(0)  # not inside this window: point at [CLS]
-            ends.append(0)
-            continue
-        start = first
-        while start <= last and offsets[start][0] <= answer_start:
-            start += 1
-        end = last
-        while end >= first and offsets[end][1] >= answer_end:
-            end -= 1
-        starts.append(start - 1)
-        ends.append(end + 1)
+        start, end = _answer_tokens(offsets, sequence, answer_start, answer_end)
+        starts.append(start)  # 0 when not inside this window: [CLS]
+        ends.append(end)
     encoded["start_positions"] = starts
     encoded["end_positions"] = ends
     # training windows keep no question id: the flag marks a cut question's first window only,
@@ -113,6 +105,22 @@ def train_features(
     encoded.pop("offset_mapping")
     encoded.pop("overflow_to_sample_mapping")
     return dict(encoded)
+
+
+def _answer_tokens(
+    offsets: Sequence[tuple[int, int]], sequence: Sequence[int | None], start: int, end: int
+) -> tuple[int, int]:
+    """The first and last context tokens of the characters [start, end), or (0, 0) ([CLS])
+    when the window does not hold them all, or holds no token of them (a context window of
+    nothing the tokenizer keeps, an answer of a zero-width space)."""
+    context = [i for i, s in enumerate(sequence) if s == 1]
+    if not context or offsets[context[0]][0] > start or offsets[context[-1]][1] < end:
+        return 0, 0
+    first = max(i for i in context if offsets[i][0] <= start)
+    last = min(i for i in context if offsets[i][1] >= end)
+    if offsets[first][1] <= start or offsets[last][0] >= end or last < first:
+        return 0, 0
+    return first, last
 
 
 def eval_features(
@@ -165,6 +173,8 @@ def best_answers(
                     continue
                 score = float(start_logits[feature][start] + end_logits[feature][end])
                 if score > best[qid][0]:
+                    # stripped: SentencePiece and byte-level offsets take in a word's space
                     text = contexts[qid][feature_offsets[start][0] : feature_offsets[end][1]]
+                    text = text.strip()
                     best[qid] = (score, text)
     return {qid: text for qid, (_, text) in best.items()}

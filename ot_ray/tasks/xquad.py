@@ -52,7 +52,8 @@ def _windows_dataset(
             "max_length": config.max_length,
             "doc_stride": config.doc_stride,
             "kind": kind,
-            "v": 3,  # 2: long questions cut in the text (qa._cut_question); 3: train flags
+            "v": 4,  # 2: long questions cut in the text (qa._cut_question); 3: train flags;
+            # 4: answers labelled without their spaces, none when no token holds them
         },
     )
 
