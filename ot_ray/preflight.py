@@ -162,17 +162,26 @@ OFFSET_POSITIONS = frozenset(
 )
 
 
-def _check_lengths(config: Config, name: str, model_config: transformers.PretrainedConfig) -> None:
-    """Every sequence length asked for fits the model's position embeddings: a longer one
-    failed at the first batch of its stage (QA windows are padded to their full length), after
-    the stages before it had run. Models without absolute positions (DeBERTa-v2's
-    ``position_biased_input: false``) have no such limit."""
+def position_limit(model_config: transformers.PretrainedConfig) -> int | None:
+    """The longest input, special tokens included, the model's position embeddings hold
+    (RoBERTa-style models start after the padding index); None for models without absolute
+    positions (DeBERTa-v2's ``position_biased_input: false``), which have no such limit."""
     positions = getattr(model_config, "max_position_embeddings", None)
     relative_only = getattr(model_config, "position_biased_input", True) is False
     if not isinstance(positions, int) or relative_only:
-        return
+        return None
     if getattr(model_config, "model_type", "") in OFFSET_POSITIONS:
         positions -= (getattr(model_config, "pad_token_id", None) or 0) + 1
+    return positions
+
+
+def _check_lengths(config: Config, name: str, model_config: transformers.PretrainedConfig) -> None:
+    """Every sequence length asked for fits the model's position embeddings: a longer one
+    failed at the first batch of its stage (QA windows are padded to their full length), after
+    the stages before it had run."""
+    positions = position_limit(model_config)
+    if positions is None:
+        return
     lengths = {
         "data.max_length": config.data.max_length,
         "task.xnli.max_length": config.task.xnli.max_length,

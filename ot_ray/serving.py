@@ -24,7 +24,7 @@ def log_encoder_model(encoder_dir: str, *, registered_name: str | None, layer: i
         python_model=str(Path(__file__).with_name("serving_model.py")),
         artifacts={"encoder": encoder_dir},
         input_example=["a sentence to embed", "ein Satz"],
-        model_config={"layer": layer},
+        model_config={"layer": layer, "max_length": _positions(encoder_dir)},
         pip_requirements=[
             f"torch=={torch.__version__.split('+')[0]}",
             f"transformers=={transformers.__version__}",
@@ -32,3 +32,13 @@ def log_encoder_model(encoder_dir: str, *, registered_name: str | None, layer: i
         ],
         registered_model_name=registered_name,
     )
+
+
+def _positions(encoder_dir: str) -> int | None:
+    """Tokens the encoder's position embeddings hold (as the trial's checks count them): the
+    served model truncates there, not with an index error. None: no absolute positions."""
+    from transformers import AutoConfig
+
+    from ot_ray.preflight import position_limit
+
+    return position_limit(AutoConfig.from_pretrained(encoder_dir))
