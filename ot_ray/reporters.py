@@ -8,12 +8,12 @@ Every worker calls :meth:`Reporter.report`; only rank 0 passes a checkpoint dire
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from ot_ray.errors import UserError
 from ot_ray.folders import recover_folder, replace_folder
+from ot_ray.scratch import scratch_folder
 
 
 class Reporter(Protocol):
@@ -72,6 +72,6 @@ class RayReporter:
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             return None
-        local = Path(tempfile.mkdtemp(prefix="ot-ray-restore-"))
+        local = scratch_folder("restore")
         checkpoint.to_directory(str(local))
         return local

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import shutil
 import statistics
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ from ot_ray.errors import DataError
 from ot_ray.metrics import language_averages
 from ot_ray.precision import allow_tf32
 from ot_ray.reporters import Reporter
+from ot_ray.scratch import remove_leftovers, scratch_folder
 
 
 class TrialBase:
@@ -54,7 +54,8 @@ class TrialBase:
         self.base = model_path(config)
         self.tokenizer = load_tokenizer(self.base, config)
         self.pad_id = self.tokenizer.pad_token_id or 0
-        self.work = Path(tempfile.mkdtemp(prefix="ot-ray-trial-"))
+        remove_leftovers()  # of workers Ray killed before they could
+        self.work = scratch_folder("trial")
         self.predictions = self.work / "predictions"
         self.predictions.mkdir()
         self.restored: Path | None = None
@@ -162,18 +163,19 @@ class TrialBase:
         """Report the metrics so far; rank 0 attaches a checkpoint of the trial state."""
         state.metrics.update(self.counts)
         rng = distributed.gather_objects(rng_state())  # every worker's, for an exact resume
-        directory = None
-        if self.is_main:
-            directory = Path(tempfile.mkdtemp(prefix="ot-ray-ckpt-"))
-            aligned = encoder if state.stage != "align" else None
-            save_checkpoint(
-                directory, state, aligned=aligned, tokenizer=self.tokenizer, rng=rng, **stage
-            )
-            shutil.copytree(self.predictions, directory / "predictions")
-        metrics = {**state.metrics, **self._progress(state)}
-        self.reporter.report(metrics, directory)
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
+        directory = scratch_folder("ckpt") if self.is_main else None
+        try:
+            if directory is not None:
+                aligned = encoder if state.stage != "align" else None
+                save_checkpoint(
+                    directory, state, aligned=aligned, tokenizer=self.tokenizer, rng=rng, **stage
+                )
+                shutil.copytree(self.predictions, directory / "predictions")
+            metrics = {**state.metrics, **self._progress(state)}
+            self.reporter.report(metrics, directory)
+        finally:  # a failed save or upload must not leave a model-sized folder behind
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
     def _progress(self, state: TrialState) -> dict[str, float | str]:
         """Where the trial is, in the terms Tune schedules on.
