@@ -243,7 +243,7 @@ def tune(argv: Sequence[str] | None = None) -> int:
     # before registering: a registry that refuses must not lose the summary
     uri = redacted(outcome.tracking_uri)
     print(text)
-    print(f"MLflow: mlflow ui --backend-store-uri {uri} (then http://127.0.0.1:5000)", flush=True)
+    print(f"MLflow: {mlflow_view_hint(uri)}", flush=True)
     if config.tracking.registered_model_name and not outcome.interrupted:
         layer = served_layer(config, outcome)
         version = register_best(outcome, config.tracking.registered_model_name, layer=layer)
@@ -256,3 +256,11 @@ def tune(argv: Sequence[str] | None = None) -> int:
         )
         return 130  # the shell's code for a run stopped by Ctrl-C
     return 0 if outcome.best is not None else 1
+
+
+def mlflow_view_hint(uri: str) -> str:
+    """How to look at the sweep's runs: a server is opened as it is; a store (SQLite, a
+    database) through a local ``mlflow ui``, which an http URI cannot be given as."""
+    if uri.lower().startswith(("http://", "https://")):
+        return f"open {uri} (a tracking server)"
+    return f"mlflow ui --backend-store-uri {uri} (then http://127.0.0.1:5000)"

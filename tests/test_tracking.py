@@ -7,7 +7,10 @@ import base64
 import http.server
 import math
 import os
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from pathlib import Path
 
@@ -220,6 +223,56 @@ def test_a_server_uri_with_credentials_is_checked_with_them_and_never_shown(monk
         with pytest.raises(TrackingError, match=r"not reachable \(HTTP 401") as caught:
             check_tracking(f"http://bob:wrong@127.0.0.1:{port}", "x", timeout=5)
         assert "wrong" not in str(caught.value)
+    finally:
+        server.shutdown()
+
+
+class HealthServer(http.server.BaseHTTPRequestHandler):
+    """/health answers 200; the MLflow API says 403 (not an MLflow server)."""
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 403)
+        self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_server_behind_a_private_ca_is_checked_with_mlflows_tls_settings(tmp_path, monkeypatch):
+    """The check used urllib, which knows none of MLflow's TLS variables: a server that MLflow
+    itself used through MLFLOW_TRACKING_SERVER_CERT_PATH was refused as not reachable."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HealthServer)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(TrackingError, match=r"not reachable \(.*CERTIFICATE_VERIFY_FAILED"):
+            check_tracking(uri, "x", timeout=5)  # an unknown CA: refused, as MLflow would
+        for name, value in [
+            ("MLFLOW_TRACKING_SERVER_CERT_PATH", str(cert)),
+            ("MLFLOW_TRACKING_INSECURE_TLS", "true"),
+        ]:
+            with monkeypatch.context() as patched:
+                patched.setenv(name, value)
+                with pytest.raises(TrackingError) as caught:
+                    check_tracking(uri, "x", timeout=5)
+                assert "not reachable" not in str(caught.value)  # /health answered
+                assert f"cannot use the MLflow store {uri}" in str(caught.value)
     finally:
         server.shutdown()
 
@@ -677,3 +730,16 @@ def test_the_fluent_tracking_uri_is_set_for_its_block_only(tmp_path, monkeypatch
     with fluent_tracking_uri(block):
         pass
     assert "MLFLOW_TRACKING_URI" not in os.environ and not mlflow.is_tracking_uri_set()
+
+
+def test_the_printed_way_to_the_runs_fits_the_tracking_uri():
+    """A tracking server was printed as ``mlflow ui --backend-store-uri http://...``: no store."""
+    from ot_ray.cli import mlflow_view_hint
+
+    store = "sqlite:////runs/mlflow.db"
+    assert (
+        mlflow_view_hint(store)
+        == f"mlflow ui --backend-store-uri {store} (then http://127.0.0.1:5000)"
+    )
+    server = "http://mlflow.ot-ray.svc.cluster.local:5000"
+    assert mlflow_view_hint(server) == f"open {server} (a tracking server)"

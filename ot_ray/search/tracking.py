@@ -9,16 +9,12 @@ step as MLflow step; params, tags and artifacts from the Tune trial process.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import math
 import os
 import subprocess
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -90,26 +86,28 @@ def tracking_uri(config: Config, *, base: Path | None = None) -> str:
     return uri
 
 
-def _health_request(uri: str) -> urllib.request.Request:
-    """The server's ``/health`` request, with the URI's user info (or MLflow's credential
-    variables) sent as an ``Authorization`` header: urllib would take them for the host name."""
-    parts = urllib.parse.urlsplit(uri)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    url = urllib.parse.urlunsplit(parts._replace(netloc=hostport, query=""))
-    request = urllib.request.Request(url.rstrip("/") + "/health")
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    if at:
-        user, _, password = (urllib.parse.unquote(part) for part in userinfo.partition(":"))
-    elif token:  # MLflow's own order: a token wins over a user name and password
-        request.add_header("Authorization", f"Bearer {token}")
-        return request
-    else:
-        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
-        password = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
-    if user:
-        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {basic}")
-    return request
+def _unhealthy(uri: str, timeout: float) -> str | None:
+    """Why the server at ``uri`` does not answer ``/health``, or None. Asked the way MLflow's
+    own client asks (its user, token and credentials-file settings, and its TLS ones: a private
+    CA, a client certificate, ``MLFLOW_TRACKING_INSECURE_TLS``), so a server MLflow would use is
+    not refused here."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        answer = http_request(
+            get_default_host_creds(uri),
+            "/health",
+            "GET",
+            max_retries=0,
+            timeout=timeout,
+            raise_on_status=False,
+        )
+    except Exception as err:  # refused, unresolvable, TLS: the reason is all that is shown
+        return " ".join(str(err).split())
+    if answer.status_code != 200:
+        return f"HTTP {answer.status_code} {answer.reason}"
+    return None
 
 
 def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0, create: bool = True) -> str:
@@ -121,14 +119,9 @@ def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0, create: b
     "" where there is none yet): for start-up checks that other checks may still stop.
     """
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(_health_request(uri), timeout=timeout) as answer:
-                answer.read()
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = str(getattr(err, "reason", err))
-            if isinstance(err, urllib.error.HTTPError):
-                reason = f"HTTP {err.code} {reason}"
-            reason = " ".join(reason.split()).replace(uri, redacted(uri))
+        reason = _unhealthy(uri, timeout)
+        if reason is not None:
+            reason = redacted_text(reason.replace(uri, redacted(uri)))[:300]
             raise TrackingError(
                 f"MLflow tracking server {redacted(uri)} is not reachable ({reason}); start it "
                 "or set tracking.uri / MLFLOW_TRACKING_URI"
@@ -152,7 +145,7 @@ def check_tracking(uri: str, experiment: str, *, timeout: float = 5.0, create: b
                 return ""
             return client.create_experiment(experiment, artifact_location=artifact_location(uri))
     except Exception as err:  # any backend failure is the user's store, not our bug
-        message = " ".join(str(err).split()).replace(uri, redacted(uri))[:300]
+        message = redacted_text(" ".join(str(err).split()).replace(uri, redacted(uri)))[:300]
         raise TrackingError(f"cannot use the MLflow store {redacted(uri)}: {message}") from None
     if found.lifecycle_stage == "deleted":  # MLflow refuses new runs in it, mid-launch
         raise TrackingError(
