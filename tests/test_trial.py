@@ -534,25 +534,30 @@ def test_selecting_on_a_dev_set_without_the_pivot_is_refused_before_it_starts(ca
 def test_a_nan_loss_stops_with_stage_and_step():
     param = torch.nn.Parameter(torch.ones(2))
     optimizer = torch.optim.SGD([param], lr=0.1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
     def loss_of(rows):
         value = (param * float("nan") if len(rows) == 3 else param).sum()
         return value, {}
 
     with pytest.raises(TrainingError, match=r"alignment: the loss is nan at step 2"):
-        run_steps(
-            name="alignment",
-            parameters=[param],
-            optimizer=optimizer,
-            scheduler=scheduler,
-            micro_batches=[[0, 1], [0, 1, 2]],
-            grad_accum=1,
-            loss_of=loss_of,
-            state=StageState(),
-            max_grad_norm=None,
-            show_progress=False,
-        )
+        _two_steps(param, optimizer, loss_of)
+
+
+def _two_steps(param, optimizer, loss_of, max_grad_norm=None, after_step=None) -> None:
+    """Two alignment steps of ``param``: micro-batches of 2 rows, then of 3."""
+    run_steps(
+        name="alignment",
+        parameters=[param],
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+        micro_batches=[[0, 1], [0, 1, 2]],
+        grad_accum=1,
+        loss_of=loss_of,
+        state=StageState(),
+        max_grad_norm=max_grad_norm,
+        after_step=after_step,
+        show_progress=False,
+    )
 
 
 @pytest.mark.parametrize("max_grad_norm", [None, 1.0])
@@ -561,7 +566,6 @@ def test_a_gradient_that_is_not_finite_stops_before_the_weights_change(max_grad_
     NaN into the weight, and a checkpoint taken then would keep it."""
     param = torch.nn.Parameter(torch.ones(2))
     optimizer = torch.optim.AdamW([param], lr=0.1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     seen = []
 
     def loss_of(rows):
@@ -571,18 +575,12 @@ def test_a_gradient_that_is_not_finite_stops_before_the_weights_change(max_grad_
     with pytest.raises(
         TrainingError, match=r"alignment: the gradient norm is (nan|inf) at step 2 \(the loss"
     ):
-        run_steps(
-            name="alignment",
-            parameters=[param],
-            optimizer=optimizer,
-            scheduler=scheduler,
-            micro_batches=[[0, 1], [0, 1, 2]],
-            grad_accum=1,
-            loss_of=loss_of,
-            state=StageState(),
+        _two_steps(
+            param,
+            optimizer,
+            loss_of,
             max_grad_norm=max_grad_norm,
             after_step=lambda state, means: seen.append(param.detach().clone()),
-            show_progress=False,
         )
     assert len(seen) == 1 and torch.equal(param.detach(), seen[0])  # step 2 changed nothing
     assert torch.isfinite(param).all()
