@@ -10,7 +10,7 @@ from ot_ray.align.batches import ParallelBatch
 from ot_ray.align.losses import (
     alignment_units,
     anchor_regulariser,
-    l2_alignment_loss,
+    l2_link_distances,
     ot_alignment_loss,
 )
 from ot_ray.align.objective import AlignmentObjective
@@ -66,10 +66,10 @@ def test_l2_loss_on_known_vectors():
     y[0, 1] = torch.tensor([0.0, 2.0])
     mask = torch.tensor([[True, True, True], [True, False, False]])
     links = [{(0, 1), (2, 2)}, {(0, 0), (1, 0), (5, 5)}]  # (1, 0) masked, (5, 5) out of range
-    loss, used = l2_alignment_loss(x, y, mask, mask, links)
+    total, used = l2_link_distances(x, y, mask, mask, links)
     assert used == 3
-    assert loss.item() == pytest.approx((1 + 4 + 0 + 0) / 3)
-    zero, none = l2_alignment_loss(x.requires_grad_(), y, mask, mask, [set(), set()])
+    assert total.item() == pytest.approx(1 + 4 + 0 + 0)
+    zero, none = l2_link_distances(x.requires_grad_(), y, mask, mask, [set(), set()])
     assert none == 0 and zero.item() == 0
     zero.backward()  # still part of the graph
 

@@ -1,10 +1,11 @@
 """The joint variant's gradient (and its logged loss) over two real (gloo) workers equal the
 one-worker ones. Its term is the library's own (:func:`ot_ray.align.joint.joint_term`: the real
-wordot objective on parallel batches), and both batches split unevenly in different ways: task
-micro-batches of 3 rows (2 + 1), parallel batches of 5 pairs (3 + 2) and 2 pairs (1 + 1). The
-parallel term used to be weighted by each worker's share of the task batch. A parallel batch
-with fewer pairs than workers is refused (a worker without a pair would log none of its values,
-and summing the workers' logs then aborted gloo)."""
+wordot or l2 objective on parallel batches), and both batches split unevenly in different ways:
+task micro-batches of 3 rows (2 + 1), parallel batches of 5 pairs (3 + 2) and 2 pairs (1 + 1).
+The parallel term used to be weighted by each worker's share of the task batch, and l2 averaged
+each worker's own links (its pairs hold 1 to 3 links). A parallel batch with fewer pairs than
+workers is refused (a worker without a pair would log none of its values, and summing the
+workers' logs then aborted gloo)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import socket
 
 import datasets
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -49,7 +51,9 @@ def collate(dataset: datasets.Dataset, indices: list[int]) -> dict[str, torch.Te
 
 def parallel_pairs() -> ParallelData:
     """Six sentence pairs of 1 to 6 words a side ([CLS] words [SEP], one piece a word), so the
-    pairs' losses differ and an uneven split weighted wrongly shows."""
+    pairs' losses differ and an uneven split weighted wrongly shows. Gold links join word i to
+    word i: 1, 2, 3, 3, 2 and 1 of them, and pair 0 has one more to a word beyond its end (as
+    a link into a truncated sentence), which l2 must not count."""
     generator = torch.Generator().manual_seed(2)
     columns: dict[str, list] = {
         f"{s}_{c}": [] for s in ("src", "tgt") for c in ("input_ids", "word_ids")
@@ -59,14 +63,16 @@ def parallel_pairs() -> ParallelData:
             ids = torch.randint(3, 40, (words,), generator=generator).tolist()
             columns[f"{side}_input_ids"].append([1, *ids, 2])
             columns[f"{side}_word_ids"].append([-1, *range(words), -1])
-    return ParallelData(["de"], {"de": datasets.Dataset.from_dict(columns)}, {"de": None})
+    links = [{(i, i) for i in range(min(k + 1, 6 - k))} for k in range(6)]
+    links[0].add((0, 7))
+    return ParallelData(["de"], {"de": datasets.Dataset.from_dict(columns)}, {"de": links})
 
 
-def joint_extra(plan: list[list[int]] = PLAN):
-    """The joint variant's term as the trial builds it (wordot, a fixed sweep count so each
-    problem is solved alike in any batch)."""
+def joint_extra(plan: list[list[int]] = PLAN, method: str = "wordot"):
+    """The joint variant's term as the trial builds it (wordot with a fixed sweep count, so each
+    problem is solved alike in any batch, or l2)."""
     config = AlignmentConfig(
-        method="wordot",
+        method=method,
         reg_lambda=0.0,
         ot={"epsilon": 0.1, "cost": "cosine", "solver": {"n_iters": 300}},
     )
@@ -74,7 +80,7 @@ def joint_extra(plan: list[list[int]] = PLAN):
     return joint_term(parallel_pairs(), plan, objective, 0.5, pad_id=0, device=torch.device("cpu"))
 
 
-def first_step_gradient(rank: int) -> dict[str, torch.Tensor]:
+def first_step_gradient(method: str) -> dict[str, torch.Tensor]:
     """The averaged gradient of the first optimizer step of a task stage with the extra term,
     and (as ``logged/<key>``) the values logged for that step."""
     model = tiny_classifier()
@@ -96,7 +102,8 @@ def first_step_gradient(rank: int) -> dict[str, torch.Tensor]:
     try:
         fine_tune(
             model, data, collate, settings, name="xnli", seed=0, device=torch.device("cpu"),
-            bf16=False, max_grad_norm=None, state=StageState(), extra_loss=joint_extra(),
+            bf16=False, max_grad_norm=None, state=StageState(),
+            extra_loss=joint_extra(method=method),
             after_step=lambda _, means: logged.update(means) if not logged else None,
             show_progress=False,
         )  # fmt: skip
@@ -107,11 +114,11 @@ def first_step_gradient(rank: int) -> dict[str, torch.Tensor]:
     return seen | {f"logged/{k}": torch.tensor(v) for k, v in kept.items()}
 
 
-def worker(rank: int, port: int, out: str) -> None:
+def worker(rank: int, port: int, out: str, method: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        gradient = first_step_gradient(rank)
+        gradient = first_step_gradient(method)
         try:  # one pair for two workers: the second has none
             joint_extra([[5]])(tiny_classifier(), 0)
             refused = ""
@@ -122,13 +129,14 @@ def worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_two_workers_give_the_one_worker_gradient_of_the_joint_variant(tmp_path):
-    alone = first_step_gradient(0)
+@pytest.mark.parametrize("method", ["wordot", "l2"])
+def test_two_workers_give_the_one_worker_gradient_of_the_joint_variant(tmp_path, method):
+    alone = first_step_gradient(method)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     out = tmp_path / "two.pt"
-    mp.spawn(worker, args=(port, str(out)), nprocs=2, join=True)
+    mp.spawn(worker, args=(port, str(out), method), nprocs=2, join=True)
     first, second = (torch.load(f"{out}.{rank}", weights_only=True) for rank in (0, 1))
     assert first["refused"] == ""
     assert second["refused"] == "a joint-variant batch of 1 pair(s) cannot be shared by 2 workers"

@@ -7,6 +7,7 @@ exactly where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -27,14 +28,18 @@ class ParallelBatch:
     word_ids: torch.Tensor  # (2B, T), -1 for special and padding tokens
     links: list[set[Link]] | None  # per pair, source word -> pivot word
     size: int  # B
+    # The global micro-batch this batch is one worker's share of (None: the batch itself): its
+    # pairs, and its links that survive tokenisation. ``l2`` averages over the whole batch's
+    # links, so that its gradient does not depend on how the workers split the pairs.
+    whole_pairs: int | None = None
+    whole_links: int | None = None
 
     def to(self, device: torch.device) -> ParallelBatch:
-        return ParallelBatch(
-            to_device(self.input_ids, device),
-            to_device(self.attention_mask, device),
-            to_device(self.word_ids, device),
-            self.links,
-            self.size,
+        return dataclasses.replace(
+            self,
+            input_ids=to_device(self.input_ids, device),
+            attention_mask=to_device(self.attention_mask, device),
+            word_ids=to_device(self.word_ids, device),
         )
 
 
@@ -82,9 +87,31 @@ class ParallelData:
                 return lang, local
         raise ValueError(f"row {rows[0]} is outside the parallel data")
 
-    def batch(self, rows: list[int], pad_id: int) -> ParallelBatch:
+    def batch(self, rows: list[int], pad_id: int, whole: list[int] | None = None) -> ParallelBatch:
+        """The pairs ``rows``: this worker's share of the global micro-batch ``whole`` (by
+        default the rows themselves), whose pairs and links every worker counts alike from the
+        data, without communicating."""
         lang, local = self.locate(rows)
-        return collate_pairs(self.datasets[lang], local, pad_id, self.links[lang])
+        batch = collate_pairs(self.datasets[lang], local, pad_id, self.links[lang])
+        whole = rows if whole is None else whole
+        batch.whole_pairs, batch.whole_links = len(whole), self.kept_links(whole)
+        return batch
+
+    def kept_links(self, rows: list[int]) -> int | None:
+        """How many gold links of ``rows`` join two words that tokenisation kept (a truncated
+        sentence loses its last words): the links the ``l2`` loss uses. None without links."""
+        lang, local = self.locate(rows)
+        links = self.links[lang]
+        if links is None:
+            return None
+        picked = self.datasets[lang].select_columns(["src_word_ids", "tgt_word_ids"])[local]
+        kept = 0
+        for row, source, target in zip(
+            local, picked["src_word_ids"], picked["tgt_word_ids"], strict=True
+        ):
+            source_words, target_words = set(source), set(target)
+            kept += sum(i in source_words and j in target_words for i, j in links[row])
+        return kept
 
     def plan(self, batch_size: int, epochs: float, seed: int) -> list[list[int]]:
         """Seeded batches of one language pair each, the language pairs interleaved at random."""

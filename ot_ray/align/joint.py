@@ -43,7 +43,7 @@ def joint_term(
                 f"a joint-variant batch of {len(pairs)} pair(s) cannot be shared by "
                 f"{distributed.world_size()} workers"
             )
-        batch = data.batch(rows, pad_id).to(device)
+        batch = data.batch(rows, pad_id, whole=pairs).to(device)
         loss, parts = objective(model.base_model, batch)
         share = len(rows) / len(pairs)
         return weight * loss, {"joint/" + k: v for k, v in parts.items()}, share

@@ -2,8 +2,8 @@
 
 * ``ot_alignment_loss``: the paper's WordOT (words = pooled subwords) or SubOT (every subword):
   one debiased Sinkhorn divergence per sentence pair, all pairs solved in one batched call.
-* ``l2_alignment_loss``: Cao et al. 2020, mean squared distance of the word pairs an external
-  aligner linked.
+* ``l2_link_distances``: Cao et al. 2020, squared distances of the word pairs an external
+  aligner linked (summed; the objective divides by the batch's links).
 * ``anchor_regulariser``: keeps the pivot language where it was, ||h - h0||^2 summed over the
   pivot's tokens, against a frozen copy of the initial encoder.
 """
@@ -65,17 +65,18 @@ def ot_alignment_loss(
     return loss, int(empty_pairs(x_mask, y_mask).sum())
 
 
-def l2_alignment_loss(
+def l2_link_distances(
     source_words: Tensor,
     target_words: Tensor,
     source_mask: Tensor,
     target_mask: Tensor,
     links: list[set[Link]],
 ) -> tuple[Tensor, int]:
-    """Mean over linked word pairs of ||x_i - y_j||^2, and the number of links used.
+    """The sum over linked word pairs of ||x_i - y_j||^2, and the number of links used.
 
     Links that point at a masked word (a truncated sentence) are dropped; with no link left the
-    loss is a zero that still belongs to the graph.
+    sum is a zero that still belongs to the graph. A sum, so that a worker's share of a batch
+    can be divided by the links of the whole batch (see ``AlignmentObjective``).
     """
     triples = [
         (b, i, j)
@@ -91,7 +92,7 @@ def l2_alignment_loss(
         return (source_words.sum() + target_words.sum()) * 0.0, 0
     x = source_words[index[:, 0], index[:, 1]].float()
     y = target_words[index[:, 0], index[:, 2]].float()
-    return ((x - y) ** 2).sum(dim=-1).mean(), len(index)
+    return ((x - y) ** 2).sum(dim=-1).sum(), len(index)
 
 
 def anchor_regulariser(hidden: Tensor, reference: Tensor, mask: Tensor) -> Tensor:

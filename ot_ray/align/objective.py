@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ot_ray.align.batches import ParallelBatch
-from ot_ray.align.losses import anchor_regulariser, l2_alignment_loss, ot_alignment_loss
+from ot_ray.align.losses import anchor_regulariser, l2_link_distances, ot_alignment_loss
 from ot_ray.config import AlignmentConfig
 from ot_ray.ot import pool_words, record_solver
 
@@ -100,8 +100,17 @@ class AlignmentObjective:
             raise ValueError("the l2 method needs word alignments (data.parallel.train.alignments)")
         x, x_mask = pool_words(source, source_ids, config.pooling)
         y, y_mask = pool_words(target, target_ids, config.pooling)
-        loss, _ = l2_alignment_loss(x, y, x_mask, y_mask, batch.links)
-        return loss, 0
+        distances, used = l2_link_distances(x, y, x_mask, y_mask, batch.links)
+        whole_pairs = batch.whole_pairs or size
+        whole_links = used if batch.whole_links is None else batch.whole_links
+        if whole_pairs == size and used != whole_links:
+            raise RuntimeError(f"the batch uses {used} links; the data counted {whole_links}")
+        if not whole_links:
+            return distances, 0  # a zero in the graph
+        # the mean over the whole batch's links, written as a mean over this worker's pairs:
+        # the training loop weights it by this worker's share of the pairs, so the workers' terms
+        # add up to the one-worker loss however the links fall (with one worker the factor is 1)
+        return distances * (whole_pairs / size) / whole_links, 0
 
 
 def _pivot_rows(batch: ParallelBatch) -> ParallelBatch:

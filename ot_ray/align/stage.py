@@ -48,7 +48,7 @@ def align_encoder(
     encoder.train()
 
     def loss_of(rows: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
-        batch = data.batch(rows, pad_id).to(device)
+        batch = data.batch(rows, pad_id, whole=list(micro_batches[state.micro])).to(device)
         with autocast(device, train.bf16):
             return objective(encoder, batch)
 
