@@ -23,6 +23,21 @@ from ot_ray.training import compiled, to_device
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+def run_on_cuda(config, out: Path) -> dict:
+    """A whole trial, and proof that its models were on the GPU: a trial that ignored
+    ``train.use_gpu`` would pass every score check on the CPU. Training holds at least the
+    encoder's weights on the GPU at once (with their gradients, Adam's moments and the frozen
+    reference, several times that), so the peak is at least the saved encoder's size."""
+    from ot_ray.reporters import LocalReporter
+    from ot_ray.trial import run_trial
+
+    torch.cuda.reset_peak_memory_stats()
+    metrics = run_trial(config, LocalReporter(out), show_progress=False)
+    weights = (out / "aligned_encoder" / "model.safetensors").stat().st_size
+    assert torch.cuda.max_memory_allocated() >= weights > 0
+    return metrics
+
+
 def tiny_bert() -> BertModel:
     torch.manual_seed(0)
     config = BertConfig(
@@ -199,13 +214,11 @@ def test_a_trial_runs_on_the_gpu(tmp_path: Path, compile_models: bool):
 
     from ot_ray.config import load_config
     from ot_ray.launch import resolve_paths
-    from ot_ray.reporters import LocalReporter
-    from ot_ray.trial import run_trial
 
     overrides = tiny_trial_overrides(str(tmp_path / "cache"), str(tmp_path / "out"))
     overrides += ["train.use_gpu=true", "train.bf16=true", f"train.compile={compile_models}"]
     config = resolve_paths(load_config(None, overrides))
-    metrics = run_trial(config, LocalReporter(tmp_path / "out"), show_progress=False)
+    metrics = run_on_cuda(config, tmp_path / "out")
     assert metrics["align/steps"] > 0 and torch.isfinite(torch.tensor(metrics["align/loss"]))
     assert 0 <= metrics["xnli/test/acc/avg_all"] <= 100
     assert 0 <= metrics["xquad/test/f1/avg_all"] <= 100
@@ -218,8 +231,6 @@ def test_the_fixed_pivot_joint_variant_runs_on_the_gpu(tmp_path: Path):
 
     from ot_ray.config import load_config
     from ot_ray.launch import resolve_paths
-    from ot_ray.reporters import LocalReporter
-    from ot_ray.trial import run_trial
 
     overrides = tiny_trial_overrides(str(tmp_path / "cache"), str(tmp_path / "out"))
     overrides += [
@@ -230,7 +241,7 @@ def test_the_fixed_pivot_joint_variant_runs_on_the_gpu(tmp_path: Path):
         "alignment.joint_detach_pivot=true",
     ]
     config = resolve_paths(load_config(None, overrides))
-    metrics = run_trial(config, LocalReporter(tmp_path / "out"), show_progress=False)
+    metrics = run_on_cuda(config, tmp_path / "out")
     loss = metrics["xnli/joint/align/loss"]
     assert torch.isfinite(torch.tensor(loss)) and loss > 0
     assert 0 <= metrics["xnli/test/acc/avg_all"] <= 100
