@@ -404,16 +404,27 @@ def test_a_local_file_rewritten_with_its_time_kept_is_read_again(tmp_path):
     assert read_nli(spec, lang="de", training=False, **WHERE).labels == [2]
 
 
-def test_a_tokenizer_saved_to_pad_on_the_left_pads_on_the_right(tmp_path):
+def test_a_tokenizer_saved_to_pad_and_truncate_on_the_left_does_both_on_the_right(tmp_path):
     """The NLI head reads position 0: padded on the left, a short pair was classified from a
-    [PAD] (QA refused such a tokenizer, after the alignment stage and XNLI had run)."""
+    [PAD] (QA refused such a tokenizer, after the alignment stage and XNLI had run). Saved to
+    truncate on the left, a cut sentence kept the end of a word whose first pieces were cut,
+    and the alignment pooled it as a whole word."""
     from conftest import tiny_encoder
 
     tiny_encoder(tmp_path / "encoder")
     config_file = tmp_path / "encoder" / "tokenizer_config.json"
     saved = json.loads(config_file.read_text())
-    config_file.write_text(json.dumps({**saved, "padding_side": "left"}))
+    config_file.write_text(json.dumps({**saved, "padding_side": "left", "truncation_side": "left"}))
     tokenizer = load_tokenizer(str(tmp_path / "encoder"), load_config(None))
+    corpus = ParallelCorpus(sources=["ein satz dog"], targets=["a"])
+    cut = tokenize_parallel(corpus, tokenizer, 4, cache_dir=tmp_path / "cache")[0]
+    assert tokenizer.convert_ids_to_tokens(cut["src_input_ids"]) == [
+        "[CLS]",
+        "ein",
+        "satz",
+        "[SEP]",
+    ]
+    assert cut["src_word_ids"] == [-1, 0, 1, -1] and cut["src_truncated"]
     rows = [tokenizer("ein satz", "a sentence"), tokenizer("the dog runs to embed a", "satz")]
     table = datasets.Dataset.from_list([{**dict(row), "labels": 0} for row in rows])
     batch = nli_collate(tokenizer)(table, [0, 1])
@@ -421,3 +432,19 @@ def test_a_tokenizer_saved_to_pad_on_the_left_pads_on_the_right(tmp_path):
     assert batch["attention_mask"][0].tolist() == [1] * len(rows[0]["input_ids"]) + [0] * (
         len(rows[1]["input_ids"]) - len(rows[0]["input_ids"])
     )
+
+
+def test_a_csv_read_by_the_hub_builder_keeps_na_and_null_as_text(tmp_path):
+    """pandas, under the ``csv`` builder, reads "NA", "None", "null" and "nan" as missing: such a
+    premise became an empty side, skipped in training and scored as empty in evaluation."""
+    path = tmp_path / "dev.csv"
+    path.write_text(
+        "premise,hypothesis,label\nNA,The man sleeps.,1\nA man sleeps.,None,0\nnull,nan,2\n",
+        encoding="utf-8",
+    )
+    spec = SourceSpec(hub="csv", data_files=str(path), split="train")
+    for training in (True, False):
+        data = read_nli(spec, lang="de", training=training, **WHERE)
+        assert data.premises == ["NA", "A man sleeps.", "null"]
+        assert data.hypotheses == ["The man sleeps.", "None", "nan"]
+        assert data.labels == [1, 0, 2] and data.skipped_empty == 0

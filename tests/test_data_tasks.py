@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import datasets
 import pytest
 from conftest import refuse_reading, write_small_world
 
@@ -81,6 +82,19 @@ def test_xtreme_headerless_tsv_is_read_with_its_csv_quoting(tmp_path):
     assert read_xnli(write(tmp_path / "n.tsv", "a\tb\t1\nc\td\t2\n")).labels == [1, 2]
     unlabelled_first = read_xnli(write(tmp_path / "u.tsv", "a\tb\t-1\nc\td\tneutral\n"))
     assert unlabelled_first.labels == [1] and unlabelled_first.skipped_empty == 1
+
+
+def test_a_tsv_with_a_header_is_read_with_csv_quoting_as_datasets_writes_it(tmp_path):
+    """``Dataset.to_csv(sep="\\t")`` (and pandas) quote a field that holds a quote and double
+    its quotes; split at tabs, the premise kept them, and a quoted tab split the field."""
+    rows = {"premise": ['He said "hi" .', "a\tb"], "hypothesis": ["ok", "c"], "label": [0, 2]}
+    path = tmp_path / "train.tsv"
+    datasets.Dataset.from_dict(rows).to_csv(str(path), sep="\t", index=False)
+    assert '"He said ""hi"" ."' in path.read_text()
+    data = read_xnli(path)
+    assert data.premises == rows["premise"] and data.labels == [0, 2]
+    with pytest.raises(DataError, match=r"bad\.tsv:3: bad quoting .* quoted whole"):
+        read_xnli(write(tmp_path / "bad.tsv", 'premise\thypothesis\tlabel\na\tb\t0\n"x" y\tb\t0\n'))
 
 
 @pytest.mark.parametrize(

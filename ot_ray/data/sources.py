@@ -44,9 +44,11 @@ def model_path(config: Config) -> str:
 
 
 def load_tokenizer(name: str, config: Config):
-    """The model's tokenizer, padding on the right whatever its files say: the task heads read
-    the first position (``[CLS]``, ``<s>``) and the QA windows expect pads after the context,
-    so a tokenizer saved to pad on the left would have XNLI classify a pad token."""
+    """The model's tokenizer, padding and truncating on the right whatever its files say: the
+    task heads read the first position (``[CLS]``, ``<s>``) and the QA windows expect pads after
+    the context, so a tokenizer saved to pad on the left would have XNLI classify a pad token;
+    the word ids of a cut sentence are read as its first words, so one saved to truncate on the
+    left would have the alignment pool a word whose first pieces were cut."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(
@@ -54,6 +56,7 @@ def load_tokenizer(name: str, config: Config):
         revision=config.model.revision,
         trust_remote_code=config.model.trust_remote_code,
         padding_side="right",
+        truncation_side="right",
     )
 
 
@@ -208,6 +211,9 @@ def _load_hub(spec: SourceSpec, values: dict[str, str | None]):
     import datasets
     from datasets.exceptions import DatasetsError
 
+    # pandas reads "NA", "None", "null", "nan" and empty fields of a CSV as missing: a premise
+    # "NA" became an empty side (skipped in training, scored empty in evaluation)
+    text_as_is = {"na_filter": False} if values["hub"] == "csv" else {}
     try:
         return datasets.load_dataset(
             values["hub"],
@@ -216,6 +222,7 @@ def _load_hub(spec: SourceSpec, values: dict[str, str | None]):
             data_files=values["data_files"],
             revision=spec.revision,
             cache_dir=_content_cache(values),
+            **text_as_is,
         )
     except (FileNotFoundError, ValueError, ConnectionError, OSError, DatasetsError) as err:
         # DatasetGenerationError (malformed local JSON, CSV...) says only "An error occurred";

@@ -105,7 +105,7 @@ def _tsv_rows(path: Path):
     if missing:
         raise DataError(f"header {header} lacks column(s) {missing}", path=path, line=first)
     for number, line in lines:
-        cells = line.split("\t")
+        cells = _cells(line, path, number)
         if len(cells) != len(header):
             raise DataError(
                 f"{len(cells)} fields, the header has {len(header)}", path=path, line=number
@@ -113,24 +113,30 @@ def _tsv_rows(path: Path):
         yield number, dict(zip(header, cells, strict=True))
 
 
+def _cells(line: str, path: Path, number: int) -> list[str]:
+    """The fields of one line with Python's ``csv`` quoting, as XTREME, pandas and ``datasets``
+    write TSV (a field holding ``"`` is quoted whole, its quotes doubled): split at tabs, such a
+    premise would keep its outer quotes and doubled quotes. Quoting that ``csv.writer`` would
+    not write is refused: the lenient reader drops the quotes of ``"Hello" she said``."""
+    try:
+        return next(csv.reader([line], delimiter="\t", strict=True), [])
+    except csv.Error as err:
+        problem = str(err).replace("\t", "<TAB>")
+        raise DataError(
+            f"bad quoting ({problem}): a field that holds a quote is quoted whole, its quotes "
+            'doubled (""), as Python\'s csv, pandas and datasets write TSV files',
+            path=path,
+            line=number,
+        ) from None
+
+
 def _headerless_rows(lines, path: Path, first: int):
     """Rows as XTREME's ``utils_preprocess.py`` writes XNLI (``train-en.tsv``,
-    ``dev-<lang>.tsv``): premise, hypothesis, label, no header, with Python's ``csv`` quoting
-    (a field holding ``"`` is quoted, its quotes doubled). A first line that is neither a
-    header nor such a row is reported as a missing header. Quoting that ``csv.writer`` would
-    not write is refused: the lenient reader drops the quotes of ``"Hello" she said``.
+    ``dev-<lang>.tsv``): premise, hypothesis, label, no header, with Python's ``csv`` quoting.
+    A first line that is neither a header nor such a row is reported as a missing header.
     ``first`` is the number of the first line that is not empty."""
     for number, line in lines:
-        try:
-            cells = next(csv.reader([line], delimiter="\t", strict=True), [])
-        except csv.Error as err:
-            problem = str(err).replace("\t", "<TAB>")
-            raise DataError(
-                f"bad quoting ({problem}): without a header a field that holds a quote is quoted "
-                "whole, its quotes doubled (\"\"), as Python's csv writes XTREME's files",
-                path=path,
-                line=number,
-            ) from None
+        cells = _cells(line, path, number)
         if len(cells) == 3 and (number > first or _is_label(cells[2])):
             yield number, dict(zip(NLI_COLUMNS, cells, strict=True))
         elif number == first and len(cells) == 2:
