@@ -53,6 +53,14 @@ def test_empty_sides_are_skipped_and_counted_with_their_links(tmp_path):
     assert blank.sources == ["a", "c"] and blank.skipped_empty == 2 and blank.rows == [1, 3]
 
 
+def test_the_first_pairs_count_the_empty_pairs_among_their_lines_only(tmp_path):
+    """``alignment.eval_pairs`` keeps the first held-out pairs: their skipped count was the whole
+    input's (Europarl's 2,000 held-out lines' for 500 pairs measured)."""
+    corpus = read_parallel_tsv(write(tmp_path / "h.tsv", "a\tx\n\tz\nb\ty\n\n\nc\tw\n\n"))
+    assert corpus.rows == [1, 3, 6] and corpus.skipped_empty == 4
+    assert [corpus.head(n).skipped_empty for n in (1, 2, 3, 9)] == [0, 1, 4, 4]
+
+
 def test_gold_files_with_possible_links_give_aer_over_sure_and_possible(tmp_path):
     """Hand-aligned gold sets mark uncertain links ``ipj`` (Och & Ney's P); they were refused
     as "not a Pharaoh link", so AER could not be compared with published figures."""

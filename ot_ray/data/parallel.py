@@ -44,12 +44,18 @@ class ParallelCorpus:
         return len(self.sources)
 
     def head(self, n: int) -> ParallelCorpus:
-        """The first ``n`` pairs, their links and input lines kept with them."""
+        """The first ``n`` pairs, their links and input lines kept with them. Where fewer than
+        all are kept and the input lines are known, ``skipped_empty`` counts the empty pairs
+        among the lines before the last one kept (each line is a pair or a skipped one), not
+        those of the whole input."""
+        skipped = self.skipped_empty
+        if self.rows is not None and 0 < n < len(self.rows):
+            skipped = self.rows[n - 1] - n
         return ParallelCorpus(
             sources=self.sources[:n],
             targets=self.targets[:n],
             links=None if self.links is None else self.links[:n],
-            skipped_empty=self.skipped_empty,
+            skipped_empty=skipped,
             origin=self.origin,
             rows=None if self.rows is None else self.rows[:n],
             possible=None if self.possible is None else self.possible[:n],
