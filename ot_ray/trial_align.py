@@ -120,7 +120,9 @@ class AlignStages(TrialBase):
             if write_links and self.is_main:
                 path = self.predictions / "alignments" / f"dev-{lang}.pharaoh"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(quality.pharaoh(self._dev_corpora[lang].rows), encoding="utf-8")
+                corpus = self._dev_corpora[lang]
+                links = quality.pharaoh(corpus.rows, corpus.input_lines)
+                path.write_text(links, encoding="utf-8")
                 self._picture_plans(lang, quality.plans)
         self._record("align/retrieval_acc", retrieval, state)
         self._record("align/aer", aer, state)

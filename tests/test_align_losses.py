@@ -120,3 +120,34 @@ def test_joint_objective_with_detached_pivot_moves_only_the_source_side(detach_p
         assert pivot_grad == 0
     else:
         assert pivot_grad > 0
+
+
+def test_the_pictured_plan_keeps_row_i_for_word_i_where_a_word_has_no_token():
+    """A word the tokenizer drops (a lone zero-width space) leaves a gap in the word indices:
+    the pictured plan was cut at the number of words present, so it lost the last word, and
+    its rows no longer matched the words that label them (row i is word i)."""
+    import datasets
+
+    from ot_ray.align.quality import alignment_quality
+
+    torch.manual_seed(0)
+    encoder = BertModel(
+        BertConfig(
+            vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=16, max_position_embeddings=16,
+        ),
+        add_pooling_layer=False,
+    )  # fmt: skip
+    rows = {
+        "src_input_ids": [[1, 5, 6, 2]],
+        "src_word_ids": [[-1, 0, 2, -1]],  # word 1 made no token
+        "tgt_input_ids": [[1, 7, 8, 9, 2]],
+        "tgt_word_ids": [[-1, 0, 1, 2, -1]],
+    }
+    quality = alignment_quality(
+        encoder, datasets.Dataset.from_dict(rows), None, AlignmentConfig(),
+        pad_id=0, batch_size=4, device=torch.device("cpu"), keep_plans=1,
+    )  # fmt: skip
+    plan = quality.plans[0]
+    assert plan.shape == (3, 3)
+    assert plan.sum(dim=1).tolist() == pytest.approx([0.5, 0.0, 0.5], abs=1e-3)

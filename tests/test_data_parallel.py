@@ -88,6 +88,10 @@ def test_written_links_keep_the_input_line_numbering_where_pairs_were_skipped(tm
     quality = AlignmentQuality(retrieval=100.0, aer=None, links=[{(1, 1), (0, 0)}, {(0, 0)}])
     assert quality.pharaoh(corpus.rows) == "0-0 1-1\n\n0-0\n"
     assert quality.pharaoh() == "0-0 1-1\n0-0\n"  # no rows: one line per pair
+    # skipped pairs at the end of the input keep their (empty) lines too
+    ended = read_parallel_tsv(write(tmp_path / "e.tsv", "a b\tx y\n\tz\nc\tw\n\t\n\n"))
+    assert ended.input_lines == 5 and ended.head(1).input_lines == 1
+    assert quality.pharaoh(ended.rows, ended.input_lines) == "0-0 1-1\n\n0-0\n\n\n"
     assert packed(corpus, 2).rows is None and corpus.resized(5, seed=0).rows is None
 
 

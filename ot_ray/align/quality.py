@@ -33,12 +33,14 @@ class AlignmentQuality:
     links: list[set[Link]]  # predicted, one set per pair (source word -> pivot word)
     plans: dict[int, torch.Tensor] = field(default_factory=dict)  # row -> (words, words) plan
 
-    def pharaoh(self, rows: list[int] | None = None) -> str:
+    def pharaoh(self, rows: list[int] | None = None, input_lines: int = 0) -> str:
         """One line of links per pair; with ``rows`` (each pair's input line, from 1), line k
-        holds input line k's links and an input line without a pair (skipped) stays empty."""
+        holds input line k's links and an input line without a pair (skipped) stays empty, up
+        to ``input_lines`` lines (skipped lines at the end included: aligners' evaluation
+        scripts expect as many lines as the input)."""
         if rows is None:
             return "".join(format_pharaoh(links) + "\n" for links in self.links)
-        lines = [""] * (max(rows, default=0))
+        lines = [""] * max(max(rows, default=0), input_lines)
         for row, links in zip(rows, self.links, strict=True):
             lines[row - 1] = format_pharaoh(links)
         return "".join(line + "\n" for line in lines)
@@ -86,8 +88,8 @@ def alignment_quality(
         links = mutual_argmax_links(plan, x_mask, y_mask)
         for k, row in enumerate(chunk):
             kept = None
-            if row < keep_plans:
-                kept = plan[k, : int(x_mask[k].sum()), : int(y_mask[k].sum())].float().cpu()
+            if row < keep_plans:  # up to the last word present: row i is word i
+                kept = plan[k, : _words_held(x_mask[k]), : _words_held(y_mask[k])].float().cpu()
             results.append((row, sentence[k].cpu(), sentence[size + k].cpu(), links[k], kept))
     encoder.train(was_training)
     merged = sorted(
@@ -101,3 +103,10 @@ def alignment_quality(
     aer = alignment_error_rate(predicted, gold, possible) if gold is not None else None
     plans = {item[0]: item[4] for item in merged if item[4] is not None}
     return AlignmentQuality((forward + backward) / 2, aer, predicted, plans)
+
+
+def _words_held(mask: torch.Tensor) -> int:
+    """One past the last word present in a row's word mask: a word of no token (a lone
+    zero-width space) leaves a gap before it, which counting the words present would cut off."""
+    present = mask.nonzero()
+    return int(present.max()) + 1 if len(present) else 0

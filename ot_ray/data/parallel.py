@@ -43,6 +43,12 @@ class ParallelCorpus:
     def __len__(self) -> int:
         return len(self.sources)
 
+    @property
+    def input_lines(self) -> int:
+        """How many input lines (or Hub rows) the pairs were read from, skipped ones included,
+        where the pairs map to one input's lines (0 where they do not)."""
+        return 0 if self.rows is None else len(self.rows) + self.skipped_empty
+
     def head(self, n: int) -> ParallelCorpus:
         """The first ``n`` pairs, their links and input lines kept with them. Where fewer than
         all are kept and the input lines are known, ``skipped_empty`` counts the empty pairs
