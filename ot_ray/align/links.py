@@ -21,7 +21,8 @@ def degrade_links(
     seed: int,
 ) -> list[set[Link]]:
     """Each link is dropped with probability ``drop``; a kept link has its target word moved to
-    another random word of the sentence with probability ``move``."""
+    another random word of the sentence with probability ``move`` (landing on a link already
+    kept, it merges with it: the README's ``l2-noisy`` figures were measured so)."""
     rng = random.Random(seed)
     degraded = []
     for pair_links, length in zip(links, target_lengths, strict=True):
