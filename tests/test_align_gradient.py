@@ -13,10 +13,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_joint_gradient import parallel_pairs
+from test_joint_gradient import first_averaged_gradient, parallel_pairs
 from transformers import BertConfig, BertModel
 
-from ot_ray import distributed
 from ot_ray.align.objective import AlignmentObjective
 from ot_ray.align.stage import align_encoder
 from ot_ray.config import AlignmentConfig, TrainConfig
@@ -46,27 +45,14 @@ def first_step_gradient(method: str) -> dict[str, torch.Tensor]:
         ot={"epsilon": 0.1, "cost": "cosine", "solver": {"n_iters": 300}},
     )
     objective = AlignmentObjective(config, reference=copy.deepcopy(encoder))
-    seen: dict[str, torch.Tensor] = {}
     logged: dict[str, float] = {}
-    average = distributed.average_gradients
-
-    def recording(parameters):
-        average(parameters)
-        if not seen:
-            seen.update(
-                {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
-            )
-
-    distributed.average_gradients = recording
-    try:
+    with first_averaged_gradient(encoder) as seen:
         align_encoder(
             encoder, objective, parallel_pairs(), config, TrainConfig(max_grad_norm=None),
             pad_id=0, device=torch.device("cpu"), state=StageState(),
             after_step=lambda _, means: logged.update(means) if not logged else None,
             show_progress=False,
         )  # fmt: skip
-    finally:
-        distributed.average_gradients = average
     kept = {k: v for k, v in logged.items() if k in ("loss", "align/loss", "align/regulariser")}
     return seen | {f"logged/{k}": torch.tensor(v) for k, v in kept.items()}
 

@@ -9,6 +9,7 @@ workers' logs then aborted gloo)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -80,15 +81,11 @@ def joint_extra(plan: list[list[int]] = PLAN, method: str = "wordot"):
     return joint_term(parallel_pairs(), plan, objective, 0.5, pad_id=0, device=torch.device("cpu"))
 
 
-def first_step_gradient(method: str) -> dict[str, torch.Tensor]:
-    """The averaged gradient of the first optimizer step of a task stage with the extra term,
-    and (as ``logged/<key>``) the values logged for that step."""
-    model = tiny_classifier()
-    rows = torch.randint(1, 40, (6, 8), generator=torch.Generator().manual_seed(1))
-    data = datasets.Dataset.from_dict({"input_ids": rows.tolist(), "labels": [0, 1, 2] * 2})
-    settings = TaskTrainConfig(lr=1e-3, epochs=1, batch_size=3, grad_accum=2, warmup_ratio=0.0)
+@contextlib.contextmanager
+def first_averaged_gradient(model: torch.nn.Module):
+    """Records ``model``'s gradient as the first optimizer step averaged it over the workers:
+    yields the dict it fills."""
     seen: dict[str, torch.Tensor] = {}
-    logged: dict[str, float] = {}
     average = distributed.average_gradients
 
     def recording(parameters):
@@ -100,6 +97,20 @@ def first_step_gradient(method: str) -> dict[str, torch.Tensor]:
 
     distributed.average_gradients = recording
     try:
+        yield seen
+    finally:
+        distributed.average_gradients = average
+
+
+def first_step_gradient(method: str) -> dict[str, torch.Tensor]:
+    """The averaged gradient of the first optimizer step of a task stage with the extra term,
+    and (as ``logged/<key>``) the values logged for that step."""
+    model = tiny_classifier()
+    rows = torch.randint(1, 40, (6, 8), generator=torch.Generator().manual_seed(1))
+    data = datasets.Dataset.from_dict({"input_ids": rows.tolist(), "labels": [0, 1, 2] * 2})
+    settings = TaskTrainConfig(lr=1e-3, epochs=1, batch_size=3, grad_accum=2, warmup_ratio=0.0)
+    logged: dict[str, float] = {}
+    with first_averaged_gradient(model) as seen:
         fine_tune(
             model, data, collate, settings, name="xnli", seed=0, device=torch.device("cpu"),
             bf16=False, max_grad_norm=None, state=StageState(),
@@ -107,8 +118,6 @@ def first_step_gradient(method: str) -> dict[str, torch.Tensor]:
             after_step=lambda _, means: logged.update(means) if not logged else None,
             show_progress=False,
         )  # fmt: skip
-    finally:
-        distributed.average_gradients = average
     # the losses: the solver's figures (sweeps, the worst marginal error) are not means
     kept = {k: v for k, v in logged.items() if k.endswith("loss")}
     return seen | {f"logged/{k}": torch.tensor(v) for k, v in kept.items()}
