@@ -11,6 +11,7 @@ A checkpoint is a directory (what ``ray.train.Checkpoint.from_directory`` takes)
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,9 @@ class TrialState:
     done: list[str] = field(default_factory=list)
     #: the trial's results-settings (``ot_ray.fingerprint``): only such a trial may resume it
     settings: dict[str, str] = field(default_factory=dict)
+    #: SHA-256 of the frozen initial encoder stage 1 anchors to (:func:`weights_digest`): it is
+    #: loaded again on resume, and must be the one the stage started with
+    reference: str = ""
 
 
 def save_checkpoint(
@@ -95,6 +99,16 @@ def read_state(directory: Path) -> TrialState:
             "part); resume from a whole checkpoint, or start the trial anew"
         )
     return state
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights (names, dtypes and bytes), to tell two copies apart."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{flat.numel()};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

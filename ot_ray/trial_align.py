@@ -17,7 +17,7 @@ from ot_ray import distributed
 from ot_ray.align.objective import AlignmentObjective
 from ot_ray.align.quality import alignment_quality
 from ot_ray.align.stage import align_encoder
-from ot_ray.checkpoints import TrialState, load_stage
+from ot_ray.checkpoints import CheckpointError, TrialState, load_stage, weights_digest
 from ot_ray.training import StageState
 from ot_ray.trial_base import TrialBase
 
@@ -45,6 +45,7 @@ class AlignStages(TrialBase):
                 trust_remote_code=config.model.trust_remote_code,
             ).to(self.device)
             distributed.broadcast_parameters(reference)
+            self._check_reference(reference, state)
             objective = AlignmentObjective(config.alignment, reference)
             optimizer_state = None
             if self.restored is not None and state.step > 0:
@@ -87,6 +88,21 @@ class AlignStages(TrialBase):
             state.metrics["align/steps"] = float(stage_state.step)
             del reference, objective, optimizer, scheduler
         self._finish_stage(state, encoder)
+
+    def _check_reference(self, reference: torch.nn.Module, state: TrialState) -> None:
+        """Keep the digest of the frozen initial encoder; on resume, refuse another one. It is
+        loaded again (from rank 0's node), and a demo world built on another kind of CPU or a
+        Hub cache holding another snapshot of an unpinned ``model.revision`` would anchor the
+        rest of the stage to other states, silently."""
+        digest = weights_digest(reference)
+        if state.step > 0 and state.reference and state.reference != digest:
+            raise CheckpointError(
+                f"the initial encoder ({self.base}, revision {self.config.model.revision}) is "
+                "not the one this stage started from: its weights changed since the checkpoint "
+                "(another node's demo world, or another Hub snapshot; pin model.revision); "
+                "start the trial anew, or restore the encoder it started with"
+            )
+        state.reference = digest
 
     def _quality(self, encoder: torch.nn.Module, state: TrialState) -> None:
         self._measure_alignment(encoder, state, write_links=True)

@@ -364,6 +364,32 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(
     assert resumed["restarts"] == 1 and "restarts" not in straight
 
 
+def test_a_stage_resumed_against_another_initial_encoder_is_refused(cache, tmp_path, uninterrupted):
+    """The frozen reference of stage 1 is loaded again on resume (from rank 0's node): a demo
+    world built on another kind of CPU, or another Hub snapshot, anchored the rest of the stage
+    to other states without a word."""
+    from ot_ray.data.sources import model_path
+
+    _, reports = uninterrupted
+    crash_at = next(
+        number
+        for number, report in enumerate(reports, start=1)
+        if report["stage"] == "align" and report["step"] > 0
+    )
+    base = shutil.copytree(model_path(tiny_config(cache, tmp_path)), tmp_path / "base")
+    config = tiny_config(cache, tmp_path / "b", *RESUME, f"model.name_or_path={base}")
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(config, CrashAfter(tmp_path / "b", crash_at), show_progress=False)
+    state = read_state(tmp_path / "b" / "checkpoint")
+    assert state.stage == "align" and state.step > 0 and len(state.reference) == 64
+    model = AutoModel.from_pretrained(base)
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight[5, 0] += 1e-3  # one weight of another copy
+    model.save_pretrained(base, safe_serialization=True)
+    with pytest.raises(CheckpointError, match=r"initial encoder .* is not the one this stage"):
+        run_trial(config, LocalReporter(tmp_path / "b", resume=True), show_progress=False)
+
+
 class CrashAtStep(LocalReporter):
     """Reports like LocalReporter, then dies after the checkpoint of ``stage`` at ``step``."""
 
