@@ -188,7 +188,7 @@ def _check_lengths(config: Config, name: str, model_config: transformers.Pretrai
         "task.xquad.max_length": config.task.xquad.max_length,
     }
     for key, value in lengths.items():
-        if key.startswith("task.") and key.split(".")[1] not in config.tasks_some_trial_runs():
+        if key.startswith("task.") and key.split(".")[1] not in config.task.tasks:
             continue
         longest = _largest(config, key, value)
         if longest > positions:

@@ -23,6 +23,7 @@ from ot_ray.errors import ConfigError
 from ot_ray.launch import connect_ray
 from ot_ray.search.tracking import (
     PARENT_TAG,
+    TRIAL_TAG,
     TrackingError,
     check_tracking,
     get_or_create_run,
@@ -620,13 +621,6 @@ def test_a_sweep_on_a_metric_no_trial_measures_is_refused_before_it_starts(
     assert check_sweep_request(load_config(None, alignment_only), resume=False)
     xnli_only = [*base, "task.tasks=[xnli]"]  # the objective averages what is measured
     assert check_sweep_request(load_config(None, xnli_only), resume=False)
-    tasks_searched = [
-        f"tune.storage_path={tmp_path}",
-        "tune.name=s",
-        "task.tasks=[]",
-        "tune.search_space={task.tasks: {choices: [[xnli], [xnli, xquad]]}}",
-    ]
-    assert check_sweep_request(load_config(None, tasks_searched), resume=False)
 
 
 def test_a_failed_trials_reason_hides_the_uris_secrets():
@@ -695,6 +689,48 @@ def test_closing_a_sweep_charts_the_scores_there_are_and_keeps_a_pruned_trials_o
     kept = [a.path for a in client.list_artifacts(cut.info.run_id, "predictions/plots")]
     assert kept == ["predictions/plots/transport-dev-de-0.png"]
     assert client.get_run(cut.info.run_id).info.status == "KILLED"
+
+
+def test_a_failed_upload_after_training_is_a_warning_and_the_sweeps_end_retries_it(
+    tmp_path, monkeypatch, caplog
+):
+    """The upload and closing after ``trainer.fit()`` were unguarded: an MLflow hiccup there
+    failed a trained trial (ERROR in Tune: out of the best-trial choice, never rerun on
+    --resume). Its run is left open, and closing the sweep uploads its files from its folder."""
+    from ot_ray.search.report import finish_sweep
+    from ot_ray.search.sweep import SweepOutcome, TrialOutcome
+    from ot_ray.search.trial_fn import close_finished_run, trial_output_dir
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = check_tracking(uri, "sweeps")
+    client = MlflowClient(uri)
+    parent = client.create_run(experiment).info.run_id
+    run_id = client.create_run(experiment, tags={PARENT_TAG: parent, TRIAL_TAG: "t1"}).info.run_id
+    out = trial_output_dir(tmp_path / "sweep", "t1")
+    (out / "predictions").mkdir(parents=True)
+    (out / "metrics.json").write_text('{"objective": 70.0}')
+    (out / "predictions" / "xnli-test-de.tsv").write_text("0\tentailment\n")
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("API request to http://mlflow:5000/api/2.0/mlflow-artifacts failed: 503")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(MlflowClient, "log_artifact", refused)
+        with caplog.at_level("WARNING", logger="ot_ray.search.trial_fn"):
+            close_finished_run(client, run_id, out)
+    warned = [r.getMessage() for r in caplog.records if r.name == "ot_ray.search.trial_fn"]
+    assert len(warned) == 1 and f"MLflow did not take the files of run {run_id}" in warned[0]
+    assert f"they are in {out}, and the end of the sweep uploads them again" in warned[0]
+    assert client.get_run(run_id).info.status == "RUNNING"  # the sign for the retry
+    config = load_config(None, ["task.tasks=[xnli]"])
+    trial = TrialOutcome("t1", {}, {"objective": 70.0, "stage": "done"}, "finished")
+    outcome = SweepOutcome("s", tmp_path / "sweep", parent, experiment, uri, [trial], trial)
+    finish_sweep(outcome, config, config)
+    uploaded = {a.path for a in client.list_artifacts(run_id)}
+    assert {"metrics.json", "predictions"} <= uploaded
+    kept = [a.path for a in client.list_artifacts(run_id, "predictions")]
+    assert kept == ["predictions/xnli-test-de.tsv"]
+    assert client.get_run(run_id).info.status == "FINISHED"
 
 
 def test_a_tracking_outage_mid_trial_is_a_warning_not_a_failed_trial(monkeypatch, caplog):

@@ -114,6 +114,58 @@ class SchedulerConfig(Section):
     reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 2.0
 
 
+#: Keys (and the sections under them) a search must not vary, and why: trials are ranked
+#: against each other stage by stage on one dev objective, and recorded in one place.
+FIXED_BY_THE_SWEEP: dict[str, str] = {
+    "task.tasks": "trials must run the same tasks in the same order: milestones, ASHA's rungs "
+    "and the objective compare trials stage by stage",
+    "tune": "the sweep's own settings (objective, metric, scheduler, space) are one for all "
+    "its trials",
+    "tracking": "all the sweep's trials are recorded in its one MLflow experiment",
+    "data.pivot": "the objective's averages leave the pivot out: trials would be scored on "
+    "other languages",
+    "data.eval_languages": "it sets the languages the objective averages",
+    "data.seen_languages": "it trains nothing and only changes which targets the 'seen' "
+    "averages take",
+    "data.xnli.dev": "trials would be scored on other dev data",
+    "data.xquad.dev": "trials would be scored on other dev data",
+    "data.xnli.test": "the summary compares the best trial's test scores with the baseline's",
+    "data.xquad.test": "the summary compares the best trial's test scores with the baseline's",
+    "task.xnli.max_eval": "it sets how many dev examples score each trial",
+    "task.xquad.max_eval": "it sets how many dev examples score each trial",
+}
+
+
+def fixed_key_problem(name: str) -> str | None:
+    """Why ``name`` cannot be searched (a searched section replaces every key in it), or None."""
+    for fixed, why in FIXED_BY_THE_SWEEP.items():
+        if name == fixed or name.startswith(f"{fixed}."):
+            return f"a search cannot vary {name}: {why}; set it in the config instead"
+        if fixed.startswith(f"{name}."):
+            return (
+                f"a search cannot vary {name}: it holds {fixed}, and {why}; search the other "
+                "keys of the section one by one"
+            )
+    return None
+
+
+def default_setting(dotted: str) -> Any:
+    """The built-in default of a config key (a section as a mapping), as a config writes it."""
+    from ot_ray.config.tree import Config  # the tree holds this section
+
+    node: Any = Config().model_dump(mode="json")
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def switched(spec: ParamSpec) -> bool:
+    """Whether ``spec`` is sampled only when a search-only switch (no dot) is on: where it is
+    off, a trial takes the key's default (``unbalanced: false`` means balanced OT), not the
+    base config's value."""
+    return any("." not in key for key in spec.when)
+
+
 #: The keys of one search-space entry, as written in a config (``int``, not ``is_int``).
 PARAM_SPEC_KEYS = frozenset(field.alias or name for name, field in ParamSpec.model_fields.items())
 
@@ -175,6 +227,10 @@ class TuneConfig(Section):
                     f"the search must not select on test metrics ({metric}): use dev metrics"
                 )
         switches = {key for spec in self.search_space.values() for key in spec.when}
+        for name in self.search_space:
+            problem = fixed_key_problem(name)
+            if problem:
+                raise ValueError(f"search_space.{name}: {problem}")
         for name, spec in self.search_space.items():
             if "." not in name and name not in switches:
                 raise ValueError(
@@ -251,6 +307,9 @@ def searched_settings(tune: TuneConfig) -> Iterator[tuple[str, str, Any]]:
             for value in spec.choices or [spec.low, spec.high]:
                 value = int(value) if spec.is_int and spec.choices is None else value
                 yield f"search_space.{name}", name, value
+            if switched(spec):
+                where = f"search_space.{name} (its default, taken where its switch is off)"
+                yield where, name, default_setting(name)
 
 
 #: MLflow's rule for param names (``mlflow.utils.validation``, outside Windows)

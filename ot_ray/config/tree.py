@@ -15,6 +15,9 @@ from ot_ray.config.search import TuneConfig, searched_settings, setting_problem
 from ot_ray.config.stages import AlignmentConfig, ModelConfig, TaskConfig, TrainConfig
 from ot_ray.uris import credentials_in, where_secrets_go
 
+#: The language averages that depend on which targets count as seen.
+SEEN_AVERAGES = ("avg_seen", "avg_seen_targets", "avg_unseen")
+
 
 class TrackingConfig(Section):
     """MLflow: where runs go. ``MLFLOW_TRACKING_URI`` in the environment overrides ``uri``."""
@@ -53,14 +56,6 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-
-    def tasks_some_trial_runs(self) -> set[str]:
-        """``task.tasks``, or every task of the choices where the search samples it."""
-        tasks = set(self.task.tasks)
-        searched = self.tune.search_space.get("task.tasks")
-        for choice in (searched.choices or []) if searched is not None else []:
-            tasks.update(choice if isinstance(choice, list) else [])
-        return tasks
 
     @model_validator(mode="after")
     def _batches_shared_by_workers(self) -> Config:
@@ -121,6 +116,29 @@ class Config(Section):
             if problem:
                 section, _, entry = where.partition(".")  # the key first, then its entry
                 raise ValueError(f"tune.{section}: {entry}: {value!r} cannot be {name} ({problem})")
+        return self
+
+    @model_validator(mode="after")
+    def _searched_languages_keep_the_scoring(self) -> Config:
+        # data.languages also decides the languages scored (with data.eval_languages empty) and
+        # the 'seen' averages (with data.seen_languages unset): trials would optimise different
+        # objectives
+        if "data.languages" not in self.tune.search_space:
+            return self
+        key = "tune.search_space: data.languages"
+        if not self.data.eval_languages:
+            raise ValueError(
+                f"{key}: with data.eval_languages empty, the languages each trial is scored on "
+                "are its data.languages: set data.eval_languages so all are scored alike"
+            )
+        metrics = [*self.tune.objective, self.tune.metric]
+        seen = [m for m in metrics if m.rsplit("/", 1)[-1] in SEEN_AVERAGES]
+        if seen and self.data.seen_languages is None:
+            raise ValueError(
+                f"{key}: {seen[0]} averages the seen languages, which are each trial's "
+                "data.languages while data.seen_languages is unset: set it so all are "
+                "scored alike"
+            )
         return self
 
     @model_validator(mode="after")

@@ -24,13 +24,15 @@ from ot_ray.search.scheduler import TIME_ATTR
 
 
 def finished(result: dict | None, milestones: int) -> bool:
-    """Whether a trial's (latest) result comes after its last task stage; without task stages
-    (``task.tasks: []``), after the trial's end (every mid-alignment result is milestone 0)."""
+    """Whether a trial's (latest) result comes after its last task stage. A trial's last
+    report says stage ``done`` whatever its tasks, so that alone is enough; without task
+    stages (``task.tasks: []``) it is the only sign, as every mid-alignment result is
+    milestone 0."""
     if not result:
         return False
-    if milestones == 0:
-        return result.get("stage") == "done"
-    return result.get(TIME_ATTR, 0) >= milestones
+    if result.get("stage") == "done":
+        return True
+    return milestones > 0 and result.get(TIME_ATTR, 0) >= milestones
 
 
 class MilestoneOptunaSearch(OptunaSearch):

@@ -25,9 +25,11 @@ from ot_ray.search.tracking import (
     TRIAL_TAG,
     find_run,
     fluent_tracking_uri,
+    log_files,
     log_metrics,
     mlflow_client,
 )
+from ot_ray.search.trial_fn import trial_files, trial_output_dir
 from ot_ray.summary import mean_std
 from ot_ray.uris import redacted_text
 
@@ -68,7 +70,7 @@ def finish_sweep(outcome: SweepOutcome, config: Config, user_config: Config) -> 
             )
             if run_id is None:
                 continue
-            _close_run(client, run_id, trial)
+            _close_run(client, run_id, trial, trial_output_dir(outcome.sweep_dir, trial.trial_id))
             panels = _panels(trial.metrics, languages, DEV_PANELS)
             if trial.status == "finished" and panels:
                 chart = scores_against_baseline(
@@ -309,10 +311,13 @@ def _exact_cell(value: Any) -> str:
     return repr(value) if isinstance(value, float) else _cell(value)
 
 
-def _close_run(client, run_id: str, trial: TrialOutcome) -> None:
+def _close_run(client, run_id: str, trial: TrialOutcome, out: Path) -> None:
     """Pruned and interrupted trials were stopped from outside, so their run is still open:
-    close it (KILLED; the ``status`` tag says which)."""
+    close it (KILLED; the ``status`` tag says which). A finished trial's run still open is one
+    whose upload failed (:func:`close_finished_run`): its files in ``out`` are uploaded again."""
     run = client.get_run(run_id)
+    if trial.status == "finished" and run.info.status == "RUNNING":
+        log_files(client, run_id, trial_files(out))
     client.set_tag(run_id, "status", trial.status)
     if trial.status == "pruned":
         client.set_tag(run_id, "pruned_at_milestone", str(trial.metrics.get("milestone", 0)))

@@ -11,7 +11,8 @@
 Parameters are sampled in the order written (a conditional one after the parameter its
 ``when`` names), so conditional parameters (tau only for unbalanced OT, the joint weight only for
 the joint variant) are never sampled, and never logged, where they mean nothing. Optuna's TPE
-sees the same tree.
+sees the same tree. A key that a switch gates takes its default where the switch is off (tau:
+null, balanced), not the base config's value.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ot_ray.config import (
     load_config_data,
     sampling_order,
 )
+from ot_ray.config.search import default_setting, switched
 
 #: The key of the constant a define-by-run function returns for an enqueued reference point.
 REFERENCE_KEY = "reference"
@@ -118,9 +120,22 @@ def trial_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in params.items() if "." in key}
 
 
+def switched_off(space: Mapping[str, ParamSpec], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The default of each key that a search-only switch gates and that ``params`` did not
+    sample: a switch has no setting of its own, so ``unbalanced: false`` must mean balanced OT
+    even where the base config sets a tau (which the search decides)."""
+    return {
+        name: default_setting(name)
+        for name, spec in space.items()
+        if "." in name and switched(spec) and not condition_holds(spec.when, params)
+    }
+
+
 def apply_params(config: Config, params: Mapping[str, Any], *, origin: str = "trial") -> Config:
-    """``config`` with a trial's sampled values set (validated like a ``--set``)."""
-    return load_config_data(config.model_dump(mode="json"), trial_overrides(params), origin=origin)
+    """``config`` with a trial's sampled values set (validated like a ``--set``), and the keys
+    whose switch is off at their defaults."""
+    overrides = {**switched_off(config.tune.search_space, params), **trial_overrides(params)}
+    return load_config_data(config.model_dump(mode="json"), overrides, origin=origin)
 
 
 def optuna_distributions(space: Mapping[str, ParamSpec]) -> dict[str, Any]:

@@ -229,8 +229,8 @@ def check_sweep_request(config: Config, *, resume: bool) -> Path:
 def check_metric_is_measured(config: Config) -> None:
     """The metric searched on must come from a stage the trials run: a task left out of
     ``task.tasks`` leaves it NaN in every trial, and the sweep ended after all of them with no
-    best trial. A searched ``task.tasks`` counts every task of its choices."""
-    tasks = config.tasks_some_trial_runs()
+    best trial (every trial runs ``task.tasks``: a search may not vary it)."""
+    tasks = set(config.task.tasks)
 
     def measured(metric: str) -> bool:
         stage = metric.split("/", 1)[0]

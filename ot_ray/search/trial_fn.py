@@ -8,6 +8,7 @@ logs the trial's files into its MLflow child run.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from ot_ray.search.tracking import (
 )
 from ot_ray.uris import redacted_text
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class SweepContext:
@@ -42,7 +45,7 @@ class SweepContext:
     def trial_config(self, params: dict[str, Any], trial_id: str) -> Config:
         """The full config of one trial: sampled values, per-trial output and run name."""
         config = apply_params(Config.model_validate(self.base), params, origin=f"trial {trial_id}")
-        config.train.output_dir = str(Path(self.sweep_dir) / "trials" / trial_id)
+        config.train.output_dir = str(trial_output_dir(self.sweep_dir, trial_id))
         config.train.storage_path = str(Path(self.sweep_dir) / "train")
         config.train.run_name = f"{self.name}-{trial_id}"
         if config.data.cache_dir is None:  # trials share tokenised data (fingerprinted, locked)
@@ -99,6 +102,44 @@ def search_trial(params: dict[str, Any], *, context: SweepContext) -> None:
         client.set_tag(run_id, "failure_reason", reason)
         client.set_terminated(run_id, "FAILED")
         raise RuntimeError(f"trial {trial_id} failed: {reason}") from None
-    out = Path(config.train.output_dir)
-    log_files(client, run_id, [(out / "metrics.json", ""), (out / "predictions", "predictions")])
-    client.set_terminated(run_id, "FINISHED")
+    close_finished_run(client, run_id, Path(config.train.output_dir))
+
+
+def trial_output_dir(sweep_dir: str | Path, trial_id: str) -> Path:
+    """Where a trial of the sweep writes its outputs (``train.output_dir``)."""
+    return Path(sweep_dir) / "trials" / trial_id
+
+
+def trial_files(out: Path) -> list[tuple[Path, str]]:
+    """What a finished trial uploads to its run: its metrics and prediction files."""
+    return [(out / "metrics.json", ""), (out / "predictions", "predictions")]
+
+
+def close_finished_run(client, run_id: str, out: Path) -> None:
+    """Upload a trained trial's files and close its run. A tracking server's hiccup must not
+    fail a trial whose training is done (Tune would drop it from the best-trial choice, and
+    --resume does not rerun it): the run is left open, and the end of the sweep uploads the
+    files of a finished trial whose run is still open, then closes it."""
+    try:
+        log_files(client, run_id, trial_files(out))
+    except Exception as err:
+        logger.warning(
+            "MLflow did not take the files of run %s (%s); they are in %s, and the end of the "
+            "sweep uploads them again",
+            run_id,
+            _one_line(err),
+            out,
+        )
+        return
+    try:
+        client.set_terminated(run_id, "FINISHED")
+    except Exception as err:
+        message = _one_line(err)
+        logger.warning(
+            "MLflow did not close run %s (%s); the end of the sweep closes it", run_id, message
+        )
+
+
+def _one_line(err: Exception) -> str:
+    """An MLflow error as shown in a warning (REST errors quote the URI, password and all)."""
+    return redacted_text(" ".join(str(err).split()))[:300]
