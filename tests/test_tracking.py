@@ -408,7 +408,7 @@ def sweep_config(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = load_config(
         None,
-        [f"tracking.uri={uri}", f"tune.storage_path={tmp_path / 'sweeps'}",
+        [f"tracking.uri={uri}", f"tune.storage_path={tmp_path / 'sweeps'}", "data.languages=[de]",
          "tune.search_space={alignment.lr: {low: 1.0e-5, high: 1.0e-3, log: true}}"],
     )  # fmt: skip
     return uri, config
@@ -604,6 +604,26 @@ def test_a_deleted_experiment_is_refused_before_anything_starts(tmp_path):
             r"'xquad/dev/f1/avg_targets' is measured by the task xquad, which task\.tasks",
         ),
         (["tune.objective=[]"], r"averages tune\.objective, which is empty"),
+        # the paper config's XQuAD dev holds the pivot only: the average over the targets
+        # was dropped from the objective without a word
+        (
+            ["data.xquad.dev={path: d.json, languages: [en]}"],
+            r"tune\.objective: xquad/dev/f1/avg_targets is never measured: the languages scored "
+            r"there are \['en'\] \(data\.eval_languages and data\.xquad\.dev\.languages\), "
+            r"and avg_targets averages none of them",
+        ),
+        (
+            [
+                "data.xnli.dev={path: d.tsv, languages: [en]}",
+                "tune.objective=[xquad/dev/f1/avg_targets]",
+                "tune.metric=xnli/dev/acc/de",
+            ],
+            r"tune\.metric: xnli/dev/acc/de is never measured: .* de is not one of them",
+        ),
+        (
+            ["tune.metric=align/retrieval_acc/en"],
+            r"tune\.metric: align/retrieval_acc/en is never measured: .* data\.parallel\.dev",
+        ),
     ],
 )
 def test_a_sweep_on_a_metric_no_trial_measures_is_refused_before_it_starts(
@@ -613,7 +633,7 @@ def test_a_sweep_on_a_metric_no_trial_measures_is_refused_before_it_starts(
     from ot_ray.search.sweep import SweepError, check_sweep_request
 
     space = "tune.search_space={alignment.lr: {low: 1.0e-5, high: 1.0e-3, log: true}}"
-    base = [f"tune.storage_path={tmp_path}", "tune.name=s", space]
+    base = [f"tune.storage_path={tmp_path}", "tune.name=s", space, "data.languages=[de]"]
     with pytest.raises(SweepError, match=message):
         check_sweep_request(load_config(None, [*base, *overrides]), resume=False)
     assert not (tmp_path / "s").exists()
@@ -621,6 +641,9 @@ def test_a_sweep_on_a_metric_no_trial_measures_is_refused_before_it_starts(
     assert check_sweep_request(load_config(None, alignment_only), resume=False)
     xnli_only = [*base, "task.tasks=[xnli]"]  # the objective averages what is measured
     assert check_sweep_request(load_config(None, xnli_only), resume=False)
+    pivot_dev = [*base, "data.xquad.dev={path: d.json, languages: [en]}"]
+    on_the_pivot = [*pivot_dev, "tune.objective=[xnli/dev/acc/avg_targets, xquad/dev/f1/en]"]
+    assert check_sweep_request(load_config(None, on_the_pivot), resume=False)
 
 
 def test_a_failed_trials_reason_hides_the_uris_secrets():
@@ -645,7 +668,7 @@ def test_a_sweep_stopped_before_tunes_first_step_is_not_resumable(tmp_path):
 
     config = load_config(
         None,
-        [f"tune.storage_path={tmp_path}", "tune.name=s",
+        [f"tune.storage_path={tmp_path}", "tune.name=s", "data.languages=[de]",
          "tune.search_space={alignment.lr: {low: 1.0e-5, high: 1.0e-3, log: true}}"],
     )  # fmt: skip
     (tmp_path / "s").mkdir()

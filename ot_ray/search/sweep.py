@@ -23,6 +23,7 @@ from ot_ray.config import Config, flatten
 from ot_ray.config.stages import TASK_NAMES
 from ot_ray.errors import UserError
 from ot_ray.launch import absolute_locations, writable_folder
+from ot_ray.metrics import language_averages
 from ot_ray.search.milestones import finished
 from ot_ray.search.scheduler import make_scheduler, pruned_trials
 from ot_ray.search.space import REFERENCE_KEY, DefineByRun, optuna_points
@@ -211,6 +212,7 @@ def check_sweep_request(config: Config, *, resume: bool) -> Path:
     if not config.tune.search_space:
         raise SweepError("tune.search_space is empty: nothing to search")
     check_metric_is_measured(config)
+    check_languages_are_scored(config)
     check_not_on_the_selecting_score(config)
     directory = writable_folder(sweep_dir(config), "tune.storage_path")
     restorable = tune_state_recorded(directory)
@@ -255,6 +257,52 @@ def check_metric_is_measured(config: Config) -> None:
             f"tune.metric: {metric!r} is measured by the task {metric.split('/', 1)[0]}, which "
             f"task.tasks {sorted(tasks)} does not run: every trial would report NaN"
         )
+
+
+def check_languages_are_scored(config: Config) -> None:
+    """Every dev metric the search ranks on must name a language (or an average) the trials
+    score: one a dev source leaves out (the paper config's XQuAD dev holds the pivot only) was
+    dropped from the objective without a word, or left ``tune.metric`` NaN in every trial."""
+    named = [("tune.objective", m) for m in config.tune.objective]
+    if config.tune.metric != "objective":
+        named.append(("tune.metric", config.tune.metric))
+    for key, metric in named:
+        stage, _, rest = metric.partition("/")
+        which = rest.rpartition("/")[2]
+        scored = _scored_languages(config, stage, rest.partition("/")[0])
+        if scored is None or _measured_for(config, which, scored, stage):
+            continue
+        source = "data.parallel.dev" if stage == "align" else f"data.{stage}.dev"
+        raise SweepError(
+            f"{key}: {metric} is never measured: the languages scored there are {scored} "
+            f"(data.eval_languages and {source}.languages), and "
+            + (
+                f"{which} is not one of them"
+                if not which.startswith("avg_")
+                else f"{which} averages none of them"
+            )
+            + "; every trial would leave it out"
+        )
+
+
+def _scored_languages(config: Config, stage: str, split: str) -> list[str] | None:
+    """The languages a trial scores ``stage``'s dev metrics on (None: not a dev metric)."""
+    data = config.data
+    if stage in TASK_NAMES and split == "dev":
+        source = getattr(data, stage).dev
+        return [lang for lang in data.all_eval_languages if source.covers(lang)]
+    if stage == "align":  # held-out pairs of the targets; the pivot has no score of its own
+        return [lang for lang in data.all_eval_languages[1:] if data.parallel.dev.covers(lang)]
+    return None
+
+
+def _measured_for(config: Config, which: str, scored: list[str], stage: str) -> bool:
+    """Whether ``which`` (a language or an average) has a value over ``scored``."""
+    if not which.startswith("avg_"):
+        return which in scored
+    values = {lang: 0.0 for lang in scored}
+    averages = language_averages(values, pivot=config.data.pivot, seen=config.data.seen)
+    return which in averages
 
 
 def check_not_on_the_selecting_score(config: Config) -> None:
