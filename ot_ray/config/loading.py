@@ -5,6 +5,7 @@ section's defaults (search-space entries and named points are keyed by dotted ke
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from ot_ray.config.keys import is_config_key
 from ot_ray.config.messages import rewritten
 from ot_ray.config.search import PARAM_SPEC_KEYS
 from ot_ray.config.tree import Config
-from ot_ray.config.yaml_files import ConfigLoader, one_line, read_tree
+from ot_ray.config.yaml_files import one_line, parse_checked, read_tree
 from ot_ray.errors import ConfigError
 from ot_ray.uris import redacted_text
 
@@ -35,7 +36,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for override in overrides or []:
         key, value = parse_override(override)
         shown = f"--set {_redacted_override(override)}"  # messages quote it: no secrets
-        _assign(data, key, value, origin=shown, written=origins)
+        given = [k for k, where in origins.items() if where.startswith("--set ")]
+        _assign(data, key, value, origin=shown, written=origins, given=given)
         origins = {k: where for k, where in origins.items() if not k.startswith(f"{key}.")}
         origins[key] = shown
     return _validated(data, origins, source)
@@ -46,7 +48,7 @@ def load_config_data(data: dict[str, Any], overrides: dict[str, Any], *, origin:
     data = copy.deepcopy(data)
     origins: dict[str, str] = {}
     for key, value in overrides.items():
-        _assign(data, key, value, origin=f"{origin} {key}={value!r}")
+        _assign(data, key, value, origin=f"{origin} {key}={value!r}", given=list(origins))
         origins[key] = f"{origin} {key}={value!r}"
     return _validated(data, origins, origin)
 
@@ -75,15 +77,17 @@ def parse_override(text: str) -> tuple[str, Any]:
             f"found {redacted_text(repr(text))}",
             source="--set",
         )
+    shown = f"--set {_redacted_override(text)}"
     try:
-        value = yaml.load(raw, Loader=ConfigLoader) if raw.strip() else None
-    except (yaml.YAMLError, ValueError) as err:  # ValueError: a tag such as !!int on bad text
+        # the checks a file gets: an alias cycle or deep nesting ended in a RecursionError
+        value = parse_checked(raw, lambda _line: shown, f"{key}.")[0] if raw.strip() else None
+    except yaml.YAMLError as err:
         quote = ""
         if raw.lstrip()[:1] in "{[":
             quote = f" (if it is text, quote it: --set '{key}=\"...\"')"
         raise ConfigError(
             redacted_text(f"the value {raw!r} is not valid YAML ({one_line(err)}){quote}"),
-            source=f"--set {_redacted_override(text)}",
+            source=shown,
         ) from None
     return key, value
 
@@ -95,9 +99,11 @@ def _assign(
     *,
     origin: str,
     written: dict[str, str] | None = None,
+    given: Sequence[str] = (),
 ) -> None:
     """Set ``dotted`` in ``data``; ``written`` (key -> where) names where a value that is not
-    a section came from, e.g. ``alignment:`` left empty in a file (YAML reads it as null)."""
+    a section came from, e.g. ``alignment:`` left empty in a file (YAML reads it as null);
+    ``given`` holds the keys earlier overrides set."""
     parts = _key_path(dotted)
     node = data
     for depth, part in enumerate(parts[:-1]):
@@ -116,7 +122,41 @@ def _assign(
                 key=dotted,
             )
         node = child
+    if parts[-1] in ("path", "hub") and _section_model(parts[:-1]) is SourceSpec:
+        _drop_replaced_origin(node, ".".join(parts[:-1]), given)
     node[parts[-1]] = value
+
+
+#: The keys of a source's origin: a local file's, and a Hub dataset's (only its reader uses
+#: ``split``); ``languages`` says which languages have the source, wherever it comes from.
+ORIGIN_KEYS = (*LOCAL_KEYS, *HUB_KEYS, "split")
+
+
+def _drop_replaced_origin(source: dict[str, Any], prefix: str, given: Sequence[str]) -> None:
+    """``--set ...path=`` or ``...hub=`` replaces the source's file or dataset (README), wherever
+    the source was written: the old origin's keys go (a file's ``hub`` next to a new ``path``
+    was refused as two origins), except those earlier overrides set, so ``--set ...split=...
+    --set ...hub=...`` works in either order."""
+    for key in ORIGIN_KEYS:
+        if not _set_by(f"{prefix}.{key}", given):
+            source.pop(key, None)
+
+
+def _set_by(dotted: str, given: Sequence[str]) -> bool:
+    """Whether one of the ``given`` keys is ``dotted`` or a section holding it."""
+    return any(dotted == key or dotted.startswith(f"{key}.") for key in given)
+
+
+def _section_model(parts: list[str]) -> type[BaseModel] | None:
+    """The section type ``parts`` names (None: not a section of the tree)."""
+    model: type[BaseModel] = Config
+    for part in parts:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
 
 
 def _key_path(dotted: str) -> list[str]:

@@ -31,6 +31,9 @@ def rewritten(err: ValidationError, origins: dict[str, str], source: str) -> Con
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             expected = f"unknown key (allowed here: {', '.join(sorted(allowed))}){suggestion}"
             messages.append(f"{where}: {key}: {expected}")
+        elif problem["type"] == "missing":
+            # pydantic's "field required" with the whole section as what was found
+            messages.append(f"{where}: {key}: {_missing(loc)}")
         elif problem["type"] == "value_error":
             message = _expected(problem["msg"])
             head = message.split(": ", 1)[0]
@@ -101,6 +104,12 @@ def _origin_of(key: str, origins: dict[str, str], source: str) -> str:
         if len(inside) == 1:  # several: the enclosing section's, and "(after ...)" lists them
             return inside.pop()
     return enclosing
+
+
+def _missing(loc: list[str]) -> str:
+    """What to write where a section lacks a key that has no default."""
+    section = ".".join(loc[:-1]) or "the config"
+    return f"missing: {section} must give {loc[-1]} (it has no default)"
 
 
 def _describe(value: Any) -> str:

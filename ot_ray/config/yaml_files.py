@@ -1,11 +1,12 @@
 """Reading config files: YAML 1.2 scalars, ``extends:`` chains, the line of every key, and
-refusal of what YAML allows but a config must not hold (alias cycles and bombs, duplicate
-keys, keys that are not names)."""
+refusal of what YAML allows but a config must not hold (alias cycles and bombs, nesting
+deeper than any config, duplicate keys at any depth, keys that are not names)."""
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,40 @@ class ConfigLoader(yaml.SafeLoader):
     reads the text "1e-5"), ``010`` or ``1:30`` are not the octal 8 or the base-60 90
     (``250_000`` stays an integer), and only ``true``/``false`` are booleans, so the language
     code ``no`` (Norwegian) stays text; a yes/no setting still takes ``yes``, ``on``, ``1``."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """PyYAML composes recursively: 500 nested brackets ended in a RecursionError."""
+        self._depth += 1
+        try:
+            if self._depth > MAX_CONFIG_DEPTH:
+                raise NestedTooDeep(None, None, TOO_DEEP, self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A tag on text it cannot read (``!!int abc``, ``!!bool maybe``) is a YAML error at
+        the value's line, not a bare ValueError or KeyError."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as err:
+            text = repr(node.value) if isinstance(node, yaml.ScalarNode) else "the value"
+            problem = f"cannot read {text} as {node.tag.rpartition(':')[2]} ({one_line(err)})"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+class NestedTooDeep(yaml.MarkedYAMLError):
+    """Valid YAML nested deeper than any config is (and than Python recurses)."""
+
+
+#: Deeper than any config nests (a search point's list of layers is 6 levels deep).
+MAX_CONFIG_DEPTH = 100
+TOO_DEEP = f"nested more than {MAX_CONFIG_DEPTH} levels deep"
+
+#: Where a problem is: a 1-based line (None: the whole text) to ``file:line`` or ``--set ...``.
+Place = Callable[[int | None], str]
 
 
 class ConfigDumper(yaml.SafeDumper):
@@ -68,20 +103,21 @@ def read_tree(path: Path, chain: list[Path]) -> tuple[dict[str, Any], dict[str, 
     every key keeps the ``file:line`` it came from."""
     data, lines = _read_yaml(path)
     origins = {key: f"{path}:{line}" for key, line in lines.items()}
-    base_name = data.pop("extends", None)
-    if base_name is None:
+    if "extends" not in data:
         return data, origins
+    base_name = data.pop("extends")
     where = f"{path}:{lines.get('extends', 1)}"
-    if not isinstance(base_name, str):
-        raise ConfigError("expected a file name", source=where, key="extends")
+    if not isinstance(base_name, str) or not base_name.strip():
+        # ``extends:`` left empty reads as null: silently running without the base is a slip
+        found = "nothing" if base_name is None else repr(base_name)
+        raise ConfigError(f"expected a file name, found {found}", source=where, key="extends")
     base_path = (path.parent / base_name).resolve()
-    if base_path in chain or base_path == path.resolve():
-        raise ConfigError(f"{base_name} extends itself (through {len(chain)} files)", source=where)
-    if base_path.is_dir():
+    _refuse_extends_cycle(base_name, base_path, [*chain, path.resolve()], where)
+    if _looked_up(base_path.is_dir, where, "extends", base_path):
         raise ConfigError(
             f"{base_path} is a directory, not a config file", source=where, key="extends"
         )
-    if not base_path.is_file():
+    if not _looked_up(base_path.is_file, where, "extends", base_path):
         raise ConfigError(f"no such config file {base_path}", source=where, key="extends")
     base, base_origins = read_tree(base_path, [*chain, path.resolve()])
     replaced = [key for key in origins if key.rsplit(".", 1)[-1] in REPLACED]
@@ -91,6 +127,28 @@ def read_tree(path: Path, chain: list[Path]) -> tuple[dict[str, Any], dict[str, 
         if not any(key.startswith(f"{whole}.") for whole in replaced)
     }
     return _merged(base, data), {**base_origins, **origins}
+
+
+def _refuse_extends_cycle(base_name: str, base_path: Path, chain: list[Path], where: str) -> None:
+    """``chain`` is the files read so far, this one last: naming one of them again never ends."""
+    if base_path not in chain:
+        return
+    through = [file.name for file in chain[chain.index(base_path) + 1 :]]
+    via = f" through {' and '.join(through)}" if through else ""
+    raise ConfigError(f"{base_name} extends itself{via}", source=where, key="extends")
+
+
+def _looked_up(
+    check: Callable[[], bool], source: str, key: str | None = None, path: Path | None = None
+) -> bool:
+    """``check()`` (``path.is_dir`` ...): a path the system will not look at (a folder without
+    search permission, a name too long) is the user's to fix, so one line of error."""
+    try:
+        return check()
+    except OSError as err:
+        what = str(path) if path is not None else "the file"
+        reason = err.strerror or one_line(err)
+        raise ConfigError(f"cannot read {what}: {reason}", source=source, key=key) from None
 
 
 #: Sections an ``extends``-ing file replaces whole instead of merging into.
@@ -109,13 +167,34 @@ def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    if path.is_dir():
+    if _looked_up(path.is_dir, str(path)):
         raise ConfigError("a directory, not a config file", source=str(path))
-    if not path.exists():
+    if not _looked_up(path.exists, str(path)):
         raise ConfigError("no such config file", source=str(path))
+    text = _read_text(path)
+    try:
+        data, lines = parse_checked(text, lambda line: f"{path}:{line}" if line else str(path))
+    except yaml.YAMLError as err:
+        where, problem = yaml_problem(err, text)
+        raise ConfigError(f"invalid YAML: {problem}", source=f"{path}{where}") from None
+    if data is None:
+        # an empty file is more likely a slip (a truncated copy, /dev/null) than a wish for
+        # the built-in defaults, which a file holding {} asks for
+        raise ConfigError(
+            "the config file has no settings (a file holding {} means the built-in defaults)",
+            source=str(path),
+        )
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a mapping at the top level, found {type(data).__name__}", source=str(path)
+        )
+    return data, lines
+
+
+def _read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as err:  # where an editor shows it: line and column
         line_start = raw.rfind(b"\n", 0, err.start) + 1
         line = raw.count(b"\n", 0, err.start) + 1
@@ -128,39 +207,45 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise ConfigError(
             f"cannot read the file: {err.strerror or err}", source=str(path)
         ) from None
+
+
+def yaml_problem(err: yaml.YAMLError, text: str) -> tuple[str, str]:
+    """``(":line:column" or "", what is wrong)`` of a YAML error; a forbidden character's
+    place comes as a position in ``text``, which editors do not show."""
+    if isinstance(err, yaml.reader.ReaderError):
+        line = text.count("\n", 0, err.position) + 1
+        column = err.position - text.rfind("\n", 0, err.position)
+        character = err.character if isinstance(err.character, int) else ord(err.character)
+        return f":{line}:{column}", f"unacceptable character #x{character:04x}: {err.reason}"
+    mark = getattr(err, "problem_mark", None)
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or one_line(err)
+    context = getattr(err, "context", None)
+    return where, f"{problem} ({context})" if context else problem
+
+
+def parse_checked(text: str, place: Place, prefix: str = "") -> tuple[Any, dict[str, int]]:
+    """``text``'s value (no object shared by aliases) and the line of every dotted key under
+    ``prefix``, after refusing what YAML allows but a config must not hold: nesting too deep,
+    alias cycles and bombs, keys that are not names, duplicate keys. Syntax errors are left to
+    the caller as :class:`yaml.YAMLError`."""
     try:
         node = yaml.compose(text, Loader=ConfigLoader)
-        data = yaml.load(text, Loader=ConfigLoader)
-    except (yaml.YAMLError, ValueError) as err:  # ValueError: a tag such as !!int on bad text
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(err, "problem", None) or one_line(err)
-        context = getattr(err, "context", None)
-        detail = f"{problem} ({context})" if context else problem
-        raise ConfigError(f"invalid YAML: {detail}", source=where) from None
-    if data is None:
-        # an empty file is more likely a slip (a truncated copy, /dev/null) than a wish for
-        # the built-in defaults, which a file holding {} asks for
-        raise ConfigError(
-            "the config file has no settings (a file holding {} means the built-in defaults)",
-            source=str(path),
-        )
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"expected a mapping at the top level, found {type(data).__name__}", source=str(path)
-        )
-    _refuse_cycles(node, set(), set(), path)
-    _refuse_keys_that_are_not_names(node, set(), path)
-    size = _expanded_size(node, {})
-    if size > MAX_CONFIG_VALUES:
-        # a few lines of aliases to aliases expand to billions of values (a "YAML bomb")
-        raise ConfigError(
-            f"expands to {size:,} values through its aliases (more than {MAX_CONFIG_VALUES:,})",
-            source=str(path),
-        )
+    except NestedTooDeep as err:
+        raise ConfigError(TOO_DEEP, source=place(err.problem_mark.line + 1)) from None
     lines: dict[str, int] = {}
-    _collect_lines(node, "", lines, path)
-    return _unshared(data), lines
+    if node is not None:
+        _refuse_cycles(node, place)
+        _refuse_keys_that_are_not_names(node, set(), place)
+        size = _expanded_size(node, {})
+        if size > MAX_CONFIG_VALUES:
+            # a few lines of aliases to aliases expand to billions of values (a "YAML bomb")
+            raise ConfigError(
+                f"expands to {size:,} values through its aliases (more than {MAX_CONFIG_VALUES:,})",
+                source=place(None),
+            )
+        _collect_lines(node, prefix, lines, place)
+    return _unshared(yaml.load(text, Loader=ConfigLoader)), lines
 
 
 #: More values than any config needs once its aliases are expanded.
@@ -190,32 +275,58 @@ def _unshared(value: Any) -> Any:
     return value
 
 
-def _refuse_cycles(node: yaml.Node, open_nodes: set[int], done: set[int], path: Path) -> None:
-    """An alias inside the node its anchor names (``a: &x {b: *x}``) makes an endless value.
-    ``done`` holds nodes already checked, which aliases may reach many times."""
-    if not isinstance(node, yaml.CollectionNode) or id(node) in done:
-        return
-    open_nodes.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        children = [(value, key.start_mark) for key, value in node.value]
-    else:
-        children = [(item, node.start_mark) for item in node.value]
-    for child, mark in children:
-        if id(child) in open_nodes:
-            raise ConfigError(
-                "an alias (*name) refers to a section or list that contains it, an endless value",
-                source=f"{path}:{mark.line + 1}",
+def _refuse_cycles(root: yaml.Node, place: Place) -> None:
+    """An alias inside the node its anchor names (``a: &x {b: *x}``) makes an endless value,
+    and aliases of aliases nest deeper than the text shows (and than Python recurses): walked
+    without recursion, each node once (``heights`` holds those done, which aliases may reach
+    many times)."""
+    heights: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, Iterator[tuple[yaml.Node, yaml.Mark]]]] = []
+    open_nodes: set[int] = set()
+
+    def enter(node: yaml.Node) -> None:
+        open_nodes.add(id(node))
+        stack.append((node, iter(_children(node))))
+
+    enter(root)
+    while stack:
+        node, children = stack[-1]
+        for child, mark in children:
+            if id(child) in open_nodes:
+                raise ConfigError(
+                    "an alias (*name) refers to a section or list that contains it, an endless "
+                    "value",
+                    source=place(mark.line + 1),
+                )
+            if isinstance(child, yaml.CollectionNode) and id(child) not in heights:
+                enter(child)
+                break
+        else:
+            stack.pop()
+            open_nodes.discard(id(node))
+            heights[id(node)] = 1 + max(
+                (heights.get(id(c), 0) for c, _ in _children(node)), default=0
             )
-        _refuse_cycles(child, open_nodes, done, path)
-    open_nodes.discard(id(node))
-    done.add(id(node))
+            if heights[id(node)] > MAX_CONFIG_DEPTH:
+                raise ConfigError(
+                    f"{TOO_DEEP} through its aliases", source=place(node.start_mark.line + 1)
+                )
+
+
+def _children(node: yaml.Node) -> list[tuple[yaml.Node, yaml.Mark]]:
+    """A collection's keys and values, each with the line an error about it names."""
+    if isinstance(node, yaml.MappingNode):
+        return [(part, key.start_mark) for key, value in node.value for part in (key, value)]
+    if isinstance(node, yaml.SequenceNode):
+        return [(item, node.start_mark) for item in node.value]
+    return []
 
 
 #: The tags a mapping key may carry: a name, or YAML's merge key ``<<``.
 NAME_KEY_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge")
 
 
-def _refuse_keys_that_are_not_names(node: yaml.Node, done: set[int], path: Path) -> None:
+def _refuse_keys_that_are_not_names(node: yaml.Node, done: set[int], place: Place) -> None:
     """Every key of a config is a name: ``null:`` or ``~:`` read as the key None (two of
     them, or ``1:`` and ``true:``, silently become one key), and pydantic would report them at
     the enclosing section's line. Runs after :func:`_refuse_cycles`."""
@@ -224,7 +335,7 @@ def _refuse_keys_that_are_not_names(node: yaml.Node, done: set[int], path: Path)
     done.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _refuse_keys_that_are_not_names(item, done, path)
+            _refuse_keys_that_are_not_names(item, done, place)
         return
     for key, value in node.value:
         if key.tag not in NAME_KEY_TAGS:
@@ -232,13 +343,19 @@ def _refuse_keys_that_are_not_names(node: yaml.Node, done: set[int], path: Path)
             text = key.value if isinstance(key, yaml.ScalarNode) else "a list or mapping"
             raise ConfigError(
                 f"the key {text!r} reads as {kind}, not a name: quote it if it is meant as one",
-                source=f"{path}:{key.start_mark.line + 1}",
+                source=place(key.start_mark.line + 1),
             )
-        _refuse_keys_that_are_not_names(value, done, path)
+        _refuse_keys_that_are_not_names(value, done, place)
 
 
-def _collect_lines(node: yaml.Node | None, prefix: str, out: dict[str, int], path: Path) -> None:
-    """Record the 1-based line of every dotted key, rejecting duplicate keys on the way."""
+def _collect_lines(node: yaml.Node, prefix: str, out: dict[str, int], place: Place) -> None:
+    """Record the 1-based line of every dotted key, list items by their index (``by_language.
+    de.0.path``, where pydantic reports them), refusing duplicate keys at any depth."""
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            out[f"{prefix}{index}"] = item.start_mark.line + 1
+            _collect_lines(item, f"{prefix}{index}.", out, place)
+        return
     if not isinstance(node, yaml.MappingNode):
         return
     seen: set[str] = set()
@@ -247,12 +364,12 @@ def _collect_lines(node: yaml.Node | None, prefix: str, out: dict[str, int], pat
         if key in seen:
             raise ConfigError(
                 "duplicate key (the second would silently win)",
-                source=f"{path}:{key_node.start_mark.line + 1}",
+                source=place(key_node.start_mark.line + 1),
                 key=key,
             )
         seen.add(key)
         out[key] = key_node.start_mark.line + 1
-        _collect_lines(value_node, f"{key}.", out, path)
+        _collect_lines(value_node, f"{key}.", out, place)
 
 
 def one_line(err: Exception) -> str:
@@ -261,4 +378,8 @@ def one_line(err: Exception) -> str:
 
 def dump_config(config: Config) -> str:
     """YAML text of ``config`` that :func:`load_config` reads back to an equal config."""
-    return yaml.dump(config.model_dump(mode="json"), Dumper=ConfigDumper, sort_keys=False)
+    return yaml.dump(
+        config.model_dump(mode="json", by_alias=True),  # ``int:``, as configs write it
+        Dumper=ConfigDumper,
+        sort_keys=False,
+    )
