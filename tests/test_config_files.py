@@ -223,3 +223,30 @@ def test_an_empty_extends_is_refused(tmp_path, text):
     """It was dropped without a word: the run went on without the base's settings."""
     with pytest.raises(ConfigError, match=r"config\.yaml:1: extends: expected a file name, found"):
         load_config(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ('train.output_dir=""', r"train\.output_dir: expected a name, found '' \(blank\)"),
+        ('data.pivot=" "', r"data\.pivot: expected a name"),
+        ('data.languages=[de, ""]', r"data\.languages\.1: expected a name"),
+        ('data.eval_languages=[""]', r"data\.eval_languages\.0: expected a name"),
+        ('model.name_or_path=""', r"model\.name_or_path: expected a name"),
+        ('tracking.uri=""', r"tracking\.uri: expected a name"),
+        ('tracking.experiment=""', r"tracking\.experiment: expected a name"),
+    ],
+)
+def test_an_empty_name_is_refused(override, message):
+    """``train.output_dir=""`` wrote into the current folder, and a language or pivot ``""``
+    filled ``{lang}`` with nothing."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "1", '"true"'])
+def test_only_true_runs_a_model_repositorys_own_code(value):
+    """The other yes/no settings take ``yes``, ``on`` or ``1``; this one runs foreign code."""
+    with pytest.raises(ConfigError, match=r"trust_remote_code: expected true or false \(only"):
+        load_config(None, [f"model.trust_remote_code={value}"])
+    assert load_config(None, ["model.trust_remote_code=true"]).model.trust_remote_code is True

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ot_ray.config.fields import PositiveFloat, PositiveInt, Section, Seed
+from ot_ray.config.fields import NonBlank, PositiveFloat, PositiveInt, Section, Seed
 
 
 class WorldSizes(Section):
@@ -231,13 +231,13 @@ class DataConfig(Section):
     root: str = Field(
         default="demo", description="Fills {root} in paths; 'demo' = the demo world directory."
     )
-    pivot: str = "en"
-    languages: list[str] = Field(default_factory=list, description="Target languages aligned.")
-    eval_languages: list[str] = Field(
+    pivot: NonBlank = "en"
+    languages: list[NonBlank] = Field(default_factory=list, description="Target languages aligned.")
+    eval_languages: list[NonBlank] = Field(
         default_factory=list,
         description="Languages evaluated zero-shot besides the pivot (default: data.languages).",
     )
-    seen_languages: list[str] | None = Field(
+    seen_languages: list[NonBlank] | None = Field(
         default=None,
         description="The targets the 'seen' averages take (default: data.languages, the aligned "
         "ones): LargeWordOT aligns 14 languages and the paper's 'seen' column is still the main "

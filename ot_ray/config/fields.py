@@ -35,6 +35,18 @@ def _a_folder_not_a_uri(path: str) -> str:
 StorageFolder = Annotated[str, AfterValidator(_a_folder_not_a_uri)]
 
 
+def _not_blank(text: str) -> str:
+    """An empty name is a slip, not a choice: ``train.output_dir=""`` wrote into the current
+    folder, and a language ``""`` or a pivot ``""`` filled ``{lang}`` with nothing."""
+    if not text.strip():
+        raise ValueError(f"expected a name, found {text!r} (blank)")
+    return text
+
+
+#: Text that must say something (a folder, a language code, a model, a URI).
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
+
+
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors and assignments are validated."""
 

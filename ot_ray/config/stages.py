@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from ot_ray.config.fields import (
+    NonBlank,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -21,9 +22,21 @@ from ot_ray.config.fields import (
 class ModelConfig(Section):
     """The encoder to align: a Hub id (``bert-base-multilingual-cased``) or a local directory."""
 
-    name_or_path: str = "demo"
+    name_or_path: NonBlank = "demo"
     revision: str | None = None
     trust_remote_code: bool = False
+
+    @field_validator("trust_remote_code", mode="before")
+    @classmethod
+    def _only_true_trusts(cls, value: object) -> object:
+        """Running a repository's own code is the one switch not taken from ``yes``, ``on`` or
+        ``1``, which the other yes/no settings accept: only ``true`` turns it on."""
+        if not isinstance(value, bool):
+            raise ValueError(
+                f"expected true or false (only true runs a model repository's own code), found "
+                f"{value!r}"
+            )
+        return value
 
 
 class SinkhornConfig(Section):
@@ -200,7 +213,7 @@ class TrainConfig(Section):
     use_gpu: bool = False
     cpus_per_worker: PositiveFloat = 1.0
     seed: Seed = 0
-    output_dir: str = "outputs"
+    output_dir: NonBlank = "outputs"
     run_name: str | None = Field(
         default=None, description="Ray Train run name (default: derived from the config)."
     )

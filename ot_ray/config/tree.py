@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from ot_ray.config.data import DataConfig
-from ot_ray.config.fields import Section
+from ot_ray.config.fields import NonBlank, Section
 from ot_ray.config.metric_names import unknown_metric
 from ot_ray.config.search import TuneConfig, searched_settings, setting_problem
 from ot_ray.config.stages import AlignmentConfig, ModelConfig, TaskConfig, TrainConfig
@@ -22,8 +22,8 @@ SEEN_AVERAGES = ("avg_seen", "avg_seen_targets", "avg_unseen")
 class TrackingConfig(Section):
     """MLflow: where runs go. ``MLFLOW_TRACKING_URI`` in the environment overrides ``uri``."""
 
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str = "ot-ray"
+    uri: NonBlank = "sqlite:///mlflow.db"
+    experiment: NonBlank = "ot-ray"
     registered_model_name: str | None = None
 
     @field_validator("registered_model_name")
