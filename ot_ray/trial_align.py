@@ -86,6 +86,8 @@ class AlignStages(TrialBase):
             )
             _record_means(state.metrics, windows)
             state.metrics["align/steps"] = float(stage_state.step)
+            # the stage's state held them too: freed before the quality and task stages
+            stage_state.optimizer = stage_state.scheduler = None
             del reference, objective, optimizer, scheduler
         self._finish_stage(state, encoder)
 

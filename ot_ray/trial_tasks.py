@@ -123,6 +123,8 @@ class TaskStages(TrialBase):
             extra_loss=self._joint_loss(),
             show_progress=self.show_progress,
         )
+        # the optimizer's moments (twice the model's size) are not needed to evaluate
+        progress.optimizer = progress.scheduler = None
         state.metrics[f"{task}/steps"] = float(progress.step)
         if f"{task}/loss" in last_means:  # none if resumed at the last step: the checkpoint's
             state.metrics[f"{task}/train_loss"] = last_means[f"{task}/loss"]
