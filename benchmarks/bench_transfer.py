@@ -9,9 +9,11 @@ mean +- std over seeds, the averages over seen and unseen languages, and alignme
     python benchmarks/bench_transfer.py --seeds 0 --methods none wordot
 
 (15 trials for the README's table, 5 to 9 minutes each on 2 CPU cores.) Finished trials are
-kept under ``--out``, in a folder named by their settings' and the demo world's digests, and
-reused, so an interrupted run continues and a run with other settings (``--config``, ``--set``)
-or another world never reads another's.
+kept under ``--out``, in a folder named by digests of their settings, the demo world, the
+library's and this script's code, and (for a local ``model.name_or_path``) the encoder's
+weights, and reused, so an interrupted run continues, and a run with other settings (``--config``,
+``--set``), another world, changed code or another encoder in the same folder never reads
+another's.
 No selection happens here (every variant runs with the config's settings, chosen before on dev
 scores: e.g. the fixed-pivot joint weight 0.03, see the README; ``task.<task>.select_every``
 chooses a trial's task model on the pivot's dev set only), and only test scores are reported:
@@ -21,6 +23,7 @@ dev scores are in each trial's metrics.json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -78,7 +81,11 @@ def run_variant(args: argparse.Namespace, variant: str, seed: int) -> dict[str, 
     # the settings (where it writes is neutral) and the demo world's identity (its generator's
     # code included): a changed generator makes other data under the same settings
     world = world_dir(given.data.demo).name.rsplit("-", 1)[-1]
-    out = (args.out / variant / f"seed{seed}-{settings_digest(given)}-{world}").resolve()
+    # and the code and the encoder the settings name: a trial of older code, or of another
+    # encoder saved at the same path, is not this one
+    code = files_digest([*sorted((REPO / "ot_ray").rglob("*.py")), Path(__file__)])
+    key = f"seed{seed}-{settings_digest(given)}-{world}-{code}{encoder_digest(given)}"
+    out = (args.out / variant / key).resolve()
     done = out / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -90,6 +97,26 @@ def run_variant(args: argparse.Namespace, variant: str, seed: int) -> dict[str, 
     metrics = run_trial(config, LocalReporter(out), show_progress=False)
     print(f"  {variant} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     return metrics
+
+
+def files_digest(paths: list[Path]) -> str:
+    """12 hex digits of the files' names (relative to the repository) and contents."""
+    digest = hashlib.sha256()
+    for path in paths:
+        name = path.resolve()
+        digest.update(str(name.relative_to(REPO) if name.is_relative_to(REPO) else name).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def encoder_digest(config) -> str:
+    """``-`` and the digest of a local encoder's weight files; nothing for the demo encoder
+    (the world's digest covers it) or a Hub id (its revision is a setting)."""
+    folder = Path(config.model.name_or_path).expanduser()
+    if config.model.name_or_path == "demo" or not folder.is_dir():
+        return ""
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    return f"-{files_digest(weights)}" if weights else ""
 
 
 def cell(values: list[float]) -> str:
