@@ -248,6 +248,10 @@ def test_the_encoder_is_checked_too_and_the_world_is_readable_as_the_umask_allow
     demo = small_demo(tmp_path)
     path = ensure_demo_world(demo)
     assert path.stat().st_mode & 0o777 == 0o777 & ~_umask()  # mkdtemp made it 0700
+    # safetensors wrote the weights 0600: another user of a shared cache could not read them
+    modes = {f.relative_to(path).as_posix(): f.stat().st_mode & 0o777 for f in path.rglob("*")}
+    assert modes["encoder/model.safetensors"] == 0o666 & ~_umask()
+    assert all(mode in (0o666 & ~_umask(), 0o777 & ~_umask()) for mode in modes.values())
     config = path / "encoder/config.json"
     original = config.read_text()
     config.write_text(original.replace('"num_hidden_layers": 2', '"num_hidden_layers": 1'))

@@ -105,7 +105,11 @@ def check_world(path: Path, demo: DemoConfig) -> dict[str, object]:
         )
     for name, checksum in manifest["files"].items():
         file = path / name
-        if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() != checksum:
+        try:
+            found = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
+        except OSError as err:  # permissions: someone else's world, --force would not help
+            raise UserError(f"{file}: cannot read it ({err.strerror or err})") from None
+        if found != checksum:
             raise UserError(f"{file}: missing or changed since the build (rebuild with --force)")
     return manifest
 
@@ -247,6 +251,16 @@ def _write_staged_world(staging: Path, demo: DemoConfig) -> None:
         "build_seconds": round(time.perf_counter() - started, 1),
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    _readable_as_the_umask_allows(staging)
+
+
+def _readable_as_the_umask_allows(folder: Path) -> None:
+    """Files and folders with the permissions the umask gives: safetensors writes the weights
+    owner-only (0600), so another user of a shared cache could read every file but those."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _spec(demo: DemoConfig) -> dict[str, object]:
@@ -263,8 +277,10 @@ def _spec(demo: DemoConfig) -> dict[str, object]:
 
 @functools.cache
 def _generator_code_digest() -> str:
-    """Ten hex digits of the generator's source: edited code builds a world of its own."""
+    """Ten hex digits of the generator's source, this module's included (it picks the encoder's
+    pre-training files and whole words): edited code builds a world of its own."""
     digest = hashlib.sha256()
     for module in GENERATOR_MODULES:
         digest.update(Path(module.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()[:10]
