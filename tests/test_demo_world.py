@@ -206,7 +206,7 @@ def test_encoder_loads_offline_with_auto_classes(world):
     assert result.stdout.strip().endswith(", 32)")
 
 
-def test_cache_reuses_a_complete_world_and_rejects_a_changed_one(tmp_path):
+def test_cache_reuses_a_complete_world_and_rejects_a_changed_one(tmp_path, monkeypatch):
     demo = small_demo(tmp_path)
     path = ensure_demo_world(demo)
     assert path == world_dir(demo).resolve()
@@ -238,6 +238,7 @@ def test_cache_reuses_a_complete_world_and_rejects_a_changed_one(tmp_path):
         ensure_demo_world(demo)
     assert ensure_demo_world(demo, force=True) == path
     check_world(path, demo)
+    _a_failed_swap_keeps_the_old_world(demo, path, monkeypatch)
     (path / MANIFEST).write_text('{"spec": ', encoding="utf-8")  # a torn write
     with pytest.raises(UserError, match=r"manifest\.json: unreadable .*rebuild with --force"):
         ensure_demo_world(demo)
@@ -441,3 +442,21 @@ def test_a_build_keeps_its_folder_fresh_for_other_nodes(tmp_path):
     with _kept_fresh(folder, every=0.05):
         time.sleep(0.5)
     assert folder.stat().st_mtime > time.time() - 60
+
+
+def _a_failed_swap_keeps_the_old_world(demo, path: Path, monkeypatch) -> None:
+    """--force moves the old world aside, then the new one in: when the second move failed,
+    the old world stayed in a hidden folder and the cache had none."""
+    rename = Path.rename
+
+    def failing(self, target):
+        if self.name.startswith(f".{path.name}.partial-"):
+            raise OSError(28, "No space left on device")
+        return rename(self, target)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "rename", failing)
+        with pytest.raises(OSError, match="No space left"):
+            ensure_demo_world(demo, force=True)
+    check_world(path, demo)
+    assert not list(path.parent.glob(f".{path.name}.old-*"))

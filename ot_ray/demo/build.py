@@ -212,7 +212,11 @@ def _build(out: Path, demo: DemoConfig, *, replace: bool = False) -> None:
         if replace and out.exists():  # --force: swap the old world out once the new one is done
             trash = out.with_name(f".{out.name}.old-{_build_tag()}")
             out.rename(trash)
-            staging.rename(out)
+            try:
+                staging.rename(out)
+            except BaseException:
+                trash.rename(out)  # the old world back where it was, not left hidden
+                raise
             shutil.rmtree(trash)
         else:
             try:
