@@ -250,3 +250,11 @@ def test_only_true_runs_a_model_repositorys_own_code(value):
     with pytest.raises(ConfigError, match=r"trust_remote_code: expected true or false \(only"):
         load_config(None, [f"model.trust_remote_code={value}"])
     assert load_config(None, ["model.trust_remote_code=true"]).model.trust_remote_code is True
+
+
+def test_a_bad_tag_in_a_set_value_is_one_clean_line():
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["alignment.ot.epsilon=!!float abc"])
+    message = str(caught.value)
+    assert "cannot read 'abc' as float" in message and "<unicode string>" not in message
+    assert "\n" not in message

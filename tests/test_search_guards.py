@@ -127,3 +127,14 @@ def test_a_switched_keys_default_must_fit_the_base_config():
     with pytest.raises(ConfigError, match=r"doc_stride \(its default, taken where its switch is "
                        r"off\): 128 cannot be task\.xquad\.doc_stride"):  # fmt: skip
         load_config(DEMO, searching(entry, "task.xquad.max_length=64", "task.xquad.doc_stride=32"))
+
+
+def test_a_searched_source_path_keeps_the_base_sources_other_keys():
+    """A ``--set ...path=`` replaces a source whole (README); a trial's sampled path is one
+    choice of the base source: it lost the base's links, and every l2 trial failed."""
+    entry = "data.parallel.train.path: {choices: [a.tsv, b.tsv]}"
+    config = load_config(DEMO, searching(entry, "alignment.method=l2"))
+    assert config.data.parallel.train.alignments
+    trial = apply_params(config, {"data.parallel.train.path": "b.tsv"})
+    assert trial.data.parallel.train.path == "b.tsv"
+    assert trial.data.parallel.train.alignments == config.data.parallel.train.alignments

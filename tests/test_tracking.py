@@ -639,6 +639,9 @@ def test_a_sweep_on_a_metric_no_trial_measures_is_refused_before_it_starts(
     assert not (tmp_path / "s").exists()
     alignment_only = [*base, "task.tasks=[]", "tune.metric=align/retrieval_acc/avg_targets"]
     assert check_sweep_request(load_config(None, alignment_only), resume=False)
+    # stage 1's own figures are not scored per language
+    on_the_loss = [*base, "task.tasks=[]", "tune.metric=align/loss", "tune.mode=min"]
+    assert check_sweep_request(load_config(None, on_the_loss), resume=False)
     xnli_only = [*base, "task.tasks=[xnli]"]  # the objective averages what is measured
     assert check_sweep_request(load_config(None, xnli_only), resume=False)
     pivot_dev = [*base, "data.xquad.dev={path: d.json, languages: [en]}"]

@@ -48,7 +48,9 @@ def load_config_data(data: dict[str, Any], overrides: dict[str, Any], *, origin:
     data = copy.deepcopy(data)
     origins: dict[str, str] = {}
     for key, value in overrides.items():
-        _assign(data, key, value, origin=f"{origin} {key}={value!r}", given=list(origins))
+        # a trial's sampled path or hub is one choice of the base source, whose other keys
+        # (its links, its split) stay: only a --set replaces a source whole
+        _assign(data, key, value, origin=f"{origin} {key}={value!r}", replace_origin=False)
         origins[key] = f"{origin} {key}={value!r}"
     return _validated(data, origins, origin)
 
@@ -86,10 +88,15 @@ def parse_override(text: str) -> tuple[str, Any]:
         if raw.lstrip()[:1] in "{[":
             quote = f" (if it is text, quote it: --set '{key}=\"...\"')"
         raise ConfigError(
-            redacted_text(f"the value {raw!r} is not valid YAML ({one_line(err)}){quote}"),
+            redacted_text(f"the value {raw!r} is not valid YAML ({_problem(err)}){quote}"),
             source=shown,
         ) from None
     return key, value
+
+
+def _problem(err: yaml.YAMLError) -> str:
+    """What is wrong, without PyYAML's excerpt of the text (the --set is quoted already)."""
+    return getattr(err, "problem", None) or one_line(err)
 
 
 def _assign(
@@ -100,6 +107,7 @@ def _assign(
     origin: str,
     written: dict[str, str] | None = None,
     given: Sequence[str] = (),
+    replace_origin: bool = True,
 ) -> None:
     """Set ``dotted`` in ``data``; ``written`` (key -> where) names where a value that is not
     a section came from, e.g. ``alignment:`` left empty in a file (YAML reads it as null);
@@ -122,7 +130,7 @@ def _assign(
                 key=dotted,
             )
         node = child
-    if parts[-1] in ("path", "hub") and _section_model(parts[:-1]) is SourceSpec:
+    if replace_origin and parts[-1] in ("path", "hub") and _section_model(parts[:-1]) is SourceSpec:
         _drop_replaced_origin(node, ".".join(parts[:-1]), given)
     node[parts[-1]] = value
 

@@ -291,9 +291,10 @@ def _scored_languages(config: Config, stage: str, split: str) -> list[str] | Non
     if stage in TASK_NAMES and split == "dev":
         source = getattr(data, stage).dev
         return [lang for lang in data.all_eval_languages if source.covers(lang)]
-    if stage == "align":  # held-out pairs of the targets; the pivot has no score of its own
+    if stage == "align" and split in ("retrieval_acc", "aer"):  # per held-out language
+        # the targets' held-out pairs; the pivot has no score of its own
         return [lang for lang in data.all_eval_languages[1:] if data.parallel.dev.covers(lang)]
-    return None
+    return None  # not scored per language (align/loss, align/ot/sweeps, ...)
 
 
 def _measured_for(config: Config, which: str, scored: list[str], stage: str) -> bool:
