@@ -13,12 +13,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ot_ray.config import Config, load_config
-from ot_ray.errors import UserError
+from ot_ray.config.loading import written_at
+from ot_ray.errors import ConfigError, UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 DEMO_SWEEP_CONFIG = REPO_ROOT / "configs" / "demo_sweep.yaml"  # sized for a laptop
 USAGE_ERROR = 2
+
+#: Where each key of the config this command loaded was written (``file:line``, ``--set ...``):
+#: a setting refused after loading (a folder, the data, the model) is then said with its place.
+WRITTEN: dict[str, str] = {}
 
 
 def positive_int(text: str) -> int:
@@ -55,7 +60,8 @@ def config_parser(description: str, default: Path = DEFAULT_CONFIG) -> argparse.
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The validated config named by parsed ``--config`` / ``--set`` arguments."""
-    return load_config(args.config, args.overrides)
+    WRITTEN.clear()
+    return load_config(args.config, args.overrides, written=WRITTEN)
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None):
@@ -63,9 +69,19 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     try:
         code = main(argv)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {located(err)}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
     sys.exit(code or 0)
+
+
+def located(err: UserError) -> str:
+    """The error's message, led by where its key was written when only the key is known (a
+    setting refused after loading): ``configs/x.yaml:12: train.output_dir: ... is a file``."""
+    if isinstance(err, ConfigError) and err.key and not err.source:
+        where = written_at(err.key.split(" ")[0], WRITTEN)
+        if where:
+            return f"{where}: {err}"
+    return str(err)
 
 
 def show_config(argv: Sequence[str] | None = None) -> int:

@@ -258,3 +258,32 @@ def test_a_bad_tag_in_a_set_value_is_one_clean_line():
     message = str(caught.value)
     assert "cannot read 'abc' as float" in message and "<unicode string>" not in message
     assert "\n" not in message
+
+
+def test_a_setting_refused_after_loading_is_said_with_where_it_was_written(tmp_path, capsys):
+    """A folder, the data or the model is checked after the config loads: the error named the
+    key but not the file and line (or the --set) that wrote it."""
+    from ot_ray import cli
+
+    config = _write(tmp_path, "train:\n  seed: 1\n  output_dir: somewhere\n")
+
+    def main(argv):
+        cli.config_from_args(cli.config_parser("test").parse_args(argv))
+        raise ConfigError("somewhere is a file, not a folder", key="train.output_dir")
+
+    def error_of(*argv: str) -> str:
+        with pytest.raises(SystemExit) as stopped:
+            cli.run(main, ["--config", str(config), *argv])
+        assert stopped.value.code == cli.USAGE_ERROR
+        return capsys.readouterr().err
+
+    where = f"{config}:3: train.output_dir"
+    assert error_of() == f"error: {where}: somewhere is a file, not a folder\n"
+    assert error_of("--set", "train.output_dir=x").startswith(
+        "error: --set train.output_dir=x: train.output_dir: somewhere"
+    )
+    assert error_of("--set", "train={output_dir: y}").startswith(
+        "error: --set train={output_dir: y}: train.output_dir: somewhere"
+    )
+    _write(tmp_path, "train:\n  seed: 1\n")  # the key left at its default: no place to name
+    assert error_of() == "error: train.output_dir: somewhere is a file, not a folder\n"

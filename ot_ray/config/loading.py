@@ -22,10 +22,17 @@ from ot_ray.errors import ConfigError
 from ot_ray.uris import redacted_text
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    written: dict[str, str] | None = None,
+) -> Config:
     """Load ``path`` (YAML; ``None`` means all defaults) and apply ``key=value`` overrides.
 
-    Raises :class:`ConfigError` naming file, line and dotted key for any problem.
+    Raises :class:`ConfigError` naming file, line and dotted key for any problem. ``written``
+    receives where each key was written (``file:line`` or ``--set ...``), for errors found
+    after loading.
     """
     data: dict[str, Any] = {}
     origins: dict[str, str] = {}
@@ -40,7 +47,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _assign(data, key, value, origin=shown, written=origins, given=given)
         origins = {k: where for k, where in origins.items() if not k.startswith(f"{key}.")}
         origins[key] = shown
-    return _validated(data, origins, source)
+    config = _validated(data, origins, source)
+    if written is not None:
+        written.update(origins)
+    return config
+
+
+def written_at(key: str, written: dict[str, str]) -> str | None:
+    """Where ``key`` was written, or the ``--set`` that gave a section holding it whole (None:
+    a default; a file's section line would point at a key that is not there)."""
+    if key in written:
+        return written[key]
+    parts = key.split(".")
+    enclosing = (".".join(parts[:end]) for end in range(len(parts) - 1, 0, -1))
+    return next((written[k] for k in enclosing if written.get(k, "").startswith("--set ")), None)
 
 
 def load_config_data(data: dict[str, Any], overrides: dict[str, Any], *, origin: str) -> Config:
