@@ -753,7 +753,7 @@ def test_a_refused_setting_exits_2_with_its_key_and_no_traceback(cache, tmp_path
     assert (
         done.stderr.strip()
         .splitlines()[-1]
-        .startswith("error: alignment.layers: layer 5 does not exist")
+        .startswith("error: --set alignment.layers=[5]: alignment.layers: layer 5 does not exist")
     )
     assert "Traceback" not in done.stderr
 
