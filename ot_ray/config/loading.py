@@ -17,7 +17,7 @@ from ot_ray.config.keys import is_config_key
 from ot_ray.config.messages import rewritten
 from ot_ray.config.search import PARAM_SPEC_KEYS
 from ot_ray.config.tree import Config
-from ot_ray.config.yaml_files import one_line, parse_checked, read_tree
+from ot_ray.config.yaml_files import parse_checked, read_tree, yaml_problem
 from ot_ray.errors import ConfigError
 from ot_ray.uris import redacted_text
 
@@ -108,15 +108,12 @@ def parse_override(text: str) -> tuple[str, Any]:
         if raw.lstrip()[:1] in "{[":
             quote = f" (if it is text, quote it: --set '{key}=\"...\"')"
         raise ConfigError(
-            redacted_text(f"the value {raw!r} is not valid YAML ({_problem(err)}){quote}"),
+            redacted_text(
+                f"the value {raw!r} is not valid YAML ({yaml_problem(err, raw)[1]}){quote}"
+            ),
             source=shown,
         ) from None
     return key, value
-
-
-def _problem(err: yaml.YAMLError) -> str:
-    """What is wrong, without PyYAML's excerpt of the text (the --set is quoted already)."""
-    return getattr(err, "problem", None) or one_line(err)
 
 
 def _assign(
