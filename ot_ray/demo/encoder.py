@@ -34,6 +34,7 @@ from transformers import (
 )
 
 from ot_ray.config import EncoderPretraining
+from ot_ray.demo.seeding import keeps_global_rngs
 from ot_ray.errors import UserError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -136,6 +137,7 @@ def pack_lines(tokenizer: PreTrainedTokenizerFast, lines: list[str], max_length:
     return [[cls, *seq, sep] for seq in sequences]
 
 
+@keeps_global_rngs
 def pretrain_encoder(
     mono_files: list[Path],
     out: Path,
@@ -147,7 +149,8 @@ def pretrain_encoder(
 
     ``whole_words`` get one vocabulary entry each (see ``train_tokenizer``). Runs on
     :data:`PRETRAINING_THREADS` threads whatever the caller's setting (a Ray worker's is its
-    CPU share), so that every process that builds a world builds the same encoder."""
+    CPU share), so that every process that builds a world builds the same encoder. It seeds the
+    global generators it draws from, and gives the caller's back (``keeps_global_rngs``)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(PRETRAINING_THREADS)
     try:

@@ -18,6 +18,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ot_ray.data.tasks import NLI_LABELS as LABELS
 from ot_ray.data.tasks import read_xnli
+from ot_ray.demo.seeding import keeps_global_rngs
 
 
 def _fine_tune(
@@ -51,6 +52,7 @@ def read_nli_tsv(path: Path) -> tuple[list[str], list[str], list[int]]:
     return data.premises, data.hypotheses, data.labels
 
 
+@keeps_global_rngs
 def nli_gap(
     world: Path,
     languages: list[str],
@@ -115,6 +117,7 @@ def accuracy(model, tokenizer, path: Path, batch_size: int = 128) -> float:
     return correct / len(labels)
 
 
+@keeps_global_rngs
 def qa_gap(
     world: Path,
     languages: list[str],
