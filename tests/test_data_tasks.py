@@ -64,7 +64,7 @@ def test_unlabelled_rows_are_dropped_and_counted_in_training_and_refused_in_eval
     assert data.labels == [0] and data.premises == ["c"] and data.skipped_empty == 1
     tsv = write(tmp_path / "m.tsv", "premise\thypothesis\tlabel\na\tb\t-1\nc\td\t0\n")
     assert read_xnli(tsv).labels == [0]
-    with pytest.raises(DataError, match=r"m\.tsv:2: unknown label '-1'"):
+    with pytest.raises(DataError, match=r"m\.tsv:2: label '-1' marks a row without a gold label"):
         read_xnli(tsv, skip_empty=False)
 
 
@@ -104,14 +104,14 @@ def test_a_tsv_with_a_header_is_read_with_csv_quoting_as_datasets_writes_it(tmp_
         ("x.tsv", "a\tb\tmaybe\n", r"x\.tsv:1: expected a header premise<TAB>hypothesis<TAB>label"),
         (
             "x.tsv",
-            "sentence1\tsentence2\tgold_label\n",
-            r"x\.tsv:1: expected a header .* 3 field\(s\): 'sentence1', 'sentence2', 'gold_label'",
+            "s1\ts2\tgold\n",
+            r"x\.tsv:1: expected a header .* 3 field\(s\): 's1', 's2', 'gold'",
         ),
         ("x.tsv", "a\tb\n", r"x\.tsv:1: two fields and no header: XTREME's test files hold no"),
         ("x.tsv", "a\tb\tneutral\nc\td\tmaybe\n", r"x\.tsv:2: unknown label 'maybe'"),
         ("x.tsv", "premise\thypothesis\tlabel\na\tb\tmaybe\n", r"x\.tsv:2: unknown label 'maybe'"),
         ("x.tsv", "premise\thypothesis\tlabel\na\tb\t3\n", r"x\.tsv:2: unknown label '3'"),
-        ("x.tsv", "premise\tlabel\na\tneutral\n", r"x\.tsv:1: header .* lacks .*'hypothesis'"),
+        ("x.tsv", "premise\tlabel\na\tneutral\n", r"x\.tsv:1: header .* lacks .*'hypothesis or"),
         ("x.tsv", "premise\thypothesis\tlabel\na\tneutral\n", r"x\.tsv:2: 2 fields, the header"),
         ("x.tsv", "", r"x\.tsv: empty file"),
         ("x.tsv", b"premise\thypothesis\tlabel\n\xc3(\tb\tneutral\n", r"x\.tsv:2: not UTF-8"),
@@ -357,3 +357,105 @@ def test_a_squad_file_with_old_mac_line_endings_is_read(tmp_path):
     text = squad("Anna sees 3 cups .", "3 cups", 10).replace(", ", ",\r")
     assert "\r" in text
     assert read_squad(write(tmp_path / "mac.json", text))[0].answers == ("3 cups",)
+
+
+#: XNLI 1.0's ``xnli.test.tsv`` header, as released (every language in one file).
+XNLI_RELEASE_HEADER = (
+    "language\tgold_label\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+    "sentence2_parse\tsentence1\tsentence2\tpromptID\tpairID\tgenre\tlabel1\tlabel2\tlabel3\t"
+    "label4\tlabel5\tsentence1_tokenized\tsentence2_tokenized\tmatch"
+)
+
+
+def xnli_release_row(language: str, label: str, premise: str, hypothesis: str) -> str:
+    cells = [language, label, "(", "(", "(", "(", premise, hypothesis, "1", "2", "fiction"]
+    cells += [label] * 5 + [premise, hypothesis, "True"]
+    return "\t".join(cells)
+
+
+def test_xnli_release_tsv_gives_the_rows_of_one_language_split_at_tabs(tmp_path):
+    """XNLI 1.0's files hold 15 languages in one file, are not csv-quoted (a sentence may open
+    a quote it never closes) and name the columns sentence1/sentence2/gold_label."""
+    rows = [
+        xnli_release_row("de", "contradiction", '"Nun, sagte er', "Er schwieg."),
+        xnli_release_row("en", "entailment", "Well, he said", "He spoke."),
+        xnli_release_row("de", "neutral", "Ein Hund.", 'Ein "Tier".'),
+    ]
+    path = write(tmp_path / "xnli.test.tsv", "\n".join([XNLI_RELEASE_HEADER, *rows]) + "\n")
+    german = read_xnli(path, skip_empty=False, language="de")
+    assert german.premises == ['"Nun, sagte er', "Ein Hund."]
+    assert german.hypotheses == ["Er schwieg.", 'Ein "Tier".']
+    assert german.labels == [NLI_LABELS.index("contradiction"), NLI_LABELS.index("neutral")]
+    assert read_xnli(path, skip_empty=False, language="en").premises == ["Well, he said"]
+    with pytest.raises(DataError, match=r"xnli\.test\.tsv: no row of language 'fr' \(its language"):
+        read_xnli(path, skip_empty=False, language="fr")
+
+
+def test_xnli_mt_training_file_is_read_with_its_names_and_labels(tmp_path):
+    """XNLI-MT 1.0's ``multinli.train.<lang>.tsv``: premise/hypo/label, ``contradictory``."""
+    text = 'premise\thypo\tlabel\n"Quoted at the start\tb\tcontradictory\nc\td\tentailment\n'
+    data = read_xnli(write(tmp_path / "multinli.train.de.tsv", text), language="de")
+    assert data.premises == ['"Quoted at the start', "c"] and data.hypotheses == ["b", "d"]
+    assert data.labels == [NLI_LABELS.index("contradiction"), NLI_LABELS.index("entailment")]
+
+
+def test_multinli_release_jsonl_drops_rows_without_agreement_in_training(tmp_path):
+    """MultiNLI 1.0's JSON Lines: sentence1/sentence2/gold_label, ``-`` where annotators did not
+    agree (the Hub's -1): dropped and counted in training, refused in evaluation."""
+    rows = [
+        {"gold_label": "neutral", "sentence1": "a", "sentence2": "b", "genre": "fiction"},
+        {"gold_label": "-", "sentence1": "c", "sentence2": "d", "genre": "fiction"},
+        {"gold_label": "contradiction", "sentence1": "e", "sentence2": "f", "genre": "slate"},
+    ]
+    path = write(tmp_path / "multinli_1.0_dev.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    data = read_xnli(path, language="en")  # no language column: every row is the pivot's
+    assert data.premises == ["a", "e"] and data.labels == [1, 2] and data.skipped_empty == 1
+    with pytest.raises(DataError, match=r"jsonl:2: label '-' marks a row without a gold label"):
+        read_xnli(path, skip_empty=False)
+
+
+def test_xnli_release_jsonl_gives_the_rows_of_one_language(tmp_path):
+    rows = [
+        {"language": "bg", "gold_label": "entailment", "sentence1": "a", "sentence2": "b"},
+        {"language": "el", "gold_label": "neutral", "sentence1": "c", "sentence2": "d"},
+    ]
+    path = write(tmp_path / "xnli.dev.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    assert read_xnli(path, skip_empty=False, language="el").premises == ["c"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "x.tsv",
+            "premise\thypothesis\thypo\tlabel\na\tb\tc\tneutral\n",
+            r"x\.tsv:1: header names the hypothesis twice \(hypothesis, hypo\)",
+        ),
+        (
+            "x.jsonl",
+            '{"premise": "a", "sentence1": "b", "hypothesis": "c", "label": 0}\n',
+            r"x\.jsonl:1: the object names the premise twice \(premise, sentence1\)",
+        ),
+        (
+            "x.tsv",
+            "sentence1\tgold_label\na\tneutral\n",
+            r"x\.tsv:1: header .* lacks column\(s\) \['hypothesis or sentence2 or hypo'\]",
+        ),
+    ],
+)
+def test_release_names_given_twice_or_missing_are_refused(tmp_path, name, content, message):
+    with pytest.raises(DataError, match=message):
+        read_xnli(write(tmp_path / name, content))
+
+
+def test_an_xnli_source_without_lang_in_its_path_reads_each_language_from_one_file(tmp_path):
+    """The config names XNLI 1.0's one test file for every language (no ``{lang}``)."""
+    from ot_ray.config import SourceSpec
+    from ot_ray.data.sources import read_nli
+
+    rows = [xnli_release_row(lang, "neutral", f"p-{lang}", f"h-{lang}") for lang in ("de", "fr")]
+    write(tmp_path / "xnli.test.tsv", "\n".join([XNLI_RELEASE_HEADER, *rows]) + "\n")
+    spec = SourceSpec(path="{root}/xnli.test.tsv")
+    for lang in ("de", "fr"):
+        data = read_nli(spec, root=str(tmp_path), lang=lang, pivot="en", training=False)
+        assert data.premises == [f"p-{lang}"]

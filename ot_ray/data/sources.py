@@ -120,7 +120,7 @@ def read_nli(spec: SourceSpec, *, root: str, lang: str, pivot: str, training: bo
         return _not_empty(
             data, "examples", data.skipped_empty, described, "an empty side or no label"
         )
-    data = read_xnli(Path(values["path"]), skip_empty=training)
+    data = read_xnli(Path(values["path"]), skip_empty=training, language=lang)
     return _not_empty(data, "examples", data.skipped_empty, values["path"])
 
 

@@ -1,6 +1,6 @@
 """Task data from local files in the real formats: XNLI (TSV with a header, XTREME's headerless
-TSV, or JSON Lines) and XQuAD/SQuAD v1.1 JSON. Errors name the file and the line (or the question
-id)."""
+TSV, JSON Lines, or the files of the MultiNLI 1.0, XNLI 1.0 and XNLI-MT 1.0 releases) and
+XQuAD/SQuAD v1.1 JSON. Errors name the file and the line (or the question id)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ NLI_LABELS = ("entailment", "neutral", "contradiction")
 NLI_COLUMNS = ("premise", "hypothesis", "label")
 #: The label of MultiNLI's and XNLI's rows without a gold label (dropped from training).
 UNLABELLED = -1
+#: How the releases' own files name the columns: MultiNLI 1.0 and XNLI 1.0 (``sentence1``,
+#: ``sentence2``, ``gold_label``), XNLI-MT 1.0 (``premise``, ``hypo``, ``label``). A cluster
+#: without Hub access reads these files as they were downloaded, without a conversion step.
+RELEASE_COLUMNS = {"sentence1": "premise", "sentence2": "hypothesis", "hypo": "hypothesis"}
+RELEASE_COLUMNS |= {"gold_label": "label"}
+#: XNLI 1.0's files hold all 15 languages, told apart by this column.
+LANGUAGE_COLUMN = "language"
+#: Label names of the releases: XNLI-MT's ``contradictory``; MultiNLI's ``-`` (no agreement).
+LABEL_ALIASES = {"contradictory": "contradiction", "-": str(UNLABELLED)}
 #: Suffixes read as JSON Lines: ``datasets``' ``to_json`` writes them under ``.json``.
 JSON_LINES = (".jsonl", ".json")
 #: Half of a UTF-16 pair: JSON's ``\ud800`` escapes decode to one, which is not text.
@@ -66,16 +75,22 @@ class QAData(Sequence[QAExample]):
         return self.examples[index]
 
 
-def read_xnli(path: Path, *, skip_empty: bool = True) -> NLIData:
+def read_xnli(path: Path, *, skip_empty: bool = True, language: str | None = None) -> NLIData:
     """Premise/hypothesis/label rows; labels as names or as HF's integers 0-2.
 
     ``skip_empty`` drops (and counts) rows with an empty side, for training; evaluation keeps them
-    so that predictions stay one per input line, as XTREME's files expect.
+    so that predictions stay one per input line, as XTREME's files expect. A file with a
+    ``language`` column (XNLI 1.0's ``xnli.test.tsv``) gives only the rows of ``language``.
     """
     rows = _jsonl_rows(path) if path.suffix.lower() in JSON_LINES else _tsv_rows(path)
     data = NLIData()
+    languages: set[str] = set()  # the language column's values, for the error if none is kept
     for number, row in rows:
-        if skip_empty and str(row["label"]).strip() == str(UNLABELLED):
+        if language is not None and LANGUAGE_COLUMN in row:
+            languages.add(str(row[LANGUAGE_COLUMN]))
+            if row[LANGUAGE_COLUMN] != language:
+                continue
+        if skip_empty and _unlabelled(row["label"]):
             data.skipped_empty += 1  # MultiNLI's unlabelled rows, as the Hub reader drops them
             continue
         label = _label(row["label"], path, number)
@@ -85,7 +100,20 @@ def read_xnli(path: Path, *, skip_empty: bool = True) -> NLIData:
         data.premises.append(row["premise"])
         data.hypotheses.append(row["hypothesis"])
         data.labels.append(label)
+    if languages and not len(data) and not data.skipped_empty:
+        held = ", ".join(sorted(languages)[:20])
+        raise DataError(
+            f"no row of language {language!r} (its {LANGUAGE_COLUMN} column holds {held})",
+            path=path,
+        )
     return data
+
+
+def _unlabelled(value: object) -> bool:
+    """MultiNLI's rows whose annotators did not agree: -1 as the Hub writes it, ``-`` as the
+    release does."""
+    text = str(value).strip()
+    return text == str(UNLABELLED) or LABEL_ALIASES.get(text) == str(UNLABELLED)
 
 
 def _tsv_rows(path: Path):
@@ -95,22 +123,44 @@ def _tsv_rows(path: Path):
     if header_line is None:
         raise DataError("empty file; expected a header premise<TAB>hypothesis<TAB>label", path=path)
     first, header = header_line[0], header_line[1].split("\t")
-    if not set(header) & set(NLI_COLUMNS):  # no header: XTREME's files, or a slip
+    if not set(header) & {*NLI_COLUMNS, *RELEASE_COLUMNS}:  # no header: XTREME's files, or a slip
         yield from _headerless_rows(itertools.chain([header_line], lines), path, first)
         return
     repeated = sorted({c for c in header if c and header.count(c) > 1})
     if repeated:
         raise DataError(f"header names column(s) {repeated} more than once", path=path, line=first)
-    missing = [c for c in NLI_COLUMNS if c not in header]
-    if missing:
-        raise DataError(f"header {header} lacks column(s) {missing}", path=path, line=first)
+    # The releases' files are not csv-quoted: a premise may start with a quote it never closes
+    # (the releases' own readers, and the Hub's loaders of them, split at tabs: QUOTE_NONE).
+    release = bool(set(header) & set(RELEASE_COLUMNS))
+    names = _our_names(header, path, first)
     for number, line in lines:
-        cells = _cells(line, path, number)
+        cells = line.split("\t") if release else _cells(line, path, number)
         if len(cells) != len(header):
             raise DataError(
                 f"{len(cells)} fields, the header has {len(header)}", path=path, line=number
             )
-        yield number, dict(zip(header, cells, strict=True))
+        yield number, dict(zip(names, cells, strict=True))
+
+
+def _our_names(columns: list[str], path: Path, line: int, *, json: bool = False) -> list[str]:
+    """A header's (or a JSON object's) names with the releases' names replaced by ours; a
+    column named twice (as ``hypothesis`` and ``hypo``) or missing is refused."""
+    names = [RELEASE_COLUMNS.get(column, column) for column in columns]
+    where = "the object" if json else "header"
+    for ours in NLI_COLUMNS:
+        given = [column for column, name in zip(columns, names, strict=True) if name == ours]
+        if len(given) > 1:
+            raise DataError(
+                f"{where} names the {ours} twice ({', '.join(given)})", path=path, line=line
+            )
+    missing = [c for c in NLI_COLUMNS if c not in names]
+    if missing:
+        aliases = {ours: [r for r, o in RELEASE_COLUMNS.items() if o == ours] for ours in missing}
+        wanted = [" or ".join([ours, *aliases[ours]]) for ours in missing]
+        if json:
+            raise DataError(f"missing field(s) {wanted}", path=path, line=line)
+        raise DataError(f"header {columns} lacks column(s) {wanted}", path=path, line=line)
+    return names
 
 
 def _cells(line: str, path: Path, number: int) -> list[str]:
@@ -188,9 +238,8 @@ def _jsonl_rows(path: Path):
             raise DataError(
                 f"expected a JSON object per line, found a {found}", path=path, line=number
             )
-        missing = [c for c in NLI_COLUMNS if c not in row]
-        if missing:
-            raise DataError(f"missing field(s) {list(missing)}", path=path, line=number)
+        names = _our_names(list(row), path, number, json=True)
+        row = dict(zip(names, row.values(), strict=True))
         for column in ("premise", "hypothesis"):
             if not isinstance(row[column], str):
                 raise DataError(
@@ -198,7 +247,8 @@ def _jsonl_rows(path: Path):
                     path=path,
                     line=number,
                 )
-        yield number, {c: row[c] for c in NLI_COLUMNS}
+        kept = (*NLI_COLUMNS, LANGUAGE_COLUMN)
+        yield number, {c: row[c] for c in kept if c in row}
 
 
 def _label(value: object, path: Path, line: int) -> int:
@@ -206,12 +256,19 @@ def _label(value: object, path: Path, line: int) -> int:
         raise DataError(
             f"label must be a name or an integer, found {_shown(value)}", path=path, line=line
         )
+    if _unlabelled(value):
+        raise DataError(
+            f"label {value!r} marks a row without a gold label (MultiNLI's annotators did not "
+            "agree): it cannot be scored; drop such rows from an evaluation set",
+            path=path,
+            line=line,
+        )
     if isinstance(value, int) or (value.strip().isascii() and value.strip().isdecimal()):
         index = int(value)
         if 0 <= index < len(NLI_LABELS):
             return index
-    elif isinstance(value, str) and value.strip() in NLI_LABELS:
-        return NLI_LABELS.index(value.strip())
+    elif isinstance(value, str) and LABEL_ALIASES.get(value.strip(), value.strip()) in NLI_LABELS:
+        return NLI_LABELS.index(LABEL_ALIASES.get(value.strip(), value.strip()))
     raise DataError(
         f"unknown label {value!r} (expected one of {', '.join(NLI_LABELS)} or 0-2)",
         path=path,
