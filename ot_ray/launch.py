@@ -36,7 +36,13 @@ def writable_folder(path: Path, key: str) -> Path:
 
 def resolve_paths(config: Config) -> Config:
     """A copy of ``config`` with local paths made absolute and checked as folders ot-ray can
-    write, the encoder checked (loadable, with the layers asked for), and the demo world built."""
+    write, the encoder checked (loadable, with the layers asked for), and the demo world built.
+    First of all, the word segmenters ``data.parallel.pretokenize: moses`` needs are checked
+    installed (pythainlp for Thai), as the workers would stop only at that language."""
+    if config.data.parallel.pretokenize == "moses":
+        from ot_ray.data.moses import check_word_segmenters, pretokenized_languages
+
+        check_word_segmenters(pretokenized_languages(config.data))
     config = absolute_locations(config)  # a copy
     from ot_ray.demo.build import default_cache_root, ensure_demo_world
 

@@ -168,7 +168,8 @@ class ParallelSources(Section):
         "splits the text as given at whitespace (tokenised corpora, the demo world); 'moses' "
         "runs the Moses tokenizer first (sacremoses), as the paper's corpora were: raw text "
         "keeps punctuation on words ('Parliament,'), and last-subword pooling would then "
-        "transport the comma.",
+        "transport the comma. Languages without spaces between words are split further: "
+        "zh/ja one word per CJK ideograph, th by pythainlp's dictionary (the 'thai' extra).",
     )
 
     @model_validator(mode="after")

@@ -5,17 +5,94 @@ Raw text (Europarl from the Hub) keeps punctuation on words: "Parliament," is on
 last-subword pooling would transport its comma. The Moses tokenizer splits it off (escaping of
 special characters is left out: the encoder's tokenizer reads the characters themselves). The
 result is cached on disk like the subword tokenisation, so workers and later trials reuse it.
+
+Moses splits at spaces and punctuation only. Languages written without spaces between words
+get their words another way (:data:`WORD_SEGMENTATION`); every other language is Moses alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from ot_ray.data.parallel import ParallelCorpus
 from ot_ray.data.tokenized import cached_map
+from ot_ray.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ot_ray.config import DataConfig
+
+Segmentation = Literal["cjk", "thai"]
+
+WORD_SEGMENTATION: dict[str, Segmentation] = {"zh": "cjk", "ja": "cjk", "th": "thai"}
+"""Languages whose words Moses cannot find, as their text has no spaces between words (Moses
+would make a clause one "word", and WordOT would pool one vector for it):
+
+- ``cjk`` (Chinese, Japanese): Moses, then every CJK ideograph a word of its own, the code
+  points BERT's BasicTokenizer treats as Chinese characters. mBERT makes each of them a token of
+  its own anyway, so a word is one mBERT token. Wide punctuation ("。", "「") is split off too,
+  as Moses does for ASCII punctuation and leaves these on kana, Latin words or digits. Other
+  runs (Latin words, digits, Japanese kana) stay Moses tokens.
+- ``thai``: pythainlp's dictionary segmenter (newmm, offline) on runs of Thai script, Moses on
+  the text between them. Moses itself would also cut Thai words at their tone marks.
+"""
+
+SEGMENTATION_VERSION = 1
+"""Our own rules' version, in the cache fingerprint: raise it when ``cjk`` or ``thai`` change."""
+
+PRETOKENIZE_KEY = "data.parallel.pretokenize"
+
+# The code point ranges of BERT's BasicTokenizer._is_chinese_char (transformers): the CJK
+# Unified Ideographs, their extensions A to E and the compatibility ideographs. Hangul, kana
+# and CJK punctuation are not among them. (tokenizers' Rust normaliser starts extension E at
+# 0x2B920: every ideograph here is a word of its own either way.)
+CJK_IDEOGRAPHS: tuple[tuple[int, int], ...] = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
+
+
+def is_cjk_ideograph(char: str) -> bool:
+    """Whether mBERT's tokenizer makes ``char`` a token of its own as a Chinese character."""
+    code = ord(char)
+    return any(low <= code <= high for low, high in CJK_IDEOGRAPHS)
+
+
+def _wide_punctuation() -> str:
+    """Punctuation of East Asian text (full- and half-width forms, "。", "、", "「"), which
+    Moses's rules, written for European text, leave on the word before or after."""
+    return "".join(
+        char
+        for char in map(chr, range(0x2E80, 0x10000))
+        if unicodedata.category(char).startswith("P")
+        and unicodedata.east_asian_width(char) in ("W", "F", "H")
+    )
+
+
+_ALONE_IN_CJK = re.compile(
+    "["
+    + "".join(f"{re.escape(chr(low))}-{re.escape(chr(high))}" for low, high in CJK_IDEOGRAPHS)
+    + re.escape(_wide_punctuation())
+    + "]"
+)
+_THAI_RUN = re.compile(r"([\u0E00-\u0E7F]+)")  # the Thai block: letters, marks, digits, signs
+
+
+def segmentation(lang: str) -> Segmentation | None:
+    """How ``lang``'s words are found beyond Moses (``zh-TW``, ``zh_Hans``: as ``zh``)."""
+    return WORD_SEGMENTATION.get(re.split(r"[-_]", lang, maxsplit=1)[0].lower())
 
 
 @lru_cache(maxsize=32)
@@ -25,33 +102,118 @@ def _tokenizer(lang: str):
     return MosesTokenizer(lang=lang)
 
 
+def _moses(text: str, lang: str) -> str:
+    return _tokenizer(lang).tokenize(text, escape=False, return_str=True)
+
+
+def split_cjk(text: str) -> str:
+    """``text`` (Moses-tokenised) with each CJK ideograph and wide punctuation mark a word."""
+    return " ".join(_ALONE_IN_CJK.sub(r" \g<0> ", text).split())
+
+
+def thai_word_tokenizer() -> Callable[[str], list[str]]:
+    """pythainlp's newmm segmenter, or the error that says how to install it (an optional
+    dependency: only Thai needs it)."""
+    try:
+        from pythainlp.tokenize import word_tokenize
+    except ImportError:
+        raise ConfigError(
+            "moses needs pythainlp to split th (Thai) into words, and it is not installed: "
+            "pip install 'pythainlp>=5' (ot-ray's 'thai' extra)",
+            key=PRETOKENIZE_KEY,
+        ) from None
+
+    def words(text: str) -> list[str]:
+        return word_tokenize(text, engine="newmm", keep_whitespace=False)
+
+    return words
+
+
+def check_word_segmenters(languages: Iterable[str]) -> None:
+    """Raise the installation hint now if a language's segmenter is missing, before any text
+    is read (a worker would otherwise stop at that language, after the ones before it)."""
+    if any(segmentation(lang) == "thai" for lang in languages):
+        thai_word_tokenizer()
+
+
+def _blank(text: str) -> bool:
+    """Spaces and format characters only: Thai text often separates phrases with zero-width
+    spaces, which would otherwise stand as words of no subword token between the Thai words."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in text)
+
+
+def pretokenized_languages(data: DataConfig) -> list[str]:
+    """The languages whose parallel text a trial Moses-tokenises: the pivot, the targets with
+    training pairs and the evaluated languages with held-out pairs (the paper's main setting
+    evaluates th and zh without parallel text for them)."""
+    parallel = data.parallel
+    trained = [lang for lang in data.languages if parallel.train_sources(lang)]
+    held_out = [lang for lang in data.all_eval_languages[1:] if parallel.dev.covers(lang)]
+    return list(dict.fromkeys([data.pivot, *trained, *held_out]))
+
+
+def word_splitter(lang: str) -> Callable[[str], str]:
+    """The function that turns a line of ``lang`` into its words joined by single spaces."""
+    kind = segmentation(lang)
+    if kind == "cjk":
+        return lambda text: split_cjk(_moses(text, lang))
+    if kind == "thai":
+        thai_words = thai_word_tokenizer()
+
+        def split_thai(text: str) -> str:
+            parts = _THAI_RUN.split(text)  # odd indices: the Thai runs
+            words = [
+                " ".join(thai_words(part)) if k % 2 else _moses(part, lang)
+                for k, part in enumerate(parts)
+                if not _blank(part)
+            ]
+            return " ".join(" ".join(words).split())
+
+        return split_thai
+    return lambda text: _moses(text, lang)
+
+
+def segmenter_version(lang: str) -> str | None:
+    """What ``lang``'s segmentation beyond Moses depends on, for the cache fingerprint."""
+    kind = segmentation(lang)
+    if kind == "thai":
+        return f"thai-{SEGMENTATION_VERSION}/pythainlp-{version('pythainlp')}/newmm"
+    return f"{kind}-{SEGMENTATION_VERSION}" if kind else None
+
+
+def moses_settings(lang: str, pivot: str) -> dict[str, Any]:
+    """The cache fingerprint's settings. Languages that are Moses alone keep the settings they
+    had before segmentation existed, so their cached corpora stay valid."""
+    settings: dict[str, Any] = {
+        "lang": lang,
+        "pivot": pivot,
+        "escape": False,
+        "sacremoses": version("sacremoses"),  # its rules and prefix lists change with it
+        "v": 1,
+    }
+    words = {side: segmenter_version(code) for side, code in (("source", lang), ("target", pivot))}
+    if any(words.values()):
+        settings["words"] = words
+    return settings
+
+
 def moses_tokenized(
     corpus: ParallelCorpus, *, lang: str, pivot: str, cache_dir: Path | None
 ) -> ParallelCorpus:
     """``corpus`` with both sides Moses-tokenised (``lang`` the source's rules, ``pivot`` the
-    target's), tokens joined by single spaces; links, rows and counts are kept."""
+    target's) and segmented into words where Moses cannot (:data:`WORD_SEGMENTATION`), tokens
+    joined by single spaces; links, rows and counts are kept."""
+    splitters = {"source": word_splitter(lang), "target": word_splitter(pivot)}
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        return {
-            side: [_tokenizer(code).tokenize(text, escape=False, return_str=True) for text in texts]
-            for side, code, texts in (
-                ("source", lang, batch["source"]),
-                ("target", pivot, batch["target"]),
-            )
-        }
+        return {side: [split(text) for text in batch[side]] for side, split in splitters.items()}
 
     tokenized = cached_map(
         {"source": corpus.sources, "target": corpus.targets},
         tokenize,
         cache_dir=cache_dir,
         name="moses",
-        settings={
-            "lang": lang,
-            "pivot": pivot,
-            "escape": False,
-            "sacremoses": version("sacremoses"),  # its rules and prefix lists change with it
-            "v": 1,
-        },
+        settings=moses_settings(lang, pivot),
     )
     return dataclasses.replace(
         corpus, sources=list(tokenized["source"]), targets=list(tokenized["target"])
