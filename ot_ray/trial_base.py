@@ -21,7 +21,8 @@ from ot_ray.align.batches import ParallelData
 from ot_ray.align.links import degrade_links
 from ot_ray.checkpoints import TrialState, rng_state, save_checkpoint
 from ot_ray.config import Config
-from ot_ray.data.moses import moses_tokenized
+from ot_ray.data.moses import check_word_segmenters, moses_tokenized
+from ot_ray.data.overlap import HeldOut
 from ot_ray.data.parallel import ParallelCorpus, packed
 from ot_ray.data.sources import data_root, load_tokenizer, model_path, read_parallel_sources
 from ot_ray.data.tokenized import pairs_with_words, tokenize_parallel
@@ -62,6 +63,9 @@ class TrialBase:
         self._dev: ParallelData | None = None
         self._dev_corpora: dict[str, ParallelCorpus] = {}  # held-out pairs: texts, input lines
         self._held_out: dict[str, ParallelCorpus] = {}  # as read, before Moses
+        # a task's dev and test examples as read, by (task, split, language): read once, for
+        # the training data's filter and for the evaluation
+        self._eval_sets: dict[tuple[str, str, str], HeldOut] = {}
         self.counts: dict[str, float] = {}  # skipped and truncated inputs, logged as metrics
 
     # ---------------------------------------------------------------- data
@@ -90,6 +94,8 @@ class TrialBase:
             for lang in languages
         }
         kept = [lang for lang in languages if specs[lang]]
+        if parallel.pretokenize == "moses":  # a missing segmenter said before any text is read
+            check_word_segmenters([config.data.pivot, *kept])
         for k, lang in enumerate(kept):
             if split == "dev":
                 corpus = self._held_out_pairs(lang)

@@ -8,6 +8,7 @@ of :class:`ot_ray.trial.Trial`, so that each stage can be read on its own.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from ot_ray.align.joint import joint_term
 from ot_ray.align.objective import AlignmentObjective
 from ot_ray.checkpoints import TrialState, load_stage
 from ot_ray.config import EVAL_SPLITS
+from ot_ray.data.overlap import HeldOut, read_eval_set, task_train_without_eval
 from ot_ray.data.sources import read_nli, read_qa
-from ot_ray.data.tasks import QAExample
+from ot_ray.data.tasks import NLIData, QAData, QAExample
 from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predictions
 from ot_ray.tasks.selection import BestOnDev
 from ot_ray.tasks.stage import fine_tune, task_plan
@@ -29,6 +31,8 @@ from ot_ray.tasks.xnli import evaluate_nli, nli_collate, nli_dataset
 from ot_ray.tasks.xquad import evaluate_qa, qa_collate, qa_eval_dataset, qa_train_dataset
 from ot_ray.training import StageState, compiled
 from ot_ray.trial_base import TrialBase
+
+logger = logging.getLogger(__name__)
 
 #: what a task stage's checkpoint selection maximises on the pivot's dev set
 SELECTION_METRIC = {"xnli": "acc", "xquad": "f1"}
@@ -42,21 +46,15 @@ class TaskStages(TrialBase):
     def _task(self, task: str, encoder: torch.nn.Module, state: TrialState) -> None:
         config = self.config
         settings = getattr(config.task, task)
-        spec = getattr(config.data, task)
-        pivot = config.data.pivot
         if task == "xnli":
-            data = read_nli(spec.train, root=self.root, lang=pivot, pivot=pivot, training=True)
-            self._count("data/xnli_train/skipped_empty", data.skipped_empty)
-            data = data.head(settings.max_train)
+            data = self._train_examples(task).head(settings.max_train)
             train = nli_dataset(data, self.tokenizer, settings.max_length, self.cache)
             self._count("data/xnli_train/truncated", sum(train["truncated"]))
             collate = nli_collate(self.tokenizer)
             model_class = transformers.AutoModelForSequenceClassification
             extra = {"num_labels": 3}
         else:
-            examples = read_qa(spec.train, root=self.root, lang=pivot, pivot=pivot, training=True)
-            self._count("data/xquad_train/skipped_empty", examples.skipped_empty)
-            examples = examples[: settings.max_train]
+            examples = self._train_examples(task)[: settings.max_train]
             train = qa_train_dataset(examples, self.tokenizer, settings, self.cache)
             self._count("data/xquad_train/question_truncated", sum(train["question_truncated"]))
             collate = qa_collate
@@ -136,7 +134,40 @@ class TaskStages(TrialBase):
             if self.is_main:
                 selection.plot(self.predictions / "plots" / f"selection-{task}.png")
         self._evaluate_task(task, model, state)
+        # scored: not kept through the next stage
+        self._eval_sets = {key: v for key, v in self._eval_sets.items() if key[0] != task}
         self._finish_stage(state, encoder)
+
+    def _train_examples(self, task: str) -> NLIData | QAData:
+        """The pivot's training examples, less those the task's dev or test sets of any
+        evaluated language hold (counted, and said in a warning): a Hub training source
+        replaced with ``--set`` reads split ``train``, which held the paper's QA dev set.
+        The sets are read once here and kept for the evaluation."""
+        config = self.config
+        pivot = config.data.pivot
+        spec = getattr(config.data, task).train
+        where = {"root": self.root, "lang": pivot, "pivot": pivot}
+        read = read_nli if task == "xnli" else read_qa
+        data = read(spec, training=True, **where)
+        self._count(f"data/{task}_train/skipped_empty", data.skipped_empty)
+        data, copies, warning = task_train_without_eval(
+            config,
+            task,
+            data,
+            lambda split, lang: self._eval_set(task, split, lang),
+            root=self.root,
+        )
+        self._count(f"data/{task}_train/in_eval", copies.dropped)
+        if warning and self.is_main:
+            logger.warning(warning)
+        return data
+
+    def _eval_set(self, task: str, split: str, lang: str) -> HeldOut:
+        """One language's dev or test examples as read, read once per task stage."""
+        key = (task, split, lang)
+        if key not in self._eval_sets:
+            self._eval_sets[key] = read_eval_set(self.config, task, split, lang, root=self.root)
+        return self._eval_sets[key]
 
     def _joint_loss(self):
         """The joint variant: weight x alignment loss on the next parallel batch.
@@ -205,23 +236,19 @@ class TaskStages(TrialBase):
     def _eval_data(self, task: str, split: str, lang: str) -> EvalInputs:
         """One language's dev or test inputs, read and tokenised (cached on disk), with the
         inputs cut to fit counted: NLI's encoded pairs, or QA's questions and their windows."""
-        config = self.config
-        source = getattr(getattr(config.data, task), split)
-        settings = getattr(config.task, task)
-        where = {"root": self.root, "lang": lang, "pivot": config.data.pivot}
+        settings = getattr(self.config.task, task)
+        data = self._eval_set(task, split, lang)
         if task == "xnli":
-            data = read_nli(source, training=False, **where).head(settings.max_eval)
             encoded = nli_dataset(data, self.tokenizer, settings.max_length, self.cache)
             self._count(f"data/xnli_{split}/truncated/{lang}", sum(encoded["truncated"]))
             return encoded
-        examples = read_qa(source, **where)[: settings.max_eval]
-        windows = qa_eval_dataset(examples, self.tokenizer, settings, self.cache)
+        windows = qa_eval_dataset(data, self.tokenizer, settings, self.cache)
         flags = zip(windows["example_id"], windows["question_truncated"], strict=True)
         self._count(  # questions, not windows: one question spans several
             f"data/xquad_{split}/question_truncated/{lang}",
             len({question for question, cut in flags if cut}),
         )
-        return examples, windows
+        return data, windows
 
     def _score(
         self, task: str, model: torch.nn.Module, data: EvalInputs

@@ -28,6 +28,7 @@ XNLI_LANGS += ["zh"]
 XQUAD_LANGS = ["ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh"]
 PAIRS = {"europarl": ["bg-en", "de-en", "el-en", "en-es", "en-fr"], "multiun": ["ar-en", "en-ru"]}
 PAIRS["multiun"] += ["en-zh"]
+XNLI_SPLITS = (("validation", 3), ("test", 4))
 
 
 def hub_repo(root: Path, files: dict[str | None, dict[str, list[dict[str, Any]]]]) -> Path:
@@ -53,18 +54,23 @@ def translations(pair: str, n: int) -> list[dict[str, Any]]:
     return [{"translation": {first: f"{first} {i}", second: f"{second} {i}"}} for i in range(n)]
 
 
-def nli(n: int, lang: str) -> list[dict[str, Any]]:
-    return [{"premise": f"{lang} p{i}", "hypothesis": f"h{i}", "label": i % 3} for i in range(n)]
+def nli(n: int, lang: str, split: str) -> list[dict[str, Any]]:
+    """Pairs of their own split: the trial drops training pairs a dev or test set holds."""
+    return [
+        {"premise": f"{lang} {split} p{i}", "hypothesis": f"h{i}", "label": i % 3} for i in range(n)
+    ]
 
 
-def squad(n: int, lang: str) -> list[dict[str, Any]]:
-    context = f"{lang}: the cat sat on the mat"
+def squad(n: int, lang: str, dataset: str) -> list[dict[str, Any]]:
+    """Questions of their own dataset (ids, texts) and row: the trial drops training questions
+    an evaluation set holds (the same id, or the same question about the same context)."""
+    context = f"{lang} {dataset}: the cat sat on the mat"
     return [
         {
-            "id": f"{lang}-{i}",
+            "id": f"{dataset}-{lang}-{i}",
             "title": "t",
             "context": context,
-            "question": "where?",
+            "question": f"where is the cat {i}?",
             "answers": {"text": ["the mat"], "answer_start": [context.index("the mat")]},
         }
         for i in range(n)
@@ -77,7 +83,10 @@ def hub(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hub")
     europarl = {pair: {"train": translations(pair, 2010)} for pair in PAIRS["europarl"]}
     multiun = {pair: {"train": translations(pair, 5)} for pair in PAIRS["multiun"]}
-    mnli = [*nli(6, "en"), {"premise": "x", "hypothesis": "y", "label": -1}]  # unlabelled row
+    mnli = [
+        *nli(6, "en", "train"),
+        {"premise": "x", "hypothesis": "y", "label": -1},
+    ]  # unlabelled row
     return {
         "Helsinki-NLP/europarl": hub_repo(root / "europarl", europarl),
         "Helsinki-NLP/multiun": hub_repo(root / "multiun", multiun),
@@ -87,14 +96,20 @@ def hub(tmp_path_factory) -> dict[str, Path]:
         "nyu-mll/multi_nli": hub_repo(root / "mnli", {None: {"train": mnli}}),
         "facebook/xnli": hub_repo(
             root / "xnli",
-            {lang: {"validation": nli(3, lang), "test": nli(4, lang)} for lang in XNLI_LANGS},
+            {lang: {split: nli(n, lang, split) for split, n in XNLI_SPLITS} for lang in XNLI_LANGS},
         ),
         "rajpurkar/squad": hub_repo(
             root / "squad",
-            {"plain_text": {"train": squad(2003, "en"), "validation": squad(2, "en")}},
+            {
+                "plain_text": {
+                    "train": squad(2003, "en", "squad"),
+                    "validation": squad(2, "en", "squad-dev"),
+                }
+            },
         ),
         "google/xquad": hub_repo(
-            root / "xquad", {f"xquad.{x}": {"validation": squad(2, x)} for x in XQUAD_LANGS}
+            root / "xquad",
+            {f"xquad.{x}": {"validation": squad(2, x, "xquad")} for x in XQUAD_LANGS},
         ),
         # the encoders with the Hub's layers and vocabularies (the driver checks both), in
         # width 8: weights and a tokenizer of the real size, in megabytes

@@ -157,6 +157,13 @@ def _filled(spec: SourceSpec, **where: str) -> dict[str, str | None]:
     return {name: fill(getattr(spec, name), **where) for name in names}
 
 
+def describe_source(spec: SourceSpec, *, root: str, lang: str, pivot: str) -> str:
+    """Where ``spec`` reads ``lang``'s data, named as the readers' errors name it: the file,
+    or ``dataset:config:split[:data_files]``."""
+    values = _filled(spec, root=root, lang=lang, pivot=pivot)
+    return str(values["path"]) if spec.hub is None else _describe(spec, values)
+
+
 def _describe(spec: SourceSpec, values: dict[str, str | None]) -> str:
     parts = [values["hub"] or "", values["hub_config"] or "", spec.split]
     if values["data_files"]:
