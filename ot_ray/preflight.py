@@ -14,15 +14,13 @@ from pathlib import Path
 import transformers
 
 from ot_ray.config import Config
-from ot_ray.data.overlap import read_eval_set, task_train_without_eval
+from ot_ray.data.overlap import read_eval_set, read_train_set, task_train_without_eval
 from ot_ray.data.sources import (
     data_root,
     load_tokenizer,
     model_path,
-    read_nli,
     read_parallel,
     read_parallel_sources,
-    read_qa,
 )
 from ot_ray.errors import ConfigError
 from ot_ray.training import batch_count
@@ -40,8 +38,7 @@ def check_data(config: Config) -> None:
             read_parallel(data.parallel.dev, root=root, lang=lang, pivot=pivot)
     for task in config.task.tasks:
         sources = getattr(data, task)
-        read = read_nli if task == "xnli" else read_qa
-        train = read(sources.train, root=root, lang=pivot, pivot=pivot, training=True)
+        train = read_train_set(config, task, root=root)
         if getattr(config.task, task).select_every and not sources.dev.covers(pivot):
             raise ConfigError(
                 f"selecting the {task} model on the pivot's dev set needs one, and "

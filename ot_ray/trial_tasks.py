@@ -21,8 +21,12 @@ from ot_ray.align.joint import joint_term
 from ot_ray.align.objective import AlignmentObjective
 from ot_ray.checkpoints import TrialState, load_stage
 from ot_ray.config import EVAL_SPLITS
-from ot_ray.data.overlap import HeldOut, read_eval_set, task_train_without_eval
-from ot_ray.data.sources import read_nli, read_qa
+from ot_ray.data.overlap import (
+    HeldOut,
+    read_eval_set,
+    read_train_set,
+    task_train_without_eval,
+)
 from ot_ray.data.tasks import NLIData, QAData, QAExample
 from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predictions
 from ot_ray.tasks.selection import BestOnDev
@@ -144,11 +148,7 @@ class TaskStages(TrialBase):
         replaced with ``--set`` reads split ``train``, which held the paper's QA dev set.
         The sets are read once here and kept for the evaluation."""
         config = self.config
-        pivot = config.data.pivot
-        spec = getattr(config.data, task).train
-        where = {"root": self.root, "lang": pivot, "pivot": pivot}
-        read = read_nli if task == "xnli" else read_qa
-        data = read(spec, training=True, **where)
+        data = read_train_set(config, task, root=self.root)
         self._count(f"data/{task}_train/skipped_empty", data.skipped_empty)
         data, copies, warning = task_train_without_eval(
             config,

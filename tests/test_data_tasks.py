@@ -428,13 +428,31 @@ def test_xnli_release_jsonl_gives_the_rows_of_one_language(tmp_path):
     [
         (
             "x.tsv",
-            "premise\thypothesis\thypo\tlabel\na\tb\tc\tneutral\n",
-            r"x\.tsv:1: header names the hypothesis twice \(hypothesis, hypo\)",
+            "premise\tsentence2\thypo\tlabel\na\tb\tc\tneutral\n",
+            r"x\.tsv:1: header names the hypothesis twice \(sentence2, hypo\)",
         ),
         (
             "x.jsonl",
-            '{"premise": "a", "sentence1": "b", "hypothesis": "c", "label": 0}\n',
-            r"x\.jsonl:1: the object names the premise twice \(premise, sentence1\)",
+            '{"sentence1": "a", "hypothesis": "c", "gold_label": 0, "label": 1}\n'
+            '{"sentence2": "b", "premise": "a", "hypo": "c", "label": 1}\n',
+            r"x\.jsonl:2: the object names the hypothesis twice \(sentence2, hypo\)",
+        ),
+        (
+            "x.jsonl",
+            '{"premise": "a", "hypothesis": "b", "label": 0}\n'
+            '{"premise": "a", "hypothesis": "b", "label": 0, "language": "de"}\n',
+            r"x\.jsonl:2: a language here, but the first row names none",
+        ),
+        (
+            "x.jsonl",
+            '{"premise": "a", "hypothesis": "b", "label": 0, "language": "de"}\n'
+            '{"premise": "a", "hypothesis": "b", "label": 0}\n',
+            r"x\.jsonl:2: no language \(found null\); the file's other rows name theirs",
+        ),
+        (
+            "x.tsv",
+            "language\tpremise\thypothesis\tlabel\nde\ta\tb\t0\nfr\ta\tb\t0\n",
+            r"x\.tsv: its language column holds several languages \(de, fr\): the reader needs",
         ),
         (
             "x.tsv",
@@ -459,3 +477,55 @@ def test_an_xnli_source_without_lang_in_its_path_reads_each_language_from_one_fi
     for lang in ("de", "fr"):
         data = read_nli(spec, root=str(tmp_path), lang=lang, pivot="en", training=False)
         assert data.premises == [f"p-{lang}"]
+
+
+MULTINLI_HEADER = (
+    "gold_label\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+    "sentence2_parse\tsentence1\tsentence2\tpromptID\tpairID\tgenre\tlabel1\tlabel2\t"
+    "label3\tlabel4\tlabel5"
+)
+
+
+def test_multinli_release_tsv_rows_that_stop_after_label1_are_read(tmp_path):
+    """MultiNLI 1.0's training rows hold 11 of the header's 15 fields (one annotator label);
+    its readers take them. A row too short to hold a column ot-ray reads is refused."""
+    short = 'neutral\t(\t(\t(\t(\t"Conceptually cream\tProduct and geography\t'
+    short += "31193\t31193n\tgov\tneutral"
+    path = write(tmp_path / "multinli_1.0_train.txt", f"{MULTINLI_HEADER}\n{short}\n")
+    data = read_xnli(path)
+    assert data.premises == ['"Conceptually cream'] and data.labels == [NLI_LABELS.index("neutral")]
+    cut = "neutral\t(\t(\t(\t(\tA premise"
+    with pytest.raises(DataError, match=r"train\.txt:3: 6 fields, the header has 15"):
+        read_xnli(write(path, f"{MULTINLI_HEADER}\n{short}\n{cut}\n"))
+
+
+def test_glue_style_names_in_a_quoted_file_keep_csv_quoting(tmp_path):
+    """``sentence1``/``sentence2`` alone do not make a release file: pandas and ``datasets``
+    write such files quoted, and the premise kept its quotes when split at tabs."""
+    path = tmp_path / "glue.tsv"
+    rows = {"sentence1": ['He said "hi"'], "sentence2": ["b"], "label": ["neutral"]}
+    datasets.Dataset.from_dict(rows).to_csv(str(path), sep="\t", index=False)
+    assert read_xnli(path).premises == ['He said "hi"']
+
+
+def test_our_column_is_read_when_a_release_name_is_there_too(tmp_path):
+    """A file with ``label`` and ``gold_label`` (premise, hypothesis...) was read before the
+    releases' names were known: it still is, from ``label``."""
+    text = "premise\thypothesis\tlabel\tgold_label\na\tb\tneutral\tentailment\n"
+    assert read_xnli(write(tmp_path / "x.tsv", text)).labels == [NLI_LABELS.index("neutral")]
+
+
+def test_a_file_of_every_language_is_parsed_once_for_all_of_them(tmp_path, monkeypatch):
+    from ot_ray.data import tasks
+
+    rows = [xnli_release_row(lang, "neutral", f"p-{lang}", "h") for lang in ("de", "fr", "el")]
+    path = write(tmp_path / "xnli.dev.tsv", "\n".join([XNLI_RELEASE_HEADER, *rows]) + "\n")
+    parsed = []
+    original = tasks._tsv_rows
+    monkeypatch.setattr(tasks, "_tsv_rows", lambda p: parsed.append(p) or original(p))
+    for lang in ("de", "fr", "el", "de"):
+        assert read_xnli(path, skip_empty=False, language=lang).premises == [f"p-{lang}"]
+    assert len(parsed) == 1
+    write(path, "\n".join([XNLI_RELEASE_HEADER, *rows[:2], rows[0]]) + "\n")  # changed: again
+    assert read_xnli(path, skip_empty=False, language="de").premises == ["p-de", "p-de"]
+    assert len(parsed) == 2

@@ -241,6 +241,14 @@ def test_a_hub_training_split_holding_the_dev_split_is_named_with_the_split_to_g
     assert [example.id for example in data] == ["x1", "x2"]
     assert counts["data/xquad_train/in_eval"] == 0
     assert not [r for r in caplog.records if r.name == LOGGER]
+    # a split was given: the hint to give one again would be wrong
+    overlapping = config_for(world, encoder, "xquad", dev, *replaced, f"{split[:-3]}-1]")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        data, counts = training_examples(overlapping, "xquad")
+    assert [example.id for example in data] == ["x1", "x2"]
+    assert counts["data/xquad_train/in_eval"] == 1
+    message = only_warning(caplog)
+    assert "--set" not in message and "do they share examples?" in message
 
 
 @pytest.mark.parametrize("task", ["xnli", "xquad"])
@@ -290,3 +298,18 @@ def test_numbered_question_ids_are_positions_not_identities():
     kept, copies = qa_without_eval(train, held_out)
     assert [example.id for example in kept] == ["1"]
     assert copies.dropped == 1 and copies.by_id_only == 1
+
+
+def test_only_the_evaluation_examples_that_are_scored_count(world, encoder):
+    """With ``max_eval`` the scores are over a set's first examples: a training pair that only
+    a later, unscored dev example repeats is kept."""
+    write_nli(world / "xnli" / "train-en.tsv", NLI_TRAIN)
+    write_nli(world / "xnli" / "dev-en.tsv", [("Dogs bark.", "Dogs make noise.", "entailment")])
+    with open(world / "xnli" / "dev-en.tsv", "a", encoding="utf-8") as dev:
+        dev.write("\t".join(NLI_TRAIN[0]) + "\n")  # a training pair, second in dev
+    whole = config_for(world, encoder, "xnli")
+    assert training_examples(whole, "xnli")[1]["data/xnli_train/in_eval"] == 3
+    cut = config_for(world, encoder, "xnli", "task.xnli.max_eval=1")
+    data, counts = training_examples(cut, "xnli")
+    assert counts["data/xnli_train/in_eval"] == 2
+    assert data.premises[0] == NLI_TRAIN[0][0]

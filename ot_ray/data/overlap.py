@@ -40,6 +40,16 @@ def eval_sets(config: Config, task: str) -> list[tuple[str, str]]:
     ]
 
 
+def read_train_set(config: Config, task: str, *, root: str) -> NLIData | QAData:
+    """The pivot's training examples of ``task`` as read (empty ones skipped and counted),
+    before the examples its evaluation sets hold are left out."""
+    spec = getattr(config.data, task).train
+    where = {"root": root, "lang": config.data.pivot, "pivot": config.data.pivot}
+    if task == "xnli":
+        return read_nli(spec, training=True, **where)
+    return read_qa(spec, training=True, **where)
+
+
 def read_eval_set(config: Config, task: str, split: str, lang: str, *, root: str) -> HeldOut:
     """One language's dev or test examples of ``task`` as evaluation reads them: NLI pairs
     (empty rows kept: one prediction per line) or QA questions, the first
@@ -100,9 +110,10 @@ class EvalCopies:
 
     def _hint(self, hub: bool) -> str:
         if hub:
+            split = "train[:-2000]" if self.task == "xquad" else "<a slice that leaves them out>"
             return (
-                "a Hub training source replaced with --set reads split 'train' unless one is "
-                f"given again (e.g. --set 'data.{self.task}.train.split=train[:-2000]')"
+                "its Hub split is 'train', which a training source replaced with --set reads "
+                f"unless one is given again (e.g. --set 'data.{self.task}.train.split={split}')"
             )
         return "are the training and evaluation files the same, or do they share examples?"
 
@@ -129,9 +140,10 @@ def task_train_without_eval(
         spec = getattr(sources, split)
         origins[name] = describe_source(spec, root=root, lang=lang, pivot=data.pivot)
     origin = describe_source(sources.train, root=root, lang=data.pivot, pivot=data.pivot)
-    # any Hub source, a local file read by a builder (json) too: a --set of its hub drops
-    # its split, and such a file's one split is sliced (train[:-2000]) as a dataset's is
-    hub = sources.train.hub is not None
+    # a Hub source (a local file read by a builder, json, too) reading its whole 'train'
+    # split: a --set of its hub drops the split it had, and such a split is sliced as the
+    # paper configs slice SQuAD's (train[:-2000])
+    hub = sources.train.hub is not None and sources.train.split == "train"
     kept, copies = without_eval_copies(
         task, train, held_out, origin=origin, origins=origins, hub=hub
     )

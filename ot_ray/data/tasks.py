@@ -8,7 +8,7 @@ import csv
 import itertools
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +23,16 @@ UNLABELLED = -1
 #: How the releases' own files name the columns: MultiNLI 1.0 and XNLI 1.0 (``sentence1``,
 #: ``sentence2``, ``gold_label``), XNLI-MT 1.0 (``premise``, ``hypo``, ``label``). A cluster
 #: without Hub access reads these files as they were downloaded, without a conversion step.
-RELEASE_COLUMNS = {"sentence1": "premise", "sentence2": "hypothesis", "hypo": "hypothesis"}
-RELEASE_COLUMNS |= {"gold_label": "label"}
+RELEASE_COLUMNS = {
+    "sentence1": "premise",
+    "sentence2": "hypothesis",
+    "hypo": "hypothesis",
+    "gold_label": "label",
+}
+#: The columns that tell a release's own TSV file (MultiNLI 1.0's and XNLI 1.0's ids, XNLI-MT's
+#: ``hypo``): such files are not csv-quoted. GLUE-style names alone (``sentence1``) are not
+#: enough, as pandas and ``datasets`` write files with those names, quoted.
+RELEASE_MARKS = frozenset({"promptID", "pairID", "hypo"})
 #: XNLI 1.0's files hold all 15 languages, told apart by this column.
 LANGUAGE_COLUMN = "language"
 #: Label names of the releases: XNLI-MT's ``contradictory``; MultiNLI's ``-`` (no agreement).
@@ -82,14 +90,8 @@ def read_xnli(path: Path, *, skip_empty: bool = True, language: str | None = Non
     so that predictions stay one per input line, as XTREME's files expect. A file with a
     ``language`` column (XNLI 1.0's ``xnli.test.tsv``) gives only the rows of ``language``.
     """
-    rows = _jsonl_rows(path) if path.suffix.lower() in JSON_LINES else _tsv_rows(path)
     data = NLIData()
-    languages: set[str] = set()  # the language column's values, for the error if none is kept
-    for number, row in rows:
-        if language is not None and LANGUAGE_COLUMN in row:
-            languages.add(str(row[LANGUAGE_COLUMN]))
-            if row[LANGUAGE_COLUMN] != language:
-                continue
+    for number, row in _rows_of(path, language):
         if skip_empty and _unlabelled(row["label"]):
             data.skipped_empty += 1  # MultiNLI's unlabelled rows, as the Hub reader drops them
             continue
@@ -100,13 +102,87 @@ def read_xnli(path: Path, *, skip_empty: bool = True, language: str | None = Non
         data.premises.append(row["premise"])
         data.hypotheses.append(row["hypothesis"])
         data.labels.append(label)
-    if languages and not len(data) and not data.skipped_empty:
-        held = ", ".join(sorted(languages)[:20])
+    return data
+
+
+Row = tuple[int, dict[str, object]]  # line number, the row's fields by our names
+#: The rows of the last files with a language column read, by language, keyed by path,
+#: modification time and size: each language of XNLI 1.0's one file would otherwise parse all
+#: 15 languages again (30 times for a dev and a test file).
+_BY_LANGUAGE: dict[tuple[str, int, int], dict[str, list[Row]]] = {}
+_FILES_KEPT = 2
+
+
+def _rows_of(path: Path, language: str | None) -> Iterable[Row]:
+    """The file's rows, or only ``language``'s if it has a language column."""
+    key = _file_key(path)
+    grouped = _BY_LANGUAGE.get(key) if key else None
+    if grouped is None:
+        rows = _jsonl_rows(path) if path.suffix.lower() in JSON_LINES else _tsv_rows(path)
+        first = next(rows, None)
+        if first is None:
+            return []
+        if LANGUAGE_COLUMN not in first[1]:
+            return _no_language(itertools.chain([first], rows), path)
+        grouped = _grouped_by_language(itertools.chain([first], rows), path)
+        if key:
+            while len(_BY_LANGUAGE) >= _FILES_KEPT:
+                del _BY_LANGUAGE[next(iter(_BY_LANGUAGE))]
+            _BY_LANGUAGE[key] = grouped
+    held = ", ".join(sorted(grouped))
+    if language is None:
+        if len(grouped) > 1:
+            raise DataError(
+                f"its {LANGUAGE_COLUMN} column holds several languages ({held}): the reader "
+                "needs the one to read",
+                path=path,
+            )
+        return next(iter(grouped.values()))
+    if language not in grouped:
         raise DataError(
             f"no row of language {language!r} (its {LANGUAGE_COLUMN} column holds {held})",
             path=path,
         )
-    return data
+    return grouped[language]
+
+
+def _no_language(rows: Iterable[Row], path: Path) -> Iterator[Row]:
+    """The rows of a file whose first row names no language; a later JSON row that names one
+    is refused (the file would be read whole for every language)."""
+    for number, row in rows:
+        if LANGUAGE_COLUMN in row:
+            raise DataError(
+                f"a {LANGUAGE_COLUMN} here, but the first row names none: give every row one, "
+                "or none",
+                path=path,
+                line=number,
+            )
+        yield number, row
+
+
+def _file_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None  # the reader names the problem
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
+
+
+def _grouped_by_language(rows: Iterable[Row], path: Path) -> dict[str, list[Row]]:
+    """Rows by the language their column names; a row without one is refused (it would be
+    read for no language, or, kept, for every one)."""
+    grouped: dict[str, list[Row]] = {}
+    for number, row in rows:
+        value = row.get(LANGUAGE_COLUMN)
+        code = value.strip() if isinstance(value, str) else ""
+        if not code:
+            raise DataError(
+                f"no {LANGUAGE_COLUMN} (found {_shown(value)}); the file's other rows name theirs",
+                path=path,
+                line=number,
+            )
+        grouped.setdefault(code, []).append((number, row))
+    return grouped
 
 
 def _unlabelled(value: object) -> bool:
@@ -131,10 +207,15 @@ def _tsv_rows(path: Path):
         raise DataError(f"header names column(s) {repeated} more than once", path=path, line=first)
     # The releases' files are not csv-quoted: a premise may start with a quote it never closes
     # (the releases' own readers, and the Hub's loaders of them, split at tabs: QUOTE_NONE).
-    release = bool(set(header) & set(RELEASE_COLUMNS))
+    release = bool(set(header) & RELEASE_MARKS)
     names = _our_names(header, path, first)
+    # MultiNLI 1.0's training rows stop after label1 (the header goes on to label5), as its
+    # readers allow: the cells a row leaves out are empty, unless a column we read is among them
+    read = [names.index(c) for c in (*NLI_COLUMNS, LANGUAGE_COLUMN) if c in names]
     for number, line in lines:
         cells = line.split("\t") if release else _cells(line, path, number)
+        if release and max(read) < len(cells) < len(header):
+            cells += [""] * (len(header) - len(cells))
         if len(cells) != len(header):
             raise DataError(
                 f"{len(cells)} fields, the header has {len(header)}", path=path, line=number
@@ -142,11 +223,16 @@ def _tsv_rows(path: Path):
         yield number, dict(zip(names, cells, strict=True))
 
 
-def _our_names(columns: list[str], path: Path, line: int, *, json: bool = False) -> list[str]:
-    """A header's (or a JSON object's) names with the releases' names replaced by ours; a
-    column named twice (as ``hypothesis`` and ``hypo``) or missing is refused."""
-    names = [RELEASE_COLUMNS.get(column, column) for column in columns]
-    where = "the object" if json else "header"
+def _our_names(columns: list[str], path: Path, line: int, *, in_json: bool = False) -> list[str]:
+    """A header's (or a JSON object's) names with the releases' names replaced by ours, where
+    ours is not there already (then the release's column is one more column, unread); our name
+    given twice (as ``sentence2`` and ``hypo``) or missing is refused."""
+    present = set(columns)
+    names = [
+        column if RELEASE_COLUMNS.get(column) in present else RELEASE_COLUMNS.get(column, column)
+        for column in columns
+    ]
+    where = "the object" if in_json else "header"
     for ours in NLI_COLUMNS:
         given = [column for column, name in zip(columns, names, strict=True) if name == ours]
         if len(given) > 1:
@@ -157,7 +243,7 @@ def _our_names(columns: list[str], path: Path, line: int, *, json: bool = False)
     if missing:
         aliases = {ours: [r for r, o in RELEASE_COLUMNS.items() if o == ours] for ours in missing}
         wanted = [" or ".join([ours, *aliases[ours]]) for ours in missing]
-        if json:
+        if in_json:
             raise DataError(f"missing field(s) {wanted}", path=path, line=line)
         raise DataError(f"header {columns} lacks column(s) {wanted}", path=path, line=line)
     return names
@@ -238,7 +324,7 @@ def _jsonl_rows(path: Path):
             raise DataError(
                 f"expected a JSON object per line, found a {found}", path=path, line=number
             )
-        names = _our_names(list(row), path, number, json=True)
+        names = _our_names(list(row), path, number, in_json=True)
         row = dict(zip(names, row.values(), strict=True))
         for column in ("premise", "hypothesis"):
             if not isinstance(row[column], str):
@@ -267,8 +353,10 @@ def _label(value: object, path: Path, line: int) -> int:
         index = int(value)
         if 0 <= index < len(NLI_LABELS):
             return index
-    elif isinstance(value, str) and LABEL_ALIASES.get(value.strip(), value.strip()) in NLI_LABELS:
-        return NLI_LABELS.index(LABEL_ALIASES.get(value.strip(), value.strip()))
+    else:
+        name = LABEL_ALIASES.get(value.strip(), value.strip())
+        if name in NLI_LABELS:
+            return NLI_LABELS.index(name)
     raise DataError(
         f"unknown label {value!r} (expected one of {', '.join(NLI_LABELS)} or 0-2)",
         path=path,

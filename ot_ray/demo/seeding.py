@@ -20,14 +20,17 @@ Result = TypeVar("Result")
 
 
 def keeps_global_rngs(function: Callable[Params, Result]) -> Callable[Params, Result]:
-    """``function`` run on forks of torch's CPU generator and Python's ``random``: whatever it
-    seeds or draws, the caller's states are as they were when it returns (or raises)."""
+    """``function`` run on forks of torch's generators and Python's ``random``: whatever it
+    seeds or draws, the caller's states are as they were when it returns (or raises). The GPUs'
+    generators are forked where CUDA is already in use (``torch.manual_seed`` seeds them too);
+    forking them would otherwise start CUDA in a process that never used it."""
 
     @functools.wraps(function)
     def forked(*args: Params.args, **kwargs: Params.kwargs) -> Result:
         state = random.getstate()
+        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         try:
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=gpus):
                 return function(*args, **kwargs)
         finally:
             random.setstate(state)
