@@ -150,7 +150,7 @@ class TaskStages(TrialBase):
         config = self.config
         data = read_train_set(config, task, root=self.root)
         self._count(f"data/{task}_train/skipped_empty", data.skipped_empty)
-        data, copies, warning = task_train_without_eval(
+        data, copies = task_train_without_eval(
             config,
             task,
             data,
@@ -158,8 +158,8 @@ class TaskStages(TrialBase):
             root=self.root,
         )
         self._count(f"data/{task}_train/in_eval", copies.dropped)
-        if warning and self.is_main:
-            logger.warning(warning)
+        if copies.dropped and self.is_main:
+            logger.warning(copies.warning())
         return data
 
     def _eval_set(self, task: str, split: str, lang: str) -> HeldOut:

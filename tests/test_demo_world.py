@@ -462,15 +462,19 @@ def _a_failed_swap_keeps_the_old_world(demo, path: Path, monkeypatch) -> None:
     assert not list(path.parent.glob(f".{path.name}.old-*"))
 
 
-def test_building_a_world_leaves_the_callers_random_generators_as_they_were(tmp_path):
+def test_building_a_world_leaves_the_callers_random_generators_as_they_were(tmp_path, monkeypatch):
     """A trial or benchmark that builds the world on first use went on with torch's and
     Python's global generators reset to the world's seed: its later draws (heads, dropout, data
-    order) differed from a run that found the world cached."""
+    order) differed from a run that found the world cached. The GPUs' generators are not
+    seeded at all (a seed queued for a CUDA not started yet would survive any fork)."""
     import random
 
+    seeded_gpus = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded_gpus.append)
     torch.manual_seed(1234)
     random.seed(1234)
     torch_state, python_state = torch.random.get_rng_state(), random.getstate()
     ensure_demo_world(small_demo(tmp_path))
     assert torch.equal(torch.random.get_rng_state(), torch_state)
     assert random.getstate() == python_state
+    assert seeded_gpus == [1234]  # the test's own seed only

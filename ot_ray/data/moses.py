@@ -13,10 +13,10 @@ get their words another way (:data:`WORD_SEGMENTATION`); every other language is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -81,12 +81,14 @@ def _wide_punctuation() -> str:
     )
 
 
-_ALONE_IN_CJK = re.compile(
-    "["
-    + "".join(f"{re.escape(chr(low))}-{re.escape(chr(high))}" for low, high in CJK_IDEOGRAPHS)
-    + re.escape(_wide_punctuation())
-    + "]"
-)
+@functools.cache
+def _alone_in_cjk() -> re.Pattern[str]:
+    """What stands as a word of its own in CJK text (built on first use: the punctuation scan
+    reads 53,000 code points, and every worker imports this module)."""
+    ideographs = "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in CJK_IDEOGRAPHS)
+    return re.compile(f"[{ideographs}{re.escape(_wide_punctuation())}]")
+
+
 _THAI_RUN = re.compile(r"([\u0E00-\u0E7F]+)")  # the Thai block: letters, marks, digits, signs
 
 
@@ -95,7 +97,7 @@ def segmentation(lang: str) -> Segmentation | None:
     return WORD_SEGMENTATION.get(re.split(r"[-_]", lang, maxsplit=1)[0].lower())
 
 
-@lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=32)
 def _tokenizer(lang: str):
     from sacremoses import MosesTokenizer  # languages without rules of their own get the default
 
@@ -108,7 +110,7 @@ def _moses(text: str, lang: str) -> str:
 
 def split_cjk(text: str) -> str:
     """``text`` (Moses-tokenised) with each CJK ideograph and wide punctuation mark a word."""
-    return " ".join(_ALONE_IN_CJK.sub(r" \g<0> ", text).split())
+    return " ".join(_alone_in_cjk().sub(r" \g<0> ", text).split())
 
 
 def thai_word_tokenizer() -> Callable[[str], list[str]]:

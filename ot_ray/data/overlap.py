@@ -15,7 +15,7 @@ examples and depends on the data alone, so every worker drops the same ones.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ot_ray.config import EVAL_SPLITS, Config
@@ -25,8 +25,6 @@ from ot_ray.errors import DataError
 
 #: One evaluation set's examples as read (NLI pairs, or QA questions).
 HeldOut = NLIData | Sequence[QAExample]
-#: The training examples found in held-out sets: index -> the names of those sets.
-Found = dict[int, list[str]]
 
 
 def eval_sets(config: Config, task: str) -> list[tuple[str, str]]:
@@ -76,15 +74,18 @@ def same_text(text: str) -> str:
 
 @dataclass
 class EvalCopies:
-    """How many training examples were dropped, and how many each set (``dev/en``) held."""
+    """What was left out of a task's training set: how many examples, how many each set
+    (``dev/en``) held, and where the training set came from (for the warning and the error)."""
 
     task: str
     total: int  # training examples before the drop
+    origin: str  # the training source, as the readers name it
+    hub: bool  # a Hub source reading its whole 'train' split
     dropped: int = 0
     by_set: dict[str, int] = field(default_factory=dict)
     by_id_only: int = 0  # QA: found by question id, not by text (a translation, or a collision)
 
-    def warning(self, origin: str, *, hub: bool) -> str:
+    def warning(self) -> str:
         """One line saying what was dropped, from where, and the likely cause."""
         held = ", ".join(f"{name}: {count}" for name, count in self.by_set.items())
         by_id = (
@@ -95,21 +96,21 @@ class EvalCopies:
         )
         return (
             f"ot-ray: {self.dropped} of the {self.total} {self.task} training examples of "
-            f"{origin} are also in its evaluation sets ({held}{by_id}) and are left out of "
-            f"training (data/{self.task}_train/in_eval); {self._hint(hub)}"
+            f"{self.origin} are also in its evaluation sets ({held}{by_id}) and are left out of "
+            f"training (data/{self.task}_train/in_eval); {self._hint()}"
         )
 
-    def refused(self, origin: str, origins: Mapping[str, str], *, hub: bool) -> DataError:
+    def refused(self, origins: Mapping[str, str]) -> DataError:
         """The error for a training set its evaluation sets hold whole."""
-        held = ", ".join(f"{name} ({origins.get(name, '?')})" for name in self.by_set)
+        held = ", ".join(f"{name} ({origins[name]})" for name in self.by_set)
         return DataError(
             f"every one of the {self.total} {self.task} training examples is also in its "
-            f"evaluation sets ({held}), so none is left to train on; {self._hint(hub)}",
-            path=origin,
+            f"evaluation sets ({held}), so none is left to train on; {self._hint()}",
+            path=self.origin,
         )
 
-    def _hint(self, hub: bool) -> str:
-        if hub:
+    def _hint(self) -> str:
+        if self.hub:
             split = "train[:-2000]" if self.task == "xquad" else "<a slice that leaves them out>"
             return (
                 "its Hub split is 'train', which a training source replaced with --set reads "
@@ -125,134 +126,81 @@ def task_train_without_eval(
     held_out_of: Callable[[str, str], HeldOut],
     *,
     root: str,
-) -> tuple[NLIData | QAData, EvalCopies, str | None]:
-    """``task``'s training examples (on the pivot) without those its evaluation sets hold,
-    what was dropped, and the warning to print if any was (None if none). ``held_out_of``
-    gives one set's examples by split and language: the caller reads each set once, for
-    this and for the evaluation."""
+) -> tuple[NLIData | QAData, EvalCopies]:
+    """``task``'s training examples (on the pivot) without those its evaluation sets hold, and
+    what was dropped (a :class:`DataError` if nothing is left). ``held_out_of`` gives one set's
+    examples by split and language: the caller reads each set once, for this and for the
+    evaluation."""
     data = config.data
     sources = getattr(data, task)
-    held_out: dict[str, HeldOut] = {}
-    origins: dict[str, str] = {}
-    for split, lang in eval_sets(config, task):
-        name = f"{split}/{lang}"
-        held_out[name] = held_out_of(split, lang)
-        spec = getattr(sources, split)
-        origins[name] = describe_source(spec, root=root, lang=lang, pivot=data.pivot)
-    origin = describe_source(sources.train, root=root, lang=data.pivot, pivot=data.pivot)
-    # a Hub source (a local file read by a builder, json, too) reading its whole 'train'
-    # split: a --set of its hub drops the split it had, and such a split is sliced as the
-    # paper configs slice SQuAD's (train[:-2000])
-    hub = sources.train.hub is not None and sources.train.split == "train"
-    kept, copies = without_eval_copies(
-        task, train, held_out, origin=origin, origins=origins, hub=hub
+    sets = {f"{split}/{lang}": (split, lang) for split, lang in eval_sets(config, task)}
+    held_out = {name: held_out_of(split, lang) for name, (split, lang) in sets.items()}
+    spec = sources.train
+    copies = EvalCopies(
+        task,
+        total=len(train),
+        origin=describe_source(spec, root=root, lang=data.pivot, pivot=data.pivot),
+        # a Hub source (a local file read by a builder, json, too) reading its whole 'train'
+        # split: a --set of its hub drops the split it had, and such a split is sliced as the
+        # paper configs slice SQuAD's (train[:-2000])
+        hub=spec.hub is not None and spec.split == "train",
     )
-    return kept, copies, copies.warning(origin, hub=hub) if copies.dropped else None
+    kept = without_eval_copies(train, held_out, copies)
+    if copies.dropped and not len(kept):
+        origins = {
+            name: describe_source(getattr(sources, split), root=root, lang=lang, pivot=data.pivot)
+            for name, (split, lang) in sets.items()
+        }
+        raise copies.refused(origins)
+    return kept, copies
 
 
 def without_eval_copies(
-    task: str,
-    train: NLIData | QAData,
-    held_out: Mapping[str, HeldOut],
-    *,
-    origin: str,
-    origins: Mapping[str, str],
-    hub: bool,
-) -> tuple[NLIData | QAData, EvalCopies]:
-    """``train`` without the examples a set of ``held_out`` (named ``dev/en``...) holds, and
-    what was dropped; a :class:`DataError` if nothing is left (``origin`` is the training
-    source, ``origins`` the held-out sets' sources, ``hub`` whether a Hub split is read)."""
-    if isinstance(train, NLIData):
-        kept, copies = nli_without_eval(train, held_out)  # type: ignore[arg-type]
-    else:
-        kept, copies = qa_without_eval(train, held_out)  # type: ignore[arg-type]
-    if copies.dropped and not len(kept):
-        raise copies.refused(origin, origins, hub=hub)
-    return kept, copies
+    train: NLIData | QAData, held_out: Mapping[str, HeldOut], copies: EvalCopies
+) -> NLIData | QAData:
+    """``train`` without the examples a set of ``held_out`` (named ``dev/en``...) holds, in
+    order; ``copies`` is filled in with what was dropped.
 
-
-def nli_without_eval(train: NLIData, held_out: Mapping[str, NLIData]) -> tuple[NLIData, EvalCopies]:
-    """The training pairs no held-out set holds (the same premise and hypothesis, whatever
-    the labels: the model has seen the pair), and what was dropped."""
-    index = _index({name: _nli_keys(data) for name, data in held_out.items()})
-    copies = EvalCopies("xnli", total=len(train))
-    keep, found = _kept([index.get(key, []) for key in _nli_keys(train)])
+    NLI: the same premise and hypothesis, whatever the labels (the model has seen the pair).
+    QA: the same id (a translated XQuAD question keeps SQuAD's; not a mere number), or the same
+    question about the same context (ids differ between copies of a dataset); the same question
+    about another context is not one (the demo world asks each question of several stories, as
+    SQuAD asks "Who..." of many paragraphs)."""
+    index: dict[Hashable, list[str]] = {}  # a held-out key -> the sets holding it, in order
+    for name, examples in held_out.items():
+        for keys in _keys(examples):
+            for key in keys:
+                names = index.setdefault(key, [])
+                if name not in names:
+                    names.append(name)
+    train_keys = _keys(train)
+    held_by = [[n for key in keys for n in index.get(key, [])] for keys in train_keys]
+    found = [i for i, names in enumerate(held_by) if names]
     if not found:
-        return train, copies
-    _count(copies, found, list(held_out))
-    kept = NLIData(
-        premises=[train.premises[i] for i in keep],
-        hypotheses=[train.hypotheses[i] for i in keep],
-        labels=[train.labels[i] for i in keep],
-        skipped_empty=train.skipped_empty,
-    )
-    return kept, copies
-
-
-def qa_without_eval(
-    train: QAData, held_out: Mapping[str, Sequence[QAExample]]
-) -> tuple[QAData, EvalCopies]:
-    """The training questions no held-out set holds, and what was dropped. A copy has the same
-    id (a translated XQuAD question keeps SQuAD's; not a mere number), or the same question
-    about the same context
-    (ids differ between copies of a dataset); the same question about another context is not
-    one (the demo world asks each question of several stories, as SQuAD asks "Who..." of many
-    paragraphs)."""
-    ids = _index({name: filter(None, map(_identity, data)) for name, data in held_out.items()})
-    texts = _index({name: map(_qa_key, data) for name, data in held_out.items()})
-    copies = EvalCopies("xquad", total=len(train))
-    by_text = [texts.get(_qa_key(example), []) for example in train]
-    by_id = [ids.get(_identity(example), []) for example in train]
-    keep, found = _kept([_union(a, b) for a, b in zip(by_id, by_text, strict=True)])
-    if not found:
-        return train, copies
-    _count(copies, found, list(held_out))
-    copies.by_id_only = sum(not by_text[i] for i in found)
-    return QAData([train[i] for i in keep], skipped_empty=train.skipped_empty), copies
-
-
-def _nli_keys(data: NLIData) -> Iterator[tuple[str, str]]:
-    return (
-        (same_text(premise), same_text(hypothesis))
-        for premise, hypothesis in zip(data.premises, data.hypotheses, strict=True)
-    )
-
-
-def _identity(example: QAExample) -> str | None:
-    """The question's id if it names the question (SQuAD's hashes), None if it only numbers
-    it: files that number their questions 1, 2... share ids with any other such file."""
-    return None if example.id.isdecimal() else example.id
-
-
-def _qa_key(example: QAExample) -> tuple[str, str]:
-    return same_text(example.question), same_text(example.context)
-
-
-def _index(keys_by_set: Mapping[str, Iterable[Hashable]]) -> dict[Hashable, list[str]]:
-    """Each key of the held-out sets, and the sets that hold it (in their order): one look-up
-    per training example, however many sets are evaluated."""
-    index: dict[Hashable, list[str]] = {}
-    for name, keys in keys_by_set.items():
-        for key in keys:
-            sets = index.setdefault(key, [])
-            if not sets or sets[-1] != name:  # a set holding a key twice names it once
-                sets.append(name)
-    return index
-
-
-def _union(first: list[str], second: list[str]) -> list[str]:
-    return first + [name for name in second if name not in first]
-
-
-def _kept(held_by: Sequence[list[str]]) -> tuple[list[int], Found]:
-    """The indices of the examples no set holds, and the sets holding each of the others."""
-    keep = [i for i, sets in enumerate(held_by) if not sets]
-    return keep, {i: sets for i, sets in enumerate(held_by) if sets}
-
-
-def _count(copies: EvalCopies, found: Found, names: list[str]) -> None:
-    """Fill in how many were dropped, and how many each set held (in evaluation order; an
-    example both dev and test hold counts in both)."""
+        return train
     copies.dropped = len(found)
-    counts = Counter(name for sets in found.values() for name in sets)
-    copies.by_set = {name: counts[name] for name in names if counts[name]}
+    counts = Counter(name for i in found for name in dict.fromkeys(held_by[i]))
+    copies.by_set = {name: counts[name] for name in held_out if counts[name]}
+    keep = [i for i, names in enumerate(held_by) if not names]
+    if isinstance(train, NLIData):
+        return NLIData(
+            premises=[train.premises[i] for i in keep],
+            hypotheses=[train.hypotheses[i] for i in keep],
+            labels=[train.labels[i] for i in keep],
+            skipped_empty=train.skipped_empty,
+        )
+    copies.by_id_only = sum(not index.get(train_keys[i][0]) for i in found)
+    return QAData([train[i] for i in keep], skipped_empty=train.skipped_empty)
+
+
+def _keys(examples: HeldOut | QAData) -> list[list[Hashable]]:
+    """Each example's keys: what another example that is a copy of it has too. A QA
+    question's first key is its text's."""
+    if isinstance(examples, NLIData):
+        pairs = zip(examples.premises, examples.hypotheses, strict=True)
+        return [[(same_text(premise), same_text(hypothesis))] for premise, hypothesis in pairs]
+    return [
+        [("text", same_text(e.question), same_text(e.context))]
+        + ([] if e.id.isdecimal() else [("id", e.id)])  # numbered: files share 1, 2...
+        for e in examples
+    ]

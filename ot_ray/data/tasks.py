@@ -5,6 +5,7 @@ XQuAD/SQuAD v1.1 JSON. Errors name the file and the line (or the question id).""
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import json
 import re
@@ -35,8 +36,11 @@ RELEASE_COLUMNS = {
 RELEASE_MARKS = frozenset({"promptID", "pairID", "hypo"})
 #: XNLI 1.0's files hold all 15 languages, told apart by this column.
 LANGUAGE_COLUMN = "language"
-#: Label names of the releases: XNLI-MT's ``contradictory``; MultiNLI's ``-`` (no agreement).
-LABEL_ALIASES = {"contradictory": "contradiction", "-": str(UNLABELLED)}
+#: How rows without a gold label are marked: -1 by the Hub, ``-`` by MultiNLI's release (its
+#: annotators did not agree).
+UNLABELLED_MARKS = frozenset({str(UNLABELLED), "-"})
+#: Label names of the releases: XNLI-MT's ``contradictory``.
+LABEL_ALIASES = {"contradictory": "contradiction"}
 #: Suffixes read as JSON Lines: ``datasets``' ``to_json`` writes them under ``.json``.
 JSON_LINES = (".jsonl", ".json")
 #: Half of a UTF-16 pair: JSON's ``\ud800`` escapes decode to one, which is not text.
@@ -106,29 +110,14 @@ def read_xnli(path: Path, *, skip_empty: bool = True, language: str | None = Non
 
 
 Row = tuple[int, dict[str, object]]  # line number, the row's fields by our names
-#: The rows of the last files with a language column read, by language, keyed by path,
-#: modification time and size: each language of XNLI 1.0's one file would otherwise parse all
-#: 15 languages again (30 times for a dev and a test file).
-_BY_LANGUAGE: dict[tuple[str, int, int], dict[str, list[Row]]] = {}
-_FILES_KEPT = 2
 
 
 def _rows_of(path: Path, language: str | None) -> Iterable[Row]:
     """The file's rows, or only ``language``'s if it has a language column."""
     key = _file_key(path)
-    grouped = _BY_LANGUAGE.get(key) if key else None
-    if grouped is None:
-        rows = _jsonl_rows(path) if path.suffix.lower() in JSON_LINES else _tsv_rows(path)
-        first = next(rows, None)
-        if first is None:
-            return []
-        if LANGUAGE_COLUMN not in first[1]:
-            return _no_language(itertools.chain([first], rows), path)
-        grouped = _grouped_by_language(itertools.chain([first], rows), path)
-        if key:
-            while len(_BY_LANGUAGE) >= _FILES_KEPT:
-                del _BY_LANGUAGE[next(iter(_BY_LANGUAGE))]
-            _BY_LANGUAGE[key] = grouped
+    grouped = _grouped_rows(*key) if key else None
+    if grouped is None:  # no language column (or no file: the reader names the problem)
+        return _no_language(_parsed_rows(path), path)
     held = ", ".join(sorted(grouped))
     if language is None:
         if len(grouped) > 1:
@@ -146,6 +135,42 @@ def _rows_of(path: Path, language: str | None) -> Iterable[Row]:
     return grouped[language]
 
 
+def _parsed_rows(path: Path) -> Iterator[Row]:
+    return _jsonl_rows(path) if path.suffix.lower() in JSON_LINES else _tsv_rows(path)
+
+
+def _file_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=2)
+def _grouped_rows(path: str, mtime_ns: int, size: int) -> dict[str, list[Row]] | None:
+    """A file's rows by the language their column names, None if it has no language column.
+    Kept for the last two files (by path, modification time and size): each language of XNLI
+    1.0's one file would otherwise parse all 15 languages again (30 times for dev and test).
+    Only the columns read are kept."""
+    rows = _parsed_rows(Path(path))
+    first = next(rows, None)
+    if first is None or LANGUAGE_COLUMN not in first[1]:
+        return None
+    grouped: dict[str, list[Row]] = {}
+    for number, row in itertools.chain([first], rows):
+        value = row.get(LANGUAGE_COLUMN)
+        code = value.strip() if isinstance(value, str) else ""
+        if not code:  # read for no language, or, kept, for every one
+            raise DataError(
+                f"no {LANGUAGE_COLUMN} (found {_shown(value)}); the file's other rows name theirs",
+                path=path,
+                line=number,
+            )
+        grouped.setdefault(code, []).append((number, {c: row[c] for c in NLI_COLUMNS}))
+    return grouped
+
+
 def _no_language(rows: Iterable[Row], path: Path) -> Iterator[Row]:
     """The rows of a file whose first row names no language; a later JSON row that names one
     is refused (the file would be read whole for every language)."""
@@ -160,36 +185,9 @@ def _no_language(rows: Iterable[Row], path: Path) -> Iterator[Row]:
         yield number, row
 
 
-def _file_key(path: Path) -> tuple[str, int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None  # the reader names the problem
-    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
-
-
-def _grouped_by_language(rows: Iterable[Row], path: Path) -> dict[str, list[Row]]:
-    """Rows by the language their column names; a row without one is refused (it would be
-    read for no language, or, kept, for every one)."""
-    grouped: dict[str, list[Row]] = {}
-    for number, row in rows:
-        value = row.get(LANGUAGE_COLUMN)
-        code = value.strip() if isinstance(value, str) else ""
-        if not code:
-            raise DataError(
-                f"no {LANGUAGE_COLUMN} (found {_shown(value)}); the file's other rows name theirs",
-                path=path,
-                line=number,
-            )
-        grouped.setdefault(code, []).append((number, row))
-    return grouped
-
-
 def _unlabelled(value: object) -> bool:
-    """MultiNLI's rows whose annotators did not agree: -1 as the Hub writes it, ``-`` as the
-    release does."""
-    text = str(value).strip()
-    return text == str(UNLABELLED) or LABEL_ALIASES.get(text) == str(UNLABELLED)
+    """MultiNLI's rows whose annotators did not agree."""
+    return str(value).strip() in UNLABELLED_MARKS
 
 
 def _tsv_rows(path: Path):

@@ -167,7 +167,7 @@ def _pretrain(
     whole_words: Sequence[str],
 ) -> dict[str, float]:
     random.seed(seed)
-    torch.manual_seed(seed)
+    torch.random.default_generator.manual_seed(seed)  # CPU only: see seeding.py
     train_docs, heldout_docs = [], []
     for path in mono_files:
         documents = read_documents(path)
@@ -254,7 +254,7 @@ def _batches(sequences: list[list[int]], size: int, generator: torch.Generator):
 def mlm_accuracy(model, collator, sequences: list[list[int]], batch_size: int, seed: int) -> float:
     """Share of masked tokens predicted exactly, on text the model never trained on."""
     model.eval()
-    torch.manual_seed(seed + 1)
+    torch.random.default_generator.manual_seed(seed + 1)  # CPU only: see seeding.py
     correct = total = 0
     for start in range(0, len(sequences), batch_size):
         batch = collator([{"input_ids": s} for s in sequences[start : start + batch_size]])

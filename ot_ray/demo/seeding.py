@@ -20,17 +20,17 @@ Result = TypeVar("Result")
 
 
 def keeps_global_rngs(function: Callable[Params, Result]) -> Callable[Params, Result]:
-    """``function`` run on forks of torch's generators and Python's ``random``: whatever it
-    seeds or draws, the caller's states are as they were when it returns (or raises). The GPUs'
-    generators are forked where CUDA is already in use (``torch.manual_seed`` seeds them too);
-    forking them would otherwise start CUDA in a process that never used it."""
+    """``function`` run on forks of torch's CPU generator and Python's ``random``: whatever it
+    seeds or draws, the caller's states are as they were when it returns (or raises). The
+    functions wrapped run on the CPU and seed only its generator: ``torch.manual_seed`` would
+    also seed every GPU's, or queue that seed for a process whose CUDA has not started yet,
+    which no fork undoes."""
 
     @functools.wraps(function)
     def forked(*args: Params.args, **kwargs: Params.kwargs) -> Result:
         state = random.getstate()
-        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         try:
-            with torch.random.fork_rng(devices=gpus):
+            with torch.random.fork_rng(devices=[]):
                 return function(*args, **kwargs)
         finally:
             random.setstate(state)
