@@ -47,6 +47,9 @@ class TrialState:
     #: SHA-256 of the frozen initial encoder stage 1 anchors to (:func:`weights_digest`): it is
     #: loaded again on resume, and must be the one the stage started with
     reference: str = ""
+    #: what each stage trained on (:func:`ot_ray.fingerprint.rows_digest`), by stage (``align``,
+    #: ``xnli``, ``xnli/joint``...): a stage resumed mid-way must find the same examples
+    data: dict[str, str] = field(default_factory=dict)
 
 
 def save_checkpoint(

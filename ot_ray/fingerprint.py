@@ -4,14 +4,15 @@ it runs.
 A checkpoint may be resumed only by a trial of the same results-settings (else it would carry
 one config's weights and metrics into another's outputs), and a resubmitted trial should find
 its checkpoint even when only such a key changed (more restarts allowed, fewer workers: the batch
-plan does not depend on the number of workers).
+plan does not depend on the number of workers). The settings do not cover the data's content:
+:func:`rows_digest` names what a stage trains on, which a stage resumed mid-way must find again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ot_ray.config import Config, flatten
 
@@ -62,3 +63,15 @@ def changed_settings(kept: Mapping[str, str], now: Mapping[str, str]) -> list[st
 
 def _short(value: str, limit: int = 80) -> str:
     return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def rows_digest(rows: Iterable[object]) -> str:
+    """Sixteen hex digits of SHA-256 over ``rows`` as JSON lines (an example's texts, label,
+    links): the examples a stage trains on. Its batches are drawn by position from a plan fixed
+    by the seed and the data's size, so a stage resumed on edited data (or on data a newer
+    ot-ray filters otherwise) would go on with other examples at the same step, unsaid."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, ensure_ascii=False, sort_keys=True).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]

@@ -49,7 +49,7 @@ def check_data(config: Config) -> None:
         # set: one its evaluation sets hold whole fails here, not after stage 1 (the trial
         # warns of a part, with its metric)
         held_out = partial(read_eval_set, config, task, root=root)
-        train, _ = task_train_without_eval(config, task, train, held_out, root=root)
+        train, _ = task_train_without_eval(config, task, train, held_out)
         if task == "xnli":
             _check_one_task_step(config, task, len(train.head(config.task.xnli.max_train)))
 

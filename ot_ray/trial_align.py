@@ -39,6 +39,7 @@ class AlignStages(TrialBase):
         distributed.broadcast_parameters(encoder)
         if config.alignment.method != "none":
             data = self._parallel("train", config.data.languages)
+            self._check_same_data(state, "align", data.digest)
             reference = AutoModel.from_pretrained(
                 self.base,
                 revision=config.model.revision,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ import transformers
 from ot_ray import distributed
 from ot_ray.align.batches import ParallelData
 from ot_ray.align.links import degrade_links
-from ot_ray.checkpoints import TrialState, rng_state, save_checkpoint
+from ot_ray.checkpoints import CheckpointError, TrialState, rng_state, save_checkpoint
 from ot_ray.config import Config
 from ot_ray.data.moses import check_word_segmenters, moses_tokenized
 from ot_ray.data.overlap import HeldOut
@@ -27,6 +28,7 @@ from ot_ray.data.parallel import ParallelCorpus, packed
 from ot_ray.data.sources import data_root, load_tokenizer, model_path, read_parallel_sources
 from ot_ray.data.tokenized import pairs_with_words, tokenize_parallel
 from ot_ray.errors import DataError
+from ot_ray.fingerprint import rows_digest
 from ot_ray.metrics import language_averages
 from ot_ray.precision import allow_tf32
 from ot_ray.reporters import Reporter
@@ -86,7 +88,7 @@ class TrialBase:
         """Tokenised parallel data of ``split`` (train or dev) for the languages that have it."""
         config = self.config
         parallel = config.data.parallel
-        datasets, links = {}, {}
+        datasets, links, texts = {}, {}, {}
         specs = {
             lang: parallel.train_sources(lang)
             if split == "train"
@@ -130,6 +132,7 @@ class TrialBase:
                 )
             if split == "train":
                 corpus = packed(corpus, config.alignment.pack_sentences)
+            texts[lang] = corpus
             datasets[lang] = tokenize_parallel(
                 corpus, self.tokenizer, config.data.max_length, cache_dir=self.cache
             )
@@ -152,9 +155,23 @@ class TrialBase:
             self._count(f"{prefix}/skipped_empty/{lang}", corpus.skipped_empty)
             truncated = sum(datasets[lang]["src_truncated"]) + sum(datasets[lang]["tgt_truncated"])
             self._count(f"{prefix}/truncated/{lang}", truncated)
-        return ParallelData(kept, datasets, links)
+        return ParallelData(kept, datasets, links, digest=rows_digest(_pairs(texts)))
 
     # ---------------------------------------------------------------- stages and reports
+
+    def _check_same_data(self, state: TrialState, name: str, digest: str) -> None:
+        """Keep the digest of what the stage in progress trains on (``name``: ``align``,
+        ``xnli``, ``xnli/joint``...); a stage resumed mid-way must find the same examples."""
+        kept = state.data.get(name)
+        if state.step > 0 and kept is not None and kept != digest:
+            raise CheckpointError(
+                f"the {name} training data is not what this stage trained on up to its "
+                f"checkpoint (step {state.step}, output folder {self.out}): its files changed "
+                "since, or this version of ot-ray reads or filters them otherwise. Resume with "
+                "the data the checkpoint was written with, or train anew (another "
+                "train.run_name)"
+            )
+        state.data[name] = digest
 
     def _next_stage(self, state: TrialState) -> str:
         order = ["align", "quality", *self.config.task.tasks, "done"]
@@ -220,3 +237,11 @@ class TrialBase:
         )
         for name, value in averages.items():
             state.metrics[f"{prefix}/{name}"] = value
+
+
+def _pairs(corpora: dict[str, ParallelCorpus]) -> Iterator[list]:
+    """Each language's pairs as tokenised, with their links (sorted), for :func:`rows_digest`."""
+    for lang, corpus in corpora.items():
+        links = corpus.links if corpus.links is not None else [None] * len(corpus)
+        for source, target, pair_links in zip(corpus.sources, corpus.targets, links, strict=True):
+            yield [lang, source, target, sorted(pair_links) if pair_links is not None else None]

@@ -8,6 +8,7 @@ of :class:`ot_ray.trial.Trial`, so that each stage can be read on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,14 +21,15 @@ from ot_ray import distributed
 from ot_ray.align.joint import joint_term
 from ot_ray.align.objective import AlignmentObjective
 from ot_ray.checkpoints import TrialState, load_stage
-from ot_ray.config import EVAL_SPLITS
 from ot_ray.data.overlap import (
     HeldOut,
+    eval_sets,
     read_eval_set,
     read_train_set,
     task_train_without_eval,
 )
 from ot_ray.data.tasks import NLIData, QAData, QAExample
+from ot_ray.fingerprint import rows_digest
 from ot_ray.tasks.predictions import write_xnli_predictions, write_xquad_predictions
 from ot_ray.tasks.selection import BestOnDev
 from ot_ray.tasks.stage import fine_tune, task_plan
@@ -52,18 +54,21 @@ class TaskStages(TrialBase):
         settings = getattr(config.task, task)
         if task == "xnli":
             data = self._train_examples(task).head(settings.max_train)
+            rows = zip(data.premises, data.hypotheses, data.labels, strict=True)
             train = nli_dataset(data, self.tokenizer, settings.max_length, self.cache)
             self._count("data/xnli_train/truncated", sum(train["truncated"]))
             collate = nli_collate(self.tokenizer)
             model_class = transformers.AutoModelForSequenceClassification
             extra = {"num_labels": 3}
         else:
-            examples = self._train_examples(task)[: settings.max_train]
+            examples = self._train_examples(task).head(settings.max_train)
+            rows = (dataclasses.astuple(example) for example in examples)
             train = qa_train_dataset(examples, self.tokenizer, settings, self.cache)
             self._count("data/xquad_train/question_truncated", sum(train["question_truncated"]))
             collate = qa_collate
             model_class = transformers.AutoModelForQuestionAnswering
             extra = {}
+        self._check_same_data(state, task, rows_digest(rows))
         torch.manual_seed(config.train.seed)  # the same head on every worker
         model = model_class.from_pretrained(
             self.base,
@@ -122,7 +127,7 @@ class TaskStages(TrialBase):
             state=progress,
             optimizer_state=optimizer_state,
             after_step=after_step,
-            extra_loss=self._joint_loss(),
+            extra_loss=self._joint_loss(task, state),
             show_progress=self.show_progress,
         )
         # the optimizer's moments (twice the model's size) are not needed to evaluate
@@ -155,7 +160,6 @@ class TaskStages(TrialBase):
             task,
             data,
             lambda split, lang: self._eval_set(task, split, lang),
-            root=self.root,
         )
         self._count(f"data/{task}_train/in_eval", copies.dropped)
         if copies.dropped and self.is_main:
@@ -169,7 +173,7 @@ class TaskStages(TrialBase):
             self._eval_sets[key] = read_eval_set(self.config, task, split, lang, root=self.root)
         return self._eval_sets[key]
 
-    def _joint_loss(self):
+    def _joint_loss(self, task: str, state: TrialState):
         """The joint variant: weight x alignment loss on the next parallel batch.
 
         No anchor here: holding the pivot's states where stage 1 left them also stops the task
@@ -180,6 +184,7 @@ class TaskStages(TrialBase):
         if not weight or self.config.alignment.method == "none":
             return None
         data = self._parallel("train", self.config.data.languages)
+        self._check_same_data(state, f"{task}/joint", data.digest)
         objective = AlignmentObjective(
             self.config.alignment,
             reference=None,
@@ -212,26 +217,20 @@ class TaskStages(TrialBase):
         return self.predictions / "selection" / f"{task}.json"
 
     def _evaluate_task(self, task: str, model: torch.nn.Module, state: TrialState) -> None:
-        config = self.config
-        spec = getattr(config.data, task)
-        for split in EVAL_SPLITS:
-            source = getattr(spec, split)
-            scores: dict[str, dict[str, float]] = {}
-            for lang in config.data.all_eval_languages:
-                if not source.covers(lang):
-                    continue
-                values, predicted = self._score(task, model, self._eval_data(task, split, lang))
-                for metric, value in values.items():
-                    scores.setdefault(metric, {})[lang] = value
-                if split == "test" and self.is_main:
-                    if task == "xnli":
-                        path = self.predictions / "xnli" / f"test-{lang}.tsv"
-                        write_xnli_predictions(path, predicted)
-                    else:
-                        path = self.predictions / "xquad" / f"test-{lang}.json"
-                        write_xquad_predictions(path, predicted)
-            for metric, values in scores.items():
-                self._record(f"{task}/{split}/{metric}", values, state)
+        scores: dict[str, dict[str, float]] = {}  # "{split}/{metric}" -> score by language
+        for split, lang in eval_sets(self.config, task):
+            values, predicted = self._score(task, model, self._eval_data(task, split, lang))
+            for metric, value in values.items():
+                scores.setdefault(f"{split}/{metric}", {})[lang] = value
+            if split == "test" and self.is_main:
+                if task == "xnli":
+                    path = self.predictions / "xnli" / f"test-{lang}.tsv"
+                    write_xnli_predictions(path, predicted)
+                else:
+                    path = self.predictions / "xquad" / f"test-{lang}.json"
+                    write_xquad_predictions(path, predicted)
+        for name, values in scores.items():
+            self._record(f"{task}/{name}", values, state)
 
     def _eval_data(self, task: str, split: str, lang: str) -> EvalInputs:
         """One language's dev or test inputs, read and tokenised (cached on disk), with the

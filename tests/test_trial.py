@@ -390,6 +390,38 @@ def test_a_stage_resumed_against_another_initial_encoder_is_refused(cache, tmp_p
         run_trial(config, LocalReporter(tmp_path / "b", resume=True), show_progress=False)
 
 
+@pytest.mark.parametrize("stage", ["align", "xnli"])
+def test_a_stage_resumed_on_other_training_data_is_refused(cache, tmp_path, stage):
+    """The stage's batches are positions in a plan fixed by the seed and the data's size: a
+    stage resumed on edited training data (or on data a newer ot-ray filters otherwise) went on
+    with other examples at the same step, and nothing said so. Unedited, it resumes (the test
+    above checks that it ends as an uninterrupted run does)."""
+    world = Path(data_root(tiny_config(cache, tmp_path)))
+    ours = tmp_path / "data"
+    ours.mkdir()
+    for name in ("xnli/train-en.tsv", "parallel/de-en.tsv", "parallel/de-en.align"):
+        shutil.copy(world / name, ours / Path(name).name)
+    config = tiny_config(
+        cache,
+        tmp_path / "b",
+        *RESUME,
+        f"data.xnli.train={{path: {ours / 'train-en.tsv'}}}",
+        "data.parallel.by_language.de="
+        f"[{{path: {ours / 'de-en.tsv'}, alignments: {ours / 'de-en.align'}}}]",
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(config, CrashAtStep(tmp_path / "b", stage, 4), show_progress=False)
+    state = read_state(tmp_path / "b" / "checkpoint")
+    assert (state.stage, state.step) == (stage, 4) and len(state.data[stage]) == 16
+    edited = ours / ("train-en.tsv" if stage == "xnli" else "de-en.tsv")
+    lines = edited.read_text(encoding="utf-8").splitlines(keepends=True)
+    first = 1 if stage == "xnli" else 0  # past the TSV's header; every pair (they are sampled)
+    lines[first:] = [line.replace("\t", " again\t", 1) for line in lines[first:]]
+    edited.write_text("".join(lines), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=rf"the {stage} training data is not what"):
+        run_trial(config, LocalReporter(tmp_path / "b", resume=True), show_progress=False)
+
+
 class CrashAtStep(LocalReporter):
     """Reports like LocalReporter, then dies after the checkpoint of ``stage`` at ``step``."""
 

@@ -69,6 +69,8 @@ class ParallelData:
     languages: list[str]
     datasets: dict[str, datasets.Dataset]
     links: dict[str, list[set[Link]] | None]
+    #: the corpora's text and links as tokenised (:func:`ot_ray.fingerprint.rows_digest`)
+    digest: str = ""
 
     def offsets(self) -> dict[str, int]:
         starts, total = {}, 0

@@ -15,16 +15,16 @@ examples and depends on the data alone, so every worker drops the same ones.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
 from ot_ray.config import EVAL_SPLITS, Config
-from ot_ray.data.sources import describe_source, read_nli, read_qa
-from ot_ray.data.tasks import NLIData, QAData, QAExample
+from ot_ray.data.sources import read_nli, read_qa
+from ot_ray.data.tasks import NLIData, QAData
 from ot_ray.errors import DataError
 
 #: One evaluation set's examples as read (NLI pairs, or QA questions).
-HeldOut = NLIData | Sequence[QAExample]
+HeldOut = NLIData | QAData
 
 
 def eval_sets(config: Config, task: str) -> list[tuple[str, str]]:
@@ -57,7 +57,7 @@ def read_eval_set(config: Config, task: str, split: str, lang: str, *, root: str
     where = {"root": root, "lang": lang, "pivot": config.data.pivot}
     if task == "xnli":
         return read_nli(spec, training=False, **where).head(limit)
-    return read_qa(spec, **where)[:limit]
+    return read_qa(spec, **where).head(limit)
 
 
 def same_text(text: str) -> str:
@@ -124,22 +124,19 @@ def task_train_without_eval(
     task: str,
     train: NLIData | QAData,
     held_out_of: Callable[[str, str], HeldOut],
-    *,
-    root: str,
 ) -> tuple[NLIData | QAData, EvalCopies]:
     """``task``'s training examples (on the pivot) without those its evaluation sets hold, and
     what was dropped (a :class:`DataError` if nothing is left). ``held_out_of`` gives one set's
     examples by split and language: the caller reads each set once, for this and for the
     evaluation."""
-    data = config.data
-    sources = getattr(data, task)
-    sets = {f"{split}/{lang}": (split, lang) for split, lang in eval_sets(config, task)}
-    held_out = {name: held_out_of(split, lang) for name, (split, lang) in sets.items()}
-    spec = sources.train
+    held_out = {
+        f"{split}/{lang}": held_out_of(split, lang) for split, lang in eval_sets(config, task)
+    }
+    spec = getattr(config.data, task).train
     copies = EvalCopies(
         task,
         total=len(train),
-        origin=describe_source(spec, root=root, lang=data.pivot, pivot=data.pivot),
+        origin=train.origin,
         # a Hub source (a local file read by a builder, json, too) reading its whole 'train'
         # split: a --set of its hub drops the split it had, and such a split is sliced as the
         # paper configs slice SQuAD's (train[:-2000])
@@ -147,11 +144,7 @@ def task_train_without_eval(
     )
     kept = without_eval_copies(train, held_out, copies)
     if copies.dropped and not len(kept):
-        origins = {
-            name: describe_source(getattr(sources, split), root=root, lang=lang, pivot=data.pivot)
-            for name, (split, lang) in sets.items()
-        }
-        raise copies.refused(origins)
+        raise copies.refused({name: examples.origin for name, examples in held_out.items()})
     return kept, copies
 
 
@@ -188,9 +181,10 @@ def without_eval_copies(
             hypotheses=[train.hypotheses[i] for i in keep],
             labels=[train.labels[i] for i in keep],
             skipped_empty=train.skipped_empty,
+            origin=train.origin,
         )
     copies.by_id_only = sum(not index.get(train_keys[i][0]) for i in found)
-    return QAData([train[i] for i in keep], skipped_empty=train.skipped_empty)
+    return QAData([train[i] for i in keep], train.skipped_empty, train.origin)
 
 
 def _keys(examples: HeldOut | QAData) -> list[list[Hashable]]:

@@ -117,11 +117,13 @@ def read_nli(spec: SourceSpec, *, root: str, lang: str, pivot: str, training: bo
         dataset = _load_hub(spec, values)
         with _utf8_only(described):
             data = hub.nli_from_hub(dataset, described=described, skip_empty=training)
+        data.origin = described
         return _not_empty(
             data, "examples", data.skipped_empty, described, "an empty side or no label"
         )
     data = read_xnli(Path(values["path"]), skip_empty=training, language=lang)
-    return _not_empty(data, "examples", data.skipped_empty, values["path"])
+    data.origin = str(values["path"])
+    return _not_empty(data, "examples", data.skipped_empty, data.origin)
 
 
 def read_qa(
@@ -138,6 +140,7 @@ def read_qa(
     else:
         described = values["path"]
         examples = read_squad(Path(described), skip_empty=training)
+    examples.origin = str(described)
     return _not_empty(examples, "questions", examples.skipped_empty, described, "an empty question")
 
 
@@ -155,13 +158,6 @@ def _not_empty(
 def _filled(spec: SourceSpec, **where: str) -> dict[str, str | None]:
     names = ("path", "second_path", "alignments", "hub", "hub_config", "data_files")
     return {name: fill(getattr(spec, name), **where) for name in names}
-
-
-def describe_source(spec: SourceSpec, *, root: str, lang: str, pivot: str) -> str:
-    """Where ``spec`` reads ``lang``'s data, named as the readers' errors name it: the file,
-    or ``dataset:config:split[:data_files]``."""
-    values = _filled(spec, root=root, lang=lang, pivot=pivot)
-    return str(values["path"]) if spec.hub is None else _describe(spec, values)
 
 
 def _describe(spec: SourceSpec, values: dict[str, str | None]) -> str:

@@ -53,6 +53,7 @@ class NLIData:
     hypotheses: list[str] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     skipped_empty: int = 0
+    origin: str = ""  # the file or Hub split read, as errors and warnings name it
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -61,7 +62,9 @@ class NLIData:
         """The first ``n`` examples (all for ``None``): quick runs."""
         if n is None:
             return self
-        return NLIData(self.premises[:n], self.hypotheses[:n], self.labels[:n], self.skipped_empty)
+        return NLIData(
+            self.premises[:n], self.hypotheses[:n], self.labels[:n], self.skipped_empty, self.origin
+        )
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,19 @@ class QAData(Sequence[QAExample]):
 
     examples: list[QAExample] = field(default_factory=list)
     skipped_empty: int = 0  # training questions with nothing but whitespace, dropped
+    origin: str = ""  # the file or Hub split read, as errors and warnings name it
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index):  # an int gives one question, a slice a list of them
         return self.examples[index]
+
+    def head(self, n: int | None) -> QAData:
+        """The first ``n`` questions (all for ``None``), still named by where they came from."""
+        if n is None:
+            return self
+        return QAData(self.examples[:n], self.skipped_empty, self.origin)
 
 
 def read_xnli(path: Path, *, skip_empty: bool = True, language: str | None = None) -> NLIData:
