@@ -121,6 +121,54 @@ def test_thai_words_come_from_pythainlps_dictionary():
     ]
 
 
+def test_thai_abbreviations_keep_their_full_stops():
+    pytest.importorskip("pythainlp")
+    out = tokenized(
+        "th",
+        [
+            "พ.ศ. 2564",
+            "วันที่ 5 ก.พ. นี้",
+            "ในปีพ.ศ.2564",
+            "ดร.สมชาย ไปกทม.",
+            "เวลา 10.30 น.",
+            "1 มี.ค. 2567 ที่อบต.",
+            "พล.ต.อ.สมศักดิ์",
+        ],
+    )
+    assert [line.split(" ") for line in out.sources] == [
+        ["พ.ศ.", "2564"],  # Buddhist era; Moses alone: "พ . ศ ."
+        # the date / 5 / February / this: the chain of stops is one word
+        ["วันที่", "5", "ก.พ.", "นี้"],
+        # in / year / B.E. 2564, written without spaces: Moses alone glued ".2564"
+        ["ใน", "ปี", "พ.ศ.", "2564"],
+        # Dr / Somchai / go / Bangkok: one-stop abbreviations from pythainlp's word list
+        ["ดร.", "สม", "ชาย", "ไป", "กทม."],
+        ["เวลา", "10.30", "น."],  # time / 10.30 / o'clock
+        # 1 / March (not in the word list: a chain of short pieces) / 2567 / at / the
+        # subdistrict office (newmm cuts the letters "อบ ต", the word list joins them)
+        ["1", "มี.ค.", "2567", "ที่", "อบต."],
+        ["พล.ต.อ.", "สม", "ศักดิ์"],  # Police General Somsak: a chain of three stops
+    ]
+
+
+def test_a_full_stop_after_an_ordinary_thai_word_is_split_off_as_moses_does():
+    pytest.importorskip("pythainlp")
+    lines = [
+        "ผมกินข้าว.",
+        "ฉันชอบคุณมาก. เขาอยู่บ้าน.",
+        "ไปไหน...",
+        "แพงมาก.)",
+    ]
+    out = tokenized("th", lines)
+    assert [line.split(" ") for line in out.sources] == [
+        ["ผม", "กินข้าว", "."],  # I / eat rice / .
+        # newmm given the stops would cut "มา ก." and "บ้า น." (ก. and น. are abbreviations)
+        ["ฉัน", "ชอบ", "คุณ", "มาก", ".", "เขา", "อยู่", "บ้าน", "."],
+        ["ไป", "ไหน", "..."],  # an ellipsis stays Moses's one token
+        ["แพง", "มาก", ".", ")"],
+    ]
+
+
 def test_european_languages_are_moses_tokens_as_before():
     lines = {
         "de": ['Herr Präsident, die Abstimmung (1999) ist "endgültig".', "Das ist's: 3,5 %!"],
@@ -142,6 +190,10 @@ def test_the_cache_fingerprint_names_the_segmentation_and_pythainlps_version():
     pytest.importorskip("pythainlp")
     thai = moses_settings("th", "en")["words"]["source"]
     assert f"pythainlp-{version('pythainlp')}" in thai and "newmm" in thai
+    # Thai's abbreviations changed its words: its version is 2, while zh/ja's stays 1, so
+    # their cached corpora stay valid
+    assert thai.startswith("thai-2/")
+    assert moses_settings("en", "ja")["words"] == {"source": None, "target": "cjk-1"}
 
 
 def test_without_pythainlp_thai_fails_at_once_with_the_key_and_the_install_command(

@@ -40,11 +40,14 @@ would make a clause one "word", and WordOT would pool one vector for it):
   as Moses does for ASCII punctuation and leaves these on kana, Latin words or digits. Other
   runs (Latin words, digits, Japanese kana) stay Moses tokens.
 - ``thai``: pythainlp's dictionary segmenter (newmm, offline) on runs of Thai script, Moses on
-  the text between them. Moses itself would also cut Thai words at their tone marks.
+  the text between them. Moses itself would also cut Thai words at their tone marks. Thai
+  abbreviations keep their full stops (``พ.ศ.``, ``ก.พ.``, ``ดร.``): :func:`split_thai_run`.
 """
 
-SEGMENTATION_VERSION = 1
-"""Our own rules' version, in the cache fingerprint: raise it when ``cjk`` or ``thai`` change."""
+SEGMENTATION_VERSION: dict[Segmentation, int] = {"cjk": 1, "thai": 2}
+"""Our own rules' version per kind, in the cache fingerprint: raise a kind's when its rules
+change (its cached corpora are then made again, the other kinds' stay valid). thai 2: its
+abbreviations keep their full stops."""
 
 PRETOKENIZE_KEY = "data.parallel.pretokenize"
 
@@ -89,7 +92,9 @@ def _alone_in_cjk() -> re.Pattern[str]:
     return re.compile(f"[{ideographs}{re.escape(_wide_punctuation())}]")
 
 
-_THAI_RUN = re.compile(r"([\u0E00-\u0E7F]+)")  # the Thai block: letters, marks, digits, signs
+# A run of the Thai block (letters, marks, digits, signs), with the full stops inside it and one
+# after it (not an ellipsis's): the stops of its abbreviations.
+_THAI_RUN = re.compile(r"([\u0E00-\u0E7F]+(?:\.[\u0E00-\u0E7F]+)*(?:\.(?!\.))?)")
 
 
 def segmentation(lang: str) -> Segmentation | None:
@@ -131,6 +136,72 @@ def thai_word_tokenizer() -> Callable[[str], list[str]]:
     return words
 
 
+@functools.cache
+def thai_abbreviations() -> tuple[frozenset[str], int]:
+    """The abbreviations with one full stop in pythainlp's word list (newmm's dictionary), without
+    their stop (``กทม``, ``ดร``, ``น``, ``อบต``), and the length of the longest."""
+    from pythainlp.corpus import thai_words
+
+    known = frozenset(
+        word[:-1] for word in thai_words() if word.endswith(".") and word.count(".") == 1
+    )
+    return known, max(map(len, known), default=0)
+
+
+def split_thai_run(run: str, words: Callable[[str], list[str]]) -> tuple[list[str], bool]:
+    """The words of a Thai run (:data:`_THAI_RUN`), and whether it ends with a full stop that is
+    no abbreviation's, which the caller leaves to Moses with the text after it.
+
+    Thai abbreviations are written with ASCII full stops (``ก.พ.`` February, ``พ.ศ.`` Buddhist
+    era, ``ดร.`` Dr, ``น.`` o'clock), and Moses would cut them at each stop. newmm given the
+    stops keeps the abbreviations of its word list, but also cuts ordinary words before a
+    sentence's stop (``มาก.`` "very." becomes ``มา ก.``: ``ก.`` is an abbreviation too). So
+    newmm segments the text between the stops, and a stop stays on the words before it when:
+
+    - those words (newmm's last ones before it) and the stop are an abbreviation of pythainlp's
+      word list (:func:`thai_abbreviations`; newmm cuts some of them, ``อบ ต`` for ``อบต``), or
+    - it begins a chain: one to three Thai characters (or such an abbreviation) and a stop,
+      then one or more pieces of one to three Thai characters each followed by a stop
+      (``มี.ค.`` March, ``พ.ย.``, ``พ.ต.อ.``, which the word list lacks): sentences that short,
+      without a space between them, are rare.
+
+    Any other stop is a word of its own, as Moses makes it.
+    """
+    pieces = run.split(".")  # a stop after each piece but the last
+    stops = len(pieces) - 1
+    known, longest = thai_abbreviations()
+    out: list[str] = []
+    i = 0
+    while i <= stops:
+        tokens = words(pieces[i]) if pieces[i] else []
+        if i == stops:  # the run's last piece, no stop after it
+            out += tokens
+            break
+        # the abbreviation that ends at this stop: the longest run of newmm's last words known
+        # as one, else its last word
+        start, tail, joined = 1, "", ""
+        for n in range(1, len(tokens) + 1):
+            joined = tokens[-n] + joined
+            if len(joined) > longest:
+                break
+            if joined in known:
+                start, tail = n, joined
+        abbreviation = tail or tokens[-1]
+        j = i + 1  # a chain: short pieces each followed by a stop
+        if tail or len(abbreviation) <= 3:
+            while j < stops and 1 <= len(pieces[j]) <= 3:
+                abbreviation += "." + pieces[j]
+                j += 1
+        if tail or j > i + 1:
+            out += [*tokens[:-start], abbreviation + "."]
+            i = j
+        else:
+            out += [*tokens, "."]
+            i += 1
+    left = run.endswith(".") and out[-1] == "."
+    return (out[:-1] if left else out), left
+
+
 def check_word_segmenters(languages: Iterable[str]) -> None:
     """Raise the installation hint now if a language's segmenter is missing, before any text
     is read (a worker would otherwise stop at that language, after the ones before it)."""
@@ -164,11 +235,15 @@ def word_splitter(lang: str) -> Callable[[str], str]:
 
         def split_thai(text: str) -> str:
             parts = _THAI_RUN.split(text)  # odd indices: the Thai runs
-            words = [
-                " ".join(thai_words(part)) if k % 2 else _moses(part, lang)
-                for k, part in enumerate(parts)
-                if not _blank(part)
-            ]
+            words: list[str] = []
+            for k, part in enumerate(parts):
+                if k % 2:
+                    run_words, stop_left = split_thai_run(part, thai_words)
+                    words += run_words
+                    if stop_left:  # a sentence's stop: Moses's, with what follows it
+                        parts[k + 1] = "." + parts[k + 1]
+                elif not _blank(part):
+                    words.append(_moses(part, lang))
             return " ".join(" ".join(words).split())
 
         return split_thai
@@ -179,8 +254,8 @@ def segmenter_version(lang: str) -> str | None:
     """What ``lang``'s segmentation beyond Moses depends on, for the cache fingerprint."""
     kind = segmentation(lang)
     if kind == "thai":
-        return f"thai-{SEGMENTATION_VERSION}/pythainlp-{version('pythainlp')}/newmm"
-    return f"{kind}-{SEGMENTATION_VERSION}" if kind else None
+        return f"thai-{SEGMENTATION_VERSION[kind]}/pythainlp-{version('pythainlp')}/newmm"
+    return f"{kind}-{SEGMENTATION_VERSION[kind]}" if kind else None
 
 
 def moses_settings(lang: str, pivot: str) -> dict[str, Any]:
