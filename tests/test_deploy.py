@@ -10,11 +10,13 @@ The paper configs may name only Hub ids known to exist.
 from __future__ import annotations
 
 import gzip
+import importlib.metadata
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,16 +26,20 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import ray
-import tomllib
 import yaml
+from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from ot_ray.config import Config, SourceSpec, load_config
 from ot_ray.data.sources import fill
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "docker" / "Dockerfile"
+LOCK = REPO / "docker" / "constraints.txt"  # written by .ci/lock
+LOCK_PATH = "docker/constraints.txt"  # as the install commands name it
 K8S = REPO / "docker" / "k8s"
 CRDS = REPO / "tests" / "data" / "kuberay"
 SHARED_CRDS = REPO.parent / "shared" / "kuberay"
@@ -80,6 +86,101 @@ def pip_installs(text: str, args: dict[str, str] | None = None) -> set[str]:
                 kept.append(re.sub(r"\[[^]]*\]$", "", word))
         commands.add("pip install " + " ".join(kept))
     return commands
+
+
+def lock_pins(text: str | None = None) -> dict[str, Requirement]:
+    """The lock's requirements by normalised (PEP 503) name."""
+    text = LOCK.read_text(encoding="utf-8") if text is None else text
+    pins: dict[str, Requirement] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            requirement = Requirement(line)
+            name = canonicalize_name(requirement.name)
+            assert name not in pins, f"{name} is pinned twice"
+            pins[name] = requirement
+    return pins
+
+
+def pinned_version(requirement: Requirement) -> str | None:
+    """The version of an exact pin (``name==1.2.3``), else None."""
+    specs = list(requirement.specifier)
+    if len(specs) != 1 or requirement.url or requirement.marker or requirement.extras:
+        return None
+    (spec,) = specs
+    return spec.version if spec.operator == "==" and "*" not in spec.version else None
+
+
+def lock_environment() -> dict[str, str]:
+    """The marker environment the lock was made for: the image's Python on Linux x86_64."""
+    python = re.fullmatch(r"py3(\d+)-.*", dockerfile_args()["RAY_FLAVOR"])
+    assert python
+    env = default_environment()
+    env.update(
+        python_version=f"3.{python.group(1)}",
+        python_full_version=f"3.{python.group(1)}.0",
+        sys_platform="linux",
+        platform_system="Linux",
+        platform_machine="x86_64",
+        os_name="posix",
+        implementation_name="cpython",
+        platform_python_implementation="CPython",
+    )
+    return env
+
+
+def project_requirements() -> list[tuple[str, Requirement]]:
+    """Every requirement of pyproject.toml that applies on the lock's platform, with the extra
+    that asks for it ("" for the dependencies)."""
+    listed = [("", line) for line in PYPROJECT["project"]["dependencies"]]
+    for extra, lines in PYPROJECT["project"]["optional-dependencies"].items():
+        listed += [(extra, line) for line in lines]
+    env = lock_environment()
+    found = []
+    for extra, line in listed:
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate({**env, "extra": extra}):
+            found.append((extra, requirement))
+    return found
+
+
+def unpinned_or_out_of_range(pins: dict[str, Requirement]) -> list[str]:
+    found = []
+    for extra, requirement in project_requirements():
+        name = canonicalize_name(requirement.name)
+        if name == "torch":
+            continue  # pinned by each install command (the image's from PyTorch's index)
+        where = f"{requirement} ({f'[{extra}]' if extra else 'dependencies'})"
+        if name not in pins:
+            found.append(f"{where}: not in the lock")
+            continue
+        version = pinned_version(pins[name])
+        if version is None:
+            found.append(f"{where}: {pins[name]} is not an exact pin")
+        elif not requirement.specifier.contains(version, prereleases=True):
+            found.append(f"{where}: the lock's {version} is outside the range")
+    return found
+
+
+def installed_versions() -> dict[str, str]:
+    """Every distribution the running interpreter sees, by normalised name (the first on
+    sys.path, the one that is imported, when a name is there twice)."""
+    installed: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        installed.setdefault(canonicalize_name(dist.metadata["Name"]), dist.version)
+    return installed
+
+
+def off_the_lock(pins: dict[str, Requirement], installed: dict[str, str]) -> list[str]:
+    """The pinned distributions installed at another version (a local label such as +cpu
+    included: the lock names none)."""
+    found = []
+    for name, pin in sorted(pins.items()):
+        if name in installed:
+            version = pinned_version(pin)
+            if version is None or Version(installed[name]) != Version(version):
+                found.append(f"{name}: {installed[name]} installed, the lock says {pin.specifier}")
+    return found
 
 
 def manifests() -> list[tuple[str, dict[str, Any]]]:
@@ -181,10 +282,11 @@ def test_image_installs_what_readme_and_ci_install():
     readme = pip_installs((REPO / "README.md").read_text(encoding="utf-8"))
     ci = pip_installs((REPO / ".ci" / "run").read_text(encoding="utf-8"))
     image = pip_installs(DOCKERFILE.read_text(encoding="utf-8"), dockerfile_args())
-    assert ci == {"pip install torch==2.13.0", "pip install -e ."}, ci
+    assert ci == {"pip install torch==2.13.0", f"pip install -c {LOCK_PATH} -e ."}, ci
     assert ci <= readme, readme
     # The image installs the project in two steps (dependencies, then the source, --no-deps)
-    # with the same commands; the torch wheel comes from the CUDA (or CPU) index.
+    # with the same commands and the same lock; the torch wheel comes from the CUDA (or CPU)
+    # index.
     assert image == ci, image
 
 
@@ -230,14 +332,21 @@ def test_dependency_floors_admit_only_versions_with_what_the_deployment_uses():
 
 
 def test_a_readme_edit_reinstalls_no_dependency():
-    """The layer that installs the dependencies copies pyproject.toml only: the README (and the
-    sources) come in later layers, followed by the project's own --no-deps install."""
+    """The layer that installs the dependencies copies pyproject.toml and the lock only: the
+    README (and the sources) come in later layers, followed by the project's own --no-deps
+    install."""
     text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
     steps = re.findall(r"^(COPY|RUN) (.+)$", text, re.M)
     (deps,) = [
-        i for i, (kind, line) in enumerate(steps) if kind == "RUN" and "pip install -e ." in line
+        i
+        for i, (kind, line) in enumerate(steps)
+        if kind == "RUN" and f"pip install -c {LOCK_PATH} -e ." in line
     ]
-    (project,) = [i for i, (kind, line) in enumerate(steps) if "pip install --no-deps -e ." in line]
+    (project,) = [
+        i
+        for i, (kind, line) in enumerate(steps)
+        if f"pip install --no-deps -c {LOCK_PATH} -e ." in line
+    ]
 
     def copied(lines):
         return [
@@ -248,7 +357,10 @@ def test_a_readme_edit_reinstalls_no_dependency():
         ]
 
     copied_before, copied_after = copied(steps[:deps]), copied(steps[deps:project])
-    assert copied_before == ["pyproject.toml"], copied_before
+    assert copied_before == ["pyproject.toml", LOCK_PATH], copied_before
+    # the lock lands where the install commands name it
+    (lock_copy,) = [line for kind, line in steps[:deps] if kind == "COPY" and LOCK_PATH in line]
+    assert lock_copy.split()[-1].rstrip("/") in ("./docker", "docker", f"./{LOCK_PATH}"), lock_copy
     assert {"README.md", "ot_ray"} <= set(copied_after), copied_after
 
 
@@ -266,17 +378,124 @@ def test_image_runs_as_non_root_and_bakes_in_no_secret():
     assert not secretish, secretish
 
 
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Whether Docker leaves ``path`` out of the build context: the last pattern that matches the
+    path or one of its parent folders decides, ``!`` lets it back in."""
+    parts = path.strip("/").split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        glob = pattern.removeprefix("!").strip("/")
+        regex = ""
+        for token in re.split(r"(\*\*/|\*\*|\*|\?)", glob):
+            regex += {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(
+                token, re.escape(token)
+            )
+        if any(re.fullmatch(regex, prefix) for prefix in prefixes):
+            ignored = not negated
+    return ignored
+
+
 def test_dockerignore_keeps_the_build_context_to_what_the_image_copies():
-    ignored = {
+    patterns = [
         line.strip()
         for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
+    ]
+    assert {".git", ".venv", "outputs", "mlflow.db"} <= set(patterns)
+    sources = [
+        source
+        for copy in dockerfile_instructions("COPY")
+        for source in [w for w in copy.split() if not w.startswith("--")][:-1]
+    ]
+    assert LOCK_PATH in sources
+    for source in sources:
+        assert not dockerignored(source, patterns) and (REPO / source).exists(), source
+    # the rest of docker/ (the manifests) and the tests stay out
+    left_out = ["docker/Dockerfile", "docker/k8s/rayjob-paper-mbert.yaml", "tests/conftest.py"]
+    for path in [*left_out, ".git/HEAD", ".venv/bin/python"]:
+        assert dockerignored(path, patterns), path
+
+
+def test_the_dockerignore_check_reads_patterns_as_docker_does():
+    patterns = ["docker", "!docker/constraints.txt", "**/__pycache__", "*.egg-info"]
+    assert not dockerignored("docker/constraints.txt", patterns)
+    assert dockerignored("docker/Dockerfile", patterns)
+    assert dockerignored("ot_ray/__pycache__/x.pyc", patterns)
+    assert dockerignored("__pycache__", patterns)
+    assert dockerignored("ot_ray.egg-info/PKG-INFO", patterns)
+    assert not dockerignored("ot_ray/config.py", patterns)
+    assert dockerignored("docker/constraints.txt", [*patterns, "docker/*.txt"])
+
+
+# ------------------------------------------------------------------------------------- the lock
+
+
+def test_every_requirement_is_pinned_in_the_lock_within_its_range():
+    """docker/constraints.txt pins every dependency and every extra's requirement of
+    pyproject.toml exactly (torch aside), at a version its range admits."""
+    requirements = project_requirements()
+    assert len(requirements) >= 20
+    assert unpinned_or_out_of_range(lock_pins()) == []
+
+
+def test_the_lock_check_catches_a_missing_pin_and_one_out_of_range():
+    pins = lock_pins()
+    pins.pop("pot", None)
+    pins.pop("pytest", None)
+    pins["mlflow"] = Requirement("mlflow==3.4.0")
+    pins["pydantic"] = Requirement("pydantic>=2.7")
+    assert {
+        "pot>=0.9.6 (dependencies): not in the lock",
+        "pytest>=8.0 ([dev]): not in the lock",
+        "mlflow>=3.5 (dependencies): the lock's 3.4.0 is outside the range",
+        "pydantic<3,>=2.7 (dependencies): pydantic>=2.7 is not an exact pin",
+    } <= set(unpinned_or_out_of_range(pins))
+
+
+def test_the_lock_pins_exact_versions_from_pypi_and_no_torch():
+    """torch is pinned by each install command instead: the image's CUDA build (a +cu128 local
+    version from PyTorch's index) and the CPU build here could not both meet one pin. Every other
+    line is name==version, no URL, no local version, no marker."""
+    pins = lock_pins()
+    assert "torch" not in pins, pins.get("torch")
+    assert len(pins) >= 100
+    loose = [str(pin) for pin in pins.values() if pinned_version(pin) is None]
+    assert loose == []
+    local = [str(pin) for pin in pins.values() if Version(pinned_version(pin)).local]
+    assert local == []
+    # the image's base already carries Ray: the lock holds that same Ray
+    assert pinned_version(pins["ray"]) == dockerfile_args()["RAY_VERSION"]
+    with pytest.raises(AssertionError, match="pinned twice"):
+        lock_pins("ray==2.60.0\nRay==2.60.0\n")
+
+
+def test_the_tests_run_on_the_locked_versions():
+    """CI installs with the lock (`pip install -c docker/constraints.txt -e '.[dev]'`), so every
+    pinned distribution installed here has exactly the pinned version: the versions the image
+    ships are the ones these tests ran on."""
+    pins, installed = lock_pins(), installed_versions()
+    checked = [name for name in pins if name in installed]
+    direct = {canonicalize_name(r.name) for _, r in project_requirements()} - {"torch"}
+    assert direct <= set(checked), sorted(direct - set(checked))
+    assert off_the_lock(pins, installed) == [], (
+        "reinstall: pip install -c docker/constraints.txt -e '.[dev]'"
+    )
+
+
+def test_the_installed_version_check_catches_another_version():
+    pins = {
+        "transformers": Requirement("transformers==5.24.0"),
+        "torch": Requirement("torch==2.13.0"),
+        "numpy": Requirement("numpy==2.4.6"),
+        "pot": Requirement("POT==0.9.7.post1"),
     }
-    assert {".git", ".venv", "outputs", "mlflow.db"} <= ignored
-    for copy in dockerfile_instructions("COPY"):
-        sources = [w for w in copy.split() if not w.startswith("--")][:-1]
-        for source in sources:
-            assert source not in ignored and (REPO / source).exists(), source
+    installed = {"transformers": "4.45.0", "torch": "2.13.0+cpu", "numpy": "2.4.6"}
+    assert off_the_lock(pins, installed) == [
+        "torch: 2.13.0+cpu installed, the lock says ==2.13.0",
+        "transformers: 4.45.0 installed, the lock says ==5.24.0",
+    ]
 
 
 # ---------------------------------------------------------------------------------- Kubernetes
