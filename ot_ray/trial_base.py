@@ -155,7 +155,8 @@ class TrialBase:
             self._count(f"{prefix}/skipped_empty/{lang}", corpus.skipped_empty)
             truncated = sum(datasets[lang]["src_truncated"]) + sum(datasets[lang]["tgt_truncated"])
             self._count(f"{prefix}/truncated/{lang}", truncated)
-        return ParallelData(kept, datasets, links, digest=rows_digest(_pairs(texts)))
+        digest = rows_digest(_pairs(texts)) if split == "train" else ""  # what stages train on
+        return ParallelData(kept, datasets, links, digest=digest)
 
     # ---------------------------------------------------------------- stages and reports
 
