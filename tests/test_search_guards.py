@@ -55,6 +55,9 @@ def test_a_trials_last_report_is_finished_whatever_the_milestone_count():
         ("data.seen_languages: {choices: [[de], [fr]]}", "data.seen_languages: it trains nothing"),
         ("data.xnli.dev.path: {choices: [a.tsv, b.tsv]}", "data.xnli.dev.path: trials would be"),
         ("data.xquad.test: {choices: [{path: a.json}]}", "data.xquad.test: the summary compares"),
+        # an alignment-only sweep ranks on retrieval over these: fewer candidates score higher
+        ("alignment.eval_pairs: {choices: [100, 500]}", "alignment.eval_pairs: it sets how many"),
+        ("data.parallel.dev: {choices: [{path: a.tsv}]}", "data.parallel.dev: its held-out pairs"),
         # a searched section replaces every key in it, a refused one included
         ("task.xnli: {choices: [{lr: 1.0e-4, epochs: 1}]}", "task.xnli: it holds task.xnli.max_"),
     ],

@@ -18,6 +18,7 @@ from ot_ray.search.milestones import MilestoneOptunaSearch, MilestoneReporter
 from ot_ray.search.scheduler import (
     RUNGS_FILE,
     ReferenceKeepingASHA,
+    make_scheduler,
     pruned_trials,
 )
 from ot_ray.search.space import (
@@ -25,11 +26,11 @@ from ot_ray.search.space import (
     DefineByRun,
     apply_params,
     condition_holds,
-    optuna_points,
+    enqueued_points,
     rebuilt_study,
     trial_overrides,
 )
-from ot_ray.search.sweep import trial_outcome
+from ot_ray.search.sweep import trial_outcome, trials_to_run
 
 DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -58,11 +59,12 @@ def config(tmp_path):
 
 
 def sample(config, n: int, seed: int = 0, enqueue: bool = True) -> list[dict]:
-    """Run the define-by-run function through a real Optuna study, as OptunaSearch does."""
+    """Run the define-by-run function through a real Optuna study, as OptunaSearch does, with
+    the points the sweep enqueues."""
     space, points = config.tune.search_space, config.tune.points_to_evaluate
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
     if enqueue:
-        for point in optuna_points(space, points):
+        for point in enqueued_points(space, points, seed):
             study.enqueue_trial(point)
     function = DefineByRun(space, points)
     out = []
@@ -171,6 +173,9 @@ def test_a_value_the_config_rejects_names_the_trial_and_key(config):
         ("task.xnli.epochs: {low: 0.6, high: 3, int: true}", r"whole numbers, found low=0.6"),
         ("alignment.batch_size: {low: 8, high: 32, int: true, step: 0.5}", "found step=0.5"),
         ("alignment.batch_size: {low: 8, high: 30, step: 8, int: true}", "high=30.0 is not low"),
+        # whole ends, and every trial Optuna sampled between them failed as it started
+        ("alignment.batch_size: {low: 8, high: 64}", "36.25 cannot be .*needs int: true"),
+        ("train.seed: {low: 0, high: 4}", "2.25 cannot be train.seed"),
     ],
 )
 def test_bad_search_space_entries_say_what_and_where(tmp_path, entry, message):
@@ -293,6 +298,58 @@ def test_a_search_key_without_a_dot_must_be_a_switch(tmp_path):
         "    alignment.ot.tau: {low: 0.1, high: 10.0, when: {unbalanced: true}}\n"
     )
     assert "unbalanced" in load_config(path).tune.search_space
+
+
+CHOICES_ONLY = """
+tune:
+  num_samples: {samples}
+  search_space:
+    alignment.method: {{choices: [wordot, none]}}
+    alignment.layers: {{choices: [[-1], [-2, -1]], when: {{alignment.method: wordot}}}}
+    train.seed: {{choices: [0, 1]}}
+  points_to_evaluate:
+    baseline: {{alignment.method: none, train.seed: 0}}
+"""
+
+
+def test_a_space_of_choices_runs_each_setting_once(tmp_path, caplog):
+    """TPE draws a setting of a small categorical space again (a paper config's method x seed
+    space: the same trial three times in nine), and the over-seeds table then counted one
+    seed three times. The sweep enqueues every setting of such a space after its reference
+    points, in a seeded order: each once, the reference first and not again; more trials than
+    settings are not run."""
+    path = tmp_path / "space.yaml"
+    path.write_text(CHOICES_ONLY.format(samples=6))  # wordot: 2 layers x 2 seeds; none: 2 seeds
+    config = load_config(path)
+    drawn = sample(config, 6)
+    assert len({json.dumps(point, sort_keys=True) for point in drawn}) == 6
+    assert drawn[0] == {"alignment.method": "none", "train.seed": 0, REFERENCE_KEY: "baseline"}
+    assert all(REFERENCE_KEY not in point for point in drawn[1:])
+    assert sample(config, 6, seed=1)[1:] != drawn[1:]  # the order follows tune.seed
+    tpe = sample(config, 6, enqueue=False)  # what the sweep drew before
+    assert len({json.dumps(point, sort_keys=True) for point in tpe}) < 6
+    path.write_text(CHOICES_ONLY.format(samples=9))
+    with caplog.at_level(logging.WARNING, logger="ot_ray.search.sweep"):
+        assert trials_to_run(load_config(path)) == 6
+    assert "holds 6 distinct settings: the sweep runs 6 trials" in caplog.text
+    # a range makes the settings endless: only the reference points are enqueued
+    demo = load_config(DEMO)
+    assert len(enqueued_points(demo.tune.search_space, demo.tune.points_to_evaluate, 0)) == 2
+    assert trials_to_run(demo) == demo.tune.num_samples
+
+
+def test_points_left_out_and_a_scheduler_that_cuts_nothing_are_said(tmp_path, caplog):
+    """Tune runs the first num_samples points only, and ASHA's first rung at the last
+    milestone (which never cuts) prunes nothing: both looked like working settings."""
+    with caplog.at_level(logging.WARNING):
+        assert trials_to_run(load_config(DEMO, ["tune.num_samples=1"])) == 1
+        assert "points_to_evaluate, paper do not run" in caplog.text
+        caplog.clear()
+        make_scheduler(load_config(DEMO), tmp_path)  # two task stages, grace period 1
+        assert caplog.text == ""
+        one_task = ["task.tasks=[xnli]", "tune.objective=[xnli/dev/acc/avg_targets]"]
+        make_scheduler(load_config(DEMO, one_task), tmp_path)
+        assert "with 1 task stage(s) and tune.scheduler.grace_period 1" in caplog.text
 
 
 def test_condition_with_one_value_or_a_list():

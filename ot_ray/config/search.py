@@ -5,6 +5,7 @@ runs."""
 from __future__ import annotations
 
 import difflib
+import itertools
 import posixpath
 import re
 from collections.abc import Iterator, Mapping
@@ -105,6 +106,36 @@ def sampling_order(space: dict[str, ParamSpec]) -> list[str]:
     return order
 
 
+def every_setting(space: dict[str, ParamSpec]) -> Iterator[dict[str, Any]]:
+    """Each distinct setting of a space of ``choices`` only, in sampling order (a parameter off
+    by its ``when`` takes no value)."""
+    order = sampling_order(space)
+
+    def walk(position: int, sampled: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if position == len(order):
+            yield sampled
+            return
+        name = order[position]
+        spec = space[name]
+        if spec.when and not condition_holds(spec.when, sampled):
+            yield from walk(position + 1, sampled)
+            return
+        for value in spec.choices or []:
+            yield from walk(position + 1, {**sampled, name: value})
+
+    yield from walk(0, {})
+
+
+def distinct_settings(space: dict[str, ParamSpec], limit: int) -> int | None:
+    """How many distinct settings a space of ``choices`` only holds, counted up to
+    ``limit + 1``; None where a range makes them endless. Optuna's TPE draws such a space's
+    settings again (a paper config's method x seed space gave the same trial three times in
+    nine), each a trial identical to another."""
+    if not space or any(spec.choices is None for spec in space.values()):
+        return None
+    return sum(1 for _ in itertools.islice(every_setting(space), limit + 1))
+
+
 class SchedulerConfig(Section):
     """Early stopping of weak trials on the dev objective reported at each milestone (the end
     of each task stage). ``asha``: asynchronous successive halving; ``fifo``: none."""
@@ -131,6 +162,10 @@ FIXED_BY_THE_SWEEP: dict[str, str] = {
     "data.xquad.dev": "trials would be scored on other dev data",
     "data.xnli.test": "the summary compares the best trial's test scores with the baseline's",
     "data.xquad.test": "the summary compares the best trial's test scores with the baseline's",
+    "data.parallel.dev": "its held-out pairs score alignment (retrieval, AER): trials would be "
+    "scored on other pairs",
+    "alignment.eval_pairs": "it sets how many held-out pairs score alignment (retrieval among "
+    "fewer candidates is easier)",
     "task.xnli.max_eval": "it sets how many dev examples score each trial",
     "task.xquad.max_eval": "it sets how many dev examples score each trial",
 }
@@ -297,19 +332,31 @@ class TuneConfig(Section):
 
 def searched_settings(tune: TuneConfig) -> Iterator[tuple[str, str, Any]]:
     """``(where, config key, value)`` for each value a trial may set a config key to: every
-    point's, each choice, and a range's two ends (what the checks of a setting test)."""
+    point's, each choice, and a range's two ends and one value inside it (what the checks of a
+    setting test): a float range over an integer setting has whole ends, and only its
+    sampled values between them fail."""
     for label, point in tune.points_to_evaluate.items():
         for key, value in point.items():
             if "." in key:
                 yield f"points_to_evaluate.{label}.{key}", key, value
     for name, spec in tune.search_space.items():
         if "." in name:
-            for value in spec.choices or [spec.low, spec.high]:
+            for value in spec.choices or [spec.low, spec.high, _inside(spec)]:
                 value = int(value) if spec.is_int and spec.choices is None else value
                 yield f"search_space.{name}", name, value
             if switched(spec):
                 where = f"search_space.{name} (its default, taken where its switch is off)"
                 yield where, name, default_setting(name)
+
+
+def _inside(spec: ParamSpec) -> float:
+    """A value of a range that Optuna may sample between its ends, not a whole number unless
+    every value it samples is one (an ``int`` range, or a grid of whole steps)."""
+    low, high = float(spec.low), float(spec.high)
+    if spec.step is not None:
+        return low + spec.step * (round((high - low) / spec.step) // 2)
+    middle = (low + high) / 2
+    return middle if middle != int(middle) else middle + min(0.25, (high - low) / 4)
 
 
 #: MLflow's rule for param names (``mlflow.utils.validation``, outside Windows)
@@ -365,7 +412,10 @@ def _check_setting(dotted: str, value: Any, where: str) -> None:
 
     problem = setting_problem(Config(), dotted, value, cross_field=False)
     if problem:
-        raise ValueError(f"{where}: {value!r} cannot be {dotted} ({problem})")
+        hint = ""
+        if isinstance(value, float) and "valid integer" in problem:
+            hint = "; a range over a whole-number setting needs int: true"
+        raise ValueError(f"{where}: {value!r} cannot be {dotted} ({problem}){hint}")
 
 
 def setting_problem(root: Any, dotted: str, value: Any, *, cross_field: bool) -> str | None:

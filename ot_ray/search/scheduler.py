@@ -161,6 +161,14 @@ def make_scheduler(config: Config, sweep_dir: Path) -> TrialScheduler:
     if settings.name == "fifo":
         return FIFOScheduler()
     milestones = len(config.task.tasks)
+    if settings.grace_period >= milestones:  # its first rung at or past the last milestone
+        logger.warning(
+            "ASHA cuts trials only at a task milestone before the last one, and with %d task "
+            "stage(s) and tune.scheduler.grace_period %d it has none: no trial is pruned "
+            "(tune.scheduler.name: fifo says so)",
+            milestones,
+            settings.grace_period,
+        )
     (sweep_dir / RUNGS_FILE).unlink(missing_ok=True)  # a new sweep: its own rungs only
     return ReferenceKeepingASHA(
         time_attr=TIME_ATTR,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -29,7 +30,7 @@ from ot_ray.config import (
     load_config_data,
     sampling_order,
 )
-from ot_ray.config.search import default_setting, switched
+from ot_ray.config.search import default_setting, distinct_settings, every_setting, switched
 
 #: The key of the constant a define-by-run function returns for an enqueued reference point.
 REFERENCE_KEY = "reference"
@@ -112,6 +113,28 @@ def optuna_points(
         }
         for point in points.values()
     ]
+
+
+#: The most settings a space of choices only may hold for :func:`enqueued_points` to list them.
+LISTED_AT_MOST = 10_000
+
+
+def enqueued_points(
+    space: Mapping[str, ParamSpec], points: Mapping[str, Mapping[str, Any]], seed: int
+) -> list[dict[str, Any]]:
+    """What the sweep enqueues: the reference points, then, for a space of choices only (of at
+    most :data:`LISTED_AT_MOST` settings), every other setting in a seeded order. TPE draws
+    such a space's settings again, each a trial identical to one already run; enqueued, each
+    setting runs once (and the sweep runs no more trials than the space holds). Optuna numbers
+    the enqueued trials in order, so only the points get a reference label."""
+    space = dict(space)
+    enqueued = optuna_points(space, points)
+    if distinct_settings(space, LISTED_AT_MOST) not in (None, LISTED_AT_MOST + 1):
+        given = [dict(point) for point in points.values()]
+        rest = [setting for setting in every_setting(space) if setting not in given]
+        random.Random(seed).shuffle(rest)
+        enqueued += optuna_points(space, dict(enumerate(rest)))
+    return enqueued
 
 
 def trial_overrides(params: Mapping[str, Any]) -> dict[str, Any]:

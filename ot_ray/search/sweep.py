@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from ot_ray.config import Config, flatten
+from ot_ray.config.search import distinct_settings
 from ot_ray.config.stages import TASK_NAMES
 from ot_ray.errors import UserError
 from ot_ray.launch import absolute_locations, writable_folder
 from ot_ray.metrics import language_averages
 from ot_ray.search.milestones import finished
 from ot_ray.search.scheduler import make_scheduler, pruned_trials
-from ot_ray.search.space import REFERENCE_KEY, DefineByRun, optuna_points
+from ot_ray.search.space import REFERENCE_KEY, DefineByRun, enqueued_points
 from ot_ray.search.tracking import (
     SWEEP_TAG,
     check_tracking,
@@ -37,6 +39,8 @@ from ot_ray.search.tracking import (
 )
 from ot_ray.search.trial_fn import SweepContext, search_trial
 from ot_ray.uris import redacted, redacted_text
+
+logger = logging.getLogger(__name__)
 
 #: The Tune trial only drives a Train run: it reserves memory for itself but no CPU, so the
 #: cluster's CPUs go to Train workers. It runs on the head node (Ray's own resource there), as
@@ -392,8 +396,9 @@ def run_sweep(
 
 
 def new_tuner(config: Config, trainable: Any, directory: Path, *, max_concurrent_trials: int):
-    """The sweep's ``Tuner``: Optuna (TPE) samples ``tune.search_space`` after the
-    ``points_to_evaluate``, and the scheduler cuts weak trials at task milestones."""
+    """The sweep's ``Tuner``: Optuna (TPE) samples ``tune.search_space`` after the enqueued
+    points (:func:`ot_ray.search.space.enqueued_points`), and the scheduler cuts weak trials at
+    task milestones."""
     import optuna
     from ray import tune
 
@@ -404,7 +409,7 @@ def new_tuner(config: Config, trainable: Any, directory: Path, *, max_concurrent
         space=DefineByRun(space, points),
         metric=config.tune.metric,
         mode=config.tune.mode,
-        points_to_evaluate=optuna_points(space, points) or None,
+        points_to_evaluate=enqueued_points(space, points, config.tune.seed) or None,
         sampler=optuna.samplers.TPESampler(seed=config.tune.seed),
         milestones=len(config.task.tasks),
     )
@@ -413,7 +418,7 @@ def new_tuner(config: Config, trainable: Any, directory: Path, *, max_concurrent
         tune_config=tune.TuneConfig(
             search_alg=search,
             scheduler=make_scheduler(config, directory),
-            num_samples=config.tune.num_samples,
+            num_samples=trials_to_run(config),
             max_concurrent_trials=max_concurrent_trials,
             metric=config.tune.metric,
             mode=config.tune.mode,
@@ -427,6 +432,31 @@ def new_tuner(config: Config, trainable: Any, directory: Path, *, max_concurrent
             verbose=1,
         ),
     )
+
+
+def trials_to_run(config: Config) -> int:
+    """``tune.num_samples``, or fewer where a space of choices only holds fewer settings: the
+    trials beyond them would repeat one exactly. Both this and reference points left out by
+    too few trials (Tune runs the first ``num_samples``) are said in a warning."""
+    wanted, points = config.tune.num_samples, list(config.tune.points_to_evaluate)
+    if wanted < len(points):
+        logger.warning(
+            "tune.num_samples is %d: of the points_to_evaluate, %s do not run, and the summary "
+            "cannot compare the best trial with them",
+            wanted,
+            ", ".join(points[wanted:]),
+        )
+    distinct = distinct_settings(config.tune.search_space, wanted)
+    if distinct is None or distinct >= wanted:
+        return wanted
+    logger.warning(
+        "tune.num_samples is %d, and the search space (choices only) holds %d distinct "
+        "settings: the sweep runs %d trials, each setting once",
+        wanted,
+        distinct,
+        distinct,
+    )
+    return distinct
 
 
 def _read_state(state: Path) -> dict[str, Any]:
