@@ -111,7 +111,10 @@ class Trial(AlignStages, TaskStages):
             source,
             revision=None if source != self.base else self.config.model.revision,
             trust_remote_code=self.config.model.trust_remote_code,
-        )
+        ).float()
+        # float32 weights whatever the checkpoint holds: transformers 5 loads a model in the dtype
+        # it was saved in, and AdamW's small updates to bf16 weights mostly round away (bf16 is
+        # for autocast only, train.bf16)
         return compiled(encoder.to(self.device), self.config.train.compile)
 
     # ---------------------------------------------------------------- outputs

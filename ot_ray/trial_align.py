@@ -40,11 +40,15 @@ class AlignStages(TrialBase):
         if config.alignment.method != "none":
             data = self._parallel("train", config.data.languages)
             self._check_same_data(state, "align", data.digest)
-            reference = AutoModel.from_pretrained(
-                self.base,
-                revision=config.model.revision,
-                trust_remote_code=config.model.trust_remote_code,
-            ).to(self.device)
+            reference = (
+                AutoModel.from_pretrained(
+                    self.base,
+                    revision=config.model.revision,
+                    trust_remote_code=config.model.trust_remote_code,
+                )
+                .float()
+                .to(self.device)
+            )  # as the trained copy (Trial._encoder)
             distributed.broadcast_parameters(reference)
             self._check_reference(reference, state)
             objective = AlignmentObjective(config.alignment, reference)

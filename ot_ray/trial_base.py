@@ -27,7 +27,7 @@ from ot_ray.data.overlap import HeldOut
 from ot_ray.data.parallel import ParallelCorpus, packed
 from ot_ray.data.sources import data_root, load_tokenizer, model_path, read_parallel_sources
 from ot_ray.data.tokenized import pairs_with_words, tokenize_parallel
-from ot_ray.errors import DataError
+from ot_ray.errors import DataError, UserError
 from ot_ray.fingerprint import rows_digest
 from ot_ray.metrics import language_averages
 from ot_ray.precision import allow_tf32
@@ -45,7 +45,14 @@ class TrialBase:
         transformers.logging.set_verbosity_error()  # load reports list every unused MLM weight
         transformers.logging.disable_progress_bar()
         self.is_main = distributed.rank() == 0
-        use_cuda = config.train.use_gpu and torch.cuda.is_available()
+        use_cuda = config.train.use_gpu
+        if use_cuda and not torch.cuda.is_available():  # not hours on the CPU, a GPU held idle
+            built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU build"
+            raise UserError(
+                f"train.use_gpu is set and this worker sees no usable GPU (torch "
+                f"{torch.__version__}, {built}): install torch's CUDA build, check the driver "
+                "and CUDA_VISIBLE_DEVICES, or set train.use_gpu=false"
+            )
         index = torch.cuda.current_device() if use_cuda else None
         self.device = torch.device("cuda", index) if use_cuda else torch.device("cpu")
         if use_cuda:
@@ -105,6 +112,7 @@ class TrialBase:
                 corpus = read_parallel_sources(
                     specs[lang], root=self.root, lang=lang, pivot=config.data.pivot
                 )
+            copies = 0  # training pairs that repeat a held-out sentence
             if split == "train" and parallel.dev.covers(lang):
                 corpus, copies = corpus.without_sentences_of(self._held_out_pairs(lang))
                 self._count(f"data/parallel_train/held_out_sentences/{lang}", copies)
@@ -150,6 +158,7 @@ class TrialBase:
                         "allows)",
                         path=corpus.origin,
                     )
+                self._check_fills_a_batch(lang, len(datasets[lang]), copies, wordless, corpus)
             if split == "dev":
                 self._dev_corpora[lang] = corpus
             self._count(f"{prefix}/skipped_empty/{lang}", corpus.skipped_empty)
@@ -158,11 +167,29 @@ class TrialBase:
         digest = rows_digest(_pairs(texts)) if split == "train" else ""  # what stages train on
         return ParallelData(kept, datasets, links, digest=digest)
 
+    def _check_fills_a_batch(
+        self, lang: str, kept: int, copies: int, wordless: int, corpus: ParallelCorpus
+    ) -> None:
+        """Stage 1 draws whole batches of one language pair: a language the filters left with
+        fewer pairs than a batch would silently never be aligned (the driver's check counted
+        the pairs before the filters)."""
+        size = self.config.alignment.batch_size
+        if kept < size:
+            raise DataError(
+                f"{lang} keeps {kept} training pairs, fewer than one batch (alignment.batch_size "
+                f"{size}), so stage 1 would never align it ({copies} left out for repeating a "
+                f"held-out sentence, {wordless} for having no word on a side); give it more "
+                "pairs, or leave it out of data.languages",
+                path=corpus.origin,
+            )
+
     # ---------------------------------------------------------------- stages and reports
 
     def _check_same_data(self, state: TrialState, name: str, digest: str) -> None:
         """Keep the digest of what the stage in progress trains on (``name``: ``align``,
-        ``xnli``, ``xnli/joint``...); a stage resumed mid-way must find the same examples."""
+        ``xnli``, ``xnli/joint``...), the same on every worker; a stage resumed mid-way must
+        find the same examples."""
+        check_workers_agree(name, digest)
         kept = state.data.get(name)
         if state.step > 0 and kept is not None and kept != digest:
             raise CheckpointError(
@@ -238,6 +265,21 @@ class TrialBase:
         )
         for name, value in averages.items():
             state.metrics[f"{prefix}/{name}"] = value
+
+
+def check_workers_agree(name: str, digest: str) -> None:
+    """Refuse training data that differs between workers: each reads its own node's copy (a
+    folder not shared, a Hub cache of another snapshot), and workers drawing batches from
+    different data either train on mismatched examples or, with another number of steps,
+    wait in a collective the others never join until the timeout. Every worker raises."""
+    found = distributed.gather_objects(digest)
+    if len(set(found)) > 1:
+        ranks = ", ".join(f"rank {rank}: {value}" for rank, value in enumerate(found))
+        raise UserError(
+            f"the workers read different {name} training data (digests {ranks}): each node "
+            "reads its own copy of the data sources; put local files on a folder every node "
+            "mounts, or pin each Hub source's revision"
+        )
 
 
 def _pairs(corpora: dict[str, ParallelCorpus]) -> Iterator[list]:

@@ -75,7 +75,7 @@ class TaskStages(TrialBase):
             revision=config.model.revision,
             trust_remote_code=config.model.trust_remote_code,
             **extra,
-        )
+        ).float()  # the head too: transformers 5 loads a half-precision checkpoint as it is
         _load_encoder_weights(model, encoder)
         model.to(self.device)
         distributed.broadcast_parameters(model)

@@ -242,6 +242,18 @@ def test_a_last_word_cut_in_its_middle_counts_as_truncated_and_a_full_fit_does_n
     assert data["src_truncated"] == [True, False, True]  # "ab cd" is exactly 6 tokens
 
 
+def test_a_dataset_that_is_a_loading_script_is_named_with_the_way_out(tmp_path):
+    """The Hub copies of OpenSubtitles, Tanzil and GlobalVoices are loading scripts, which
+    datasets 4+ refuses with a RuntimeError: it came out as a traceback."""
+    folder = tmp_path / "open_subtitles"
+    folder.mkdir()
+    (folder / "open_subtitles.py").write_text("import datasets\n", encoding="utf-8")
+    spec = SourceSpec(hub=str(folder), hub_config="en-tr", split="train")
+    with pytest.raises(DataError, match=r"open_subtitles:en-tr:train: cannot load the dataset: "
+                       r".*script.*OPUS's Moses files"):  # fmt: skip
+        read_parallel(spec, lang="tr", **WHERE)
+
+
 def test_malformed_local_json_through_the_hub_path_is_named(tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text('{"translation": {"de": "a", "en": "b"}}\n{"translation": \n', encoding="utf-8")

@@ -62,16 +62,16 @@ def nli(n: int, lang: str, split: str) -> list[dict[str, Any]]:
 
 
 def squad(n: int, lang: str, dataset: str) -> list[dict[str, Any]]:
-    """Questions of their own dataset (ids, texts) and row: the trial drops training questions
-    an evaluation set holds (the same id, or the same question about the same context)."""
-    context = f"{lang} {dataset}: the cat sat on the mat"
+    """Questions of their own dataset (ids, texts) and row, each about a paragraph of its own:
+    the trial drops training questions an evaluation set holds (the same id, or any question
+    about a paragraph an evaluation set asks about)."""
     return [
         {
             "id": f"{dataset}-{lang}-{i}",
             "title": "t",
-            "context": context,
+            "context": f"{lang} {dataset} {i}: the cat sat on the mat",
             "question": f"where is the cat {i}?",
-            "answers": {"text": ["the mat"], "answer_start": [context.index("the mat")]},
+            "answers": {"text": ["the mat"], "answer_start": [len(f"{lang} {dataset} {i}: ") + 15]},
         }
         for i in range(n)
     ]

@@ -52,6 +52,7 @@ RIVER = "The river runs through the old town."
 BRIDGE = "The bridge was built in 1900."
 TRAM = "A tram runs through the old town."
 BAKERS = "Bakers open their shops at dawn."
+OLD_BRIDGE = "The old bridge was built in 1900."
 #: question id, context, question, answer (found in the context)
 QA_HELD_OUT = {
     "dev-en": [("d1", RIVER, "What runs through the old town?", "The river")],
@@ -62,8 +63,10 @@ QA_HELD_OUT = {
 QA_TRAIN = [
     ("x1", BAKERS, "When do bakers open their shops?", "at dawn"),
     ("x2", RIVER, "What runs through the old town?", "The river"),  # dev/en's, another id
-    ("t1", BRIDGE, "What was built in 1900?", "The bridge"),  # test's id (a translation's too)
+    # test/en's id (and its translation's), about another story: a translation of it
+    ("t1", OLD_BRIDGE, "What was built in 1900?", "The old bridge"),
     ("x3", TRAM, "What runs through the old town?", "A tram"),  # dev/en's question, other story
+    ("x4", RIVER, "What does the river run through?", "the old town"),  # dev/en's story
 ]
 
 
@@ -208,10 +211,10 @@ def test_qa_copies_are_the_same_id_or_the_same_question_about_the_same_context(
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         data, counts = training_examples(config_for(world, encoder, "xquad"), "xquad")
     assert [example.id for example in data] == ["x1", "x3"]
-    assert counts["data/xquad_train/in_eval"] == 2
+    assert counts["data/xquad_train/in_eval"] == 3
     message = only_warning(caplog)
-    assert "ot-ray: 2 of the 4 xquad training examples" in message
-    assert "(dev/en: 1, test/en: 1, test/de: 1; 1 by question id alone" in message
+    assert "ot-ray: 3 of the 5 xquad training examples" in message
+    assert "(dev/en: 2, test/en: 1, test/de: 1; 1 by question id alone" in message
 
 
 def test_a_hub_training_split_holding_the_dev_split_is_named_with_the_split_to_give(
@@ -220,7 +223,7 @@ def test_a_hub_training_split_holding_the_dev_split_is_named_with_the_split_to_g
     """The paper's setting: dev is SQuAD's train[-2:] here (train[-2000:] there); a training
     source replaced with --set reads the whole train split, dev questions included."""
     squad = tmp_path / "squad.jsonl"
-    rows = "".join(json.dumps(row) + "\n" for row in squad_rows(QA_TRAIN))
+    rows = "".join(json.dumps(row) + "\n" for row in squad_rows(QA_TRAIN[:4]))
     squad.write_text(rows, encoding="utf-8")
     dev = f"data.xquad.dev={{hub: json, data_files: {squad}, split: 'train[-2:]', languages: [en]}}"
     # as a user replaces a source: --set ...hub= drops the source's other keys, split included

@@ -422,6 +422,34 @@ def test_a_stage_resumed_on_other_training_data_is_refused(cache, tmp_path, stag
         run_trial(config, LocalReporter(tmp_path / "b", resume=True), show_progress=False)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_use_gpu_without_a_gpu_stops_instead_of_training_on_the_cpu(cache, tmp_path):
+    config = tiny_config(cache, tmp_path, "train.use_gpu=true")
+    with pytest.raises(UserError, match=r"train.use_gpu is set and this worker sees no usable GPU"):
+        run_trial(config, LocalReporter(tmp_path), show_progress=False)
+
+
+def test_a_model_saved_in_bf16_is_trained_in_float32(cache, tmp_path):
+    """transformers 5 loads a checkpoint in the dtype it was saved in: a bf16 model was
+    aligned and fine-tuned in bf16, where AdamW's small updates mostly round away."""
+    from safetensors.torch import load_file
+
+    from ot_ray.data.sources import model_path
+
+    base = tmp_path / "bf16"
+    source = model_path(tiny_config(cache, tmp_path))
+    AutoModel.from_pretrained(source).to(torch.bfloat16).save_pretrained(base)
+    AutoTokenizer.from_pretrained(source).save_pretrained(base)
+    assert AutoModel.from_pretrained(base).dtype == torch.bfloat16  # as a trial loaded it
+    config = tiny_config(
+        cache, tmp_path / "out", f"model.name_or_path={base}", "task.tasks=[xnli]",
+        "tune.objective=[xnli/dev/acc/avg_targets]", "task.xnli.max_train=64",
+    )  # fmt: skip
+    run_trial(config, LocalReporter(tmp_path / "out"), show_progress=False)
+    weights = tmp_path / "out" / "aligned_encoder" / "model.safetensors"
+    assert {tensor.dtype for tensor in load_file(weights).values()} == {torch.float32}
+
+
 class CrashAtStep(LocalReporter):
     """Reports like LocalReporter, then dies after the checkpoint of ``stage`` at ``step``."""
 
@@ -727,6 +755,11 @@ def test_pairs_without_words_are_counted_and_left_out_of_training(cache, tmp_pat
     with pytest.raises(DataError, match=r"de-en\.tsv: every one of the 2 training pairs of de "
                        r"repeats a sentence of its held-out pairs"):  # fmt: skip
         run_trial(config, LocalReporter(tmp_path / "third"), show_progress=False)
+    # a batch before the filters (what the driver counts), less than one after: never aligned
+    corpus.write_text("\n".join([*lines[:7], *held_out]) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"de keeps 7 training pairs, fewer than one batch "
+                       r"\(alignment.batch_size 8\).*\(2 left out for repeating"):  # fmt: skip
+        run_trial(config, LocalReporter(tmp_path / "fourth"), show_progress=False)
 
 
 def test_moses_pretokenisation_makes_the_words_that_are_aligned(cache, tmp_path):

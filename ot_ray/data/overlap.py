@@ -83,7 +83,7 @@ class EvalCopies:
     hub: bool  # a Hub source reading its whole 'train' split
     dropped: int = 0
     by_set: dict[str, int] = field(default_factory=dict)
-    by_id_only: int = 0  # QA: found by question id, not by text (a translation, or a collision)
+    by_id_only: int = 0  # QA: found by question id, not by context (a translation, a collision)
 
     def warning(self) -> str:
         """One line saying what was dropped, from where, and the likely cause."""
@@ -155,9 +155,11 @@ def without_eval_copies(
     order; ``copies`` is filled in with what was dropped.
 
     NLI: the same premise and hypothesis, whatever the labels (the model has seen the pair).
-    QA: the same id (a translated XQuAD question keeps SQuAD's; not a mere number), or the same
-    question about the same context (ids differ between copies of a dataset); the same question
-    about another context is not one (the demo world asks each question of several stories, as
+    QA: the same id (a translated XQuAD question keeps SQuAD's; not a mere number), or any
+    question about a context an evaluation set asks about: the model has read the paragraph
+    and the answers marked in it, and a dev set sliced off SQuAD's training rows
+    (``train[-2000:]``) cuts an article, often a paragraph, in two. The same question about
+    another context is not one (the demo world asks each question of several stories, as
     SQuAD asks "Who..." of many paragraphs)."""
     index: dict[Hashable, list[str]] = {}  # a held-out key -> the sets holding it, in order
     for name, examples in held_out.items():
@@ -189,12 +191,12 @@ def without_eval_copies(
 
 def _keys(examples: HeldOut | QAData) -> list[list[Hashable]]:
     """Each example's keys: what another example that is a copy of it has too. A QA
-    question's first key is its text's."""
+    question's first key is its context's."""
     if isinstance(examples, NLIData):
         pairs = zip(examples.premises, examples.hypotheses, strict=True)
         return [[(same_text(premise), same_text(hypothesis))] for premise, hypothesis in pairs]
     return [
-        [("text", same_text(e.question), same_text(e.context))]
+        [("context", same_text(e.context))]
         + ([] if e.id.isdecimal() else [("id", e.id)])  # numbered: files share 1, 2...
         for e in examples
     ]

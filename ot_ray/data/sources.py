@@ -235,3 +235,12 @@ def _load_hub(spec: SourceSpec, values: dict[str, str | None]):
         raise DataError(
             f"cannot load the dataset: {message}", path=_describe(spec, values)
         ) from None
+    except RuntimeError as err:  # datasets 4+: "Dataset scripts are no longer supported"
+        if "script" not in str(err):
+            raise
+        raise DataError(
+            f"cannot load the dataset: {' '.join(str(err).split())[:300]}; datasets no longer "
+            "runs loading scripts: give the corpus as files (OPUS's Moses files: path and "
+            "second_path), or a Hub copy in Parquet or JSON",
+            path=_describe(spec, values),
+        ) from None
