@@ -215,7 +215,13 @@ def tune(argv: Sequence[str] | None = None) -> int:
 
     from ot_ray.launch import check_ray_address, connect_ray, resolve_paths
     from ot_ray.preflight import check_data
-    from ot_ray.search.report import finish_sweep, register_best, served_layer
+    from ot_ray.search.report import (
+        NotRegistered,
+        SweepNotRecorded,
+        finish_sweep,
+        register_best,
+        served_layer,
+    )
     from ot_ray.search.sweep import check_sweep_request, run_sweep
     from ot_ray.search.tracking import check_tracking, redacted, tracking_uri
 
@@ -250,7 +256,11 @@ def tune(argv: Sequence[str] | None = None) -> int:
         outcome = run_sweep(
             config, resume=args.resume, repo=REPO_ROOT, connect=connect, given=user_config
         )
-        text = finish_sweep(outcome, config, user_config)
+        try:
+            text = finish_sweep(outcome, config, user_config)
+        except SweepNotRecorded as err:  # the summary, then the one line of error
+            print(err.summary, flush=True)
+            raise
     finally:
         import ray
 
@@ -262,7 +272,11 @@ def tune(argv: Sequence[str] | None = None) -> int:
     print(f"MLflow: {mlflow_view_hint(uri)}", flush=True)
     if config.tracking.registered_model_name and not outcome.interrupted:
         layer = served_layer(config, outcome)
-        version = register_best(outcome, config.tracking.registered_model_name, layer=layer)
+        try:
+            version = register_best(outcome, config.tracking.registered_model_name, layer=layer)
+        except NotRegistered as err:  # the sweep's results are fine: said, not failed
+            print(f"warning: {err}", file=sys.stderr, flush=True)
+            version = None
         if version:
             print(f"registered model {config.tracking.registered_model_name} version {version}")
     if outcome.interrupted:

@@ -38,6 +38,27 @@ def test_a_seeded_reproduction_reports_mean_and_spread_per_method():
     assert "XQuAD" not in table  # no such scores: no rows
 
 
+def test_a_setting_run_twice_at_one_seed_counts_as_one_seed():
+    """A categorical space can sample the same point twice: the two runs at seed 0 were two
+    seeds, which narrowed the std and gave seed 0 double weight in the mean."""
+    config = load_config(REPO / "configs" / "paper_mbert.yaml")
+    trials = [
+        trial(0, "wordot", 0, 70.0),
+        trial(1, "wordot", 0, 72.0),  # the same setting at the same seed again
+        trial(2, "wordot", 1, 77.0),
+        trial(3, "none", 0, 60.0),
+        trial(4, "none", 1, 62.0),
+    ]
+    outcome = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=trials[2])
+    table = summary(outcome, config, None).split("## Over seeds")[1]
+    assert "| method=wordot (n=2, 1 repeated run merged) | method=none (n=2) |" in table
+    # seed 0 is the mean of its two runs (71.0), then mean +- std over seeds 0 and 1
+    assert "| XNLI acc de | 74.0 +- 4.2 | 61.0 +- 1.4 |" in table
+    assert "counts as one seed: the mean of its runs stands for that seed" in table
+    once = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials[2:], best=trials[2])
+    assert "repeated" not in summary(once, config, None)
+
+
 def test_settings_that_print_alike_are_not_averaged_together():
     """The table groups trials by their exact values: two learning rates that show as 0.000123
     were one column, its mean +- std over two settings."""

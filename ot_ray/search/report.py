@@ -23,15 +23,19 @@ from ot_ray.search.sweep import SweepOutcome, TrialOutcome
 from ot_ray.search.tracking import (
     PARENT_TAG,
     TRIAL_TAG,
+    TrackingError,
+    failure_text,
     find_run,
     fluent_tracking_uri,
     log_files,
     log_metrics,
     mlflow_client,
+    one_try,
+    tracking_failures,
 )
 from ot_ray.search.trial_fn import trial_files, trial_output_dir
 from ot_ray.summary import mean_std
-from ot_ray.uris import redacted_text
+from ot_ray.uris import redacted
 
 DEV_PANELS = (("XNLI dev acc", "xnli/dev/acc"), ("XQuAD dev F1", "xquad/dev/f1"))
 TEST_COLUMNS = (("XNLI acc", "xnli/test/acc"), ("XQuAD F1", "xquad/test/f1"))
@@ -51,38 +55,51 @@ def baseline_trial(outcome: SweepOutcome, base_method: str) -> TrialOutcome | No
     return nones[0] if nones else None
 
 
+#: The summary as a file of the sweep's folder (also logged on the sweep's run).
+SUMMARY_FILE = "summary.md"
+
+
+class SweepNotRecorded(TrackingError):
+    """MLflow failed while the sweep was being closed; the summary and the best config are
+    written in the sweep's folder already (``summary``: the console text, to show anyway)."""
+
+    def __init__(self, message: str, *, summary: str) -> None:
+        self.summary = summary
+        super().__init__(message)
+
+
 def finish_sweep(outcome: SweepOutcome, config: Config, user_config: Config) -> str:
     """Everything after ``Tuner.fit``; returns the console summary (also logged on the parent).
 
     ``user_config`` is the config as the user wrote it (relative paths kept), so the best
-    config file can be run by ``jobs/train.py`` as it is.
+    config file can be run by ``jobs/train.py`` as it is. The summary (``summary.md``) and the
+    best config are written into the sweep's folder before anything goes to MLflow: a tracking
+    server that fails here raises :class:`SweepNotRecorded` (one line, its URI's secrets
+    hidden), and rerunning the sweep's command with ``--resume`` closes it again.
     """
-    client = mlflow_client(outcome.tracking_uri)
     languages = config.data.all_eval_languages
     baseline = baseline_trial(outcome, config.alignment.method)
+    text = summary(outcome, config, baseline)
+    summary_path = outcome.sweep_dir / SUMMARY_FILE
+    summary_path.write_text(text + "\n", encoding="utf-8")
+    best_path = None
+    if outcome.best is not None:
+        best_config = apply_params(user_config, outcome.best.params, origin="best trial")
+        best_path = outcome.sweep_dir / config.tune.best_config
+        best_path.write_text(dump_config(best_config), encoding="utf-8")
+    console = text + (f"\nbest config: {best_path}" if best_path else "")
     with tempfile.TemporaryDirectory(prefix="ot-ray-report-") as scratch:
         work = Path(scratch)
+        charts = {}
         for trial in outcome.trials:
-            run_id = find_run(
-                client,
-                outcome.experiment_id,
-                {PARENT_TAG: outcome.parent_run_id, TRIAL_TAG: trial.trial_id},
-            )
-            if run_id is None:
-                continue
-            _close_run(client, run_id, trial, trial_output_dir(outcome.sweep_dir, trial.trial_id))
             panels = _panels(trial.metrics, languages, DEV_PANELS)
             if trial.status == "finished" and panels:
-                chart = scores_against_baseline(
+                charts[trial.trial_id] = scores_against_baseline(
                     panels,
                     _panels(baseline.metrics, languages, DEV_PANELS) if baseline else None,
                     work / trial.trial_id / "dev_scores_vs_baseline.png",
                     f"trial {trial.trial_id} ({_method(trial, config)}) vs baseline, dev",
                 )
-                client.log_artifact(run_id, str(chart), "plots")
-        text = summary(outcome, config, baseline)
-        parent = outcome.parent_run_id
-        client.log_text(parent, text, "summary.md")
         study = rebuilt_study(
             config.tune.search_space,
             [
@@ -92,29 +109,67 @@ def finish_sweep(outcome: SweepOutcome, config: Config, user_config: Config) -> 
             ],
             mode=config.tune.mode,
         )
-        if study.trials:
-            for figure in optuna_figures(study, work / "optuna"):
-                client.log_artifact(parent, str(figure), "optuna")
-        if outcome.best is not None:
-            best_config = apply_params(user_config, outcome.best.params, origin="best trial")
-            path = outcome.sweep_dir / config.tune.best_config
-            path.write_text(dump_config(best_config), encoding="utf-8")
-            client.log_artifact(parent, str(path))
-            client.set_tag(parent, "best_trial", outcome.best.trial_id)
-            best_metrics = {
-                f"best/{k}": v
-                for k, v in outcome.best.metrics.items()
-                if k.startswith(("xnli/", "xquad/", "align/")) or k == config.tune.metric
-            }
-            log_metrics(client, parent, best_metrics, 0)
-            text += f"\nbest config: {path}"
+        figures = optuna_figures(study, work / "optuna") if study.trials else []
+        uri = outcome.tracking_uri
+        try:
+            _record_sweep(outcome, config, charts, figures, summary_path, best_path)
+        except tracking_failures() as err:  # its message quotes the URL, password and all
+            kept = f"the summary is in {summary_path}" + (
+                f" and the best config in {best_path}" if best_path else ""
+            )
+            with contextlib.suppress(Exception), one_try():  # not over: --resume finishes it
+                mlflow_client(uri).set_terminated(outcome.parent_run_id, "KILLED")
+            raise SweepNotRecorded(
+                f"MLflow did not record the end of the sweep in {redacted(uri)} "
+                f"({failure_text(err, uri)}); {kept}; once the store answers, run the same "
+                "command with --resume to record it (finished trials are not rerun)",
+                summary=console,
+            ) from None
+    return console
+
+
+def _record_sweep(
+    outcome: SweepOutcome,
+    config: Config,
+    charts: dict[str, Path],
+    figures: list[Path],
+    summary_path: Path,
+    best_path: Path | None,
+) -> None:
+    """The MLflow part of :func:`finish_sweep`: close the trials' runs (with their charts), log
+    the summary, figures and best config on the sweep's run, and close it. Each step can be
+    repeated (a resumed sweep closes again)."""
+    client = mlflow_client(outcome.tracking_uri)
+    for trial in outcome.trials:
+        run_id = find_run(
+            client,
+            outcome.experiment_id,
+            {PARENT_TAG: outcome.parent_run_id, TRIAL_TAG: trial.trial_id},
+        )
+        if run_id is None:
+            continue
+        _close_run(client, run_id, trial, trial_output_dir(outcome.sweep_dir, trial.trial_id))
+        if trial.trial_id in charts:
+            client.log_artifact(run_id, str(charts[trial.trial_id]), "plots")
+    parent = outcome.parent_run_id
+    client.log_artifact(parent, str(summary_path))
+    for figure in figures:
+        client.log_artifact(parent, str(figure), "optuna")
+    if outcome.best is not None and best_path is not None:
+        client.log_artifact(parent, str(best_path))
+        client.set_tag(parent, "best_trial", outcome.best.trial_id)
+        best_metrics = {
+            f"best/{k}": v
+            for k, v in outcome.best.metrics.items()
+            if k.startswith(("xnli/", "xquad/", "align/")) or k == config.tune.metric
+        }
+        log_metrics(client, parent, best_metrics, 0)
     statuses = ("finished", "pruned", "interrupted")
     counts = {s: sum(t.status == s for t in outcome.trials) for s in statuses}
     failed = len(outcome.trials) - sum(counts.values())
-    log_metrics(client, outcome.parent_run_id, {**counts, "failed": failed}, 0)
+    log_metrics(client, parent, {**counts, "failed": failed}, 0)
     # An interrupted sweep is not over: --resume reopens its runs (RUNNING) and finishes them.
-    client.set_terminated(outcome.parent_run_id, "KILLED" if outcome.interrupted else "FINISHED")
-    return text
+    client.set_terminated(parent, "KILLED" if outcome.interrupted else "FINISHED")
 
 
 def served_layer(config: Config, outcome: SweepOutcome) -> int:
@@ -125,9 +180,15 @@ def served_layer(config: Config, outcome: SweepOutcome) -> int:
     return apply_params(config, outcome.best.params, origin="best trial").alignment.layers[-1]
 
 
+class NotRegistered(UserError):
+    """The best trial's encoder could not be registered for a reason the user can mend (its
+    folder or its MLflow run is not there); the sweep's results are fine: a warning."""
+
+
 def register_best(outcome: SweepOutcome, name: str, *, layer: int = -1) -> str | None:
     """Log the best trial's aligned encoder as an MLflow model and register it (embedding with
-    hidden state ``layer``: :func:`served_layer`); the version."""
+    hidden state ``layer``: :func:`served_layer`); the version (None: no best trial). Raises
+    :class:`NotRegistered` where the encoder's folder or the trial's run is missing."""
     if outcome.best is None:
         return None
     import mlflow
@@ -150,8 +211,15 @@ def register_best(outcome: SweepOutcome, name: str, *, layer: int = -1) -> str |
             {PARENT_TAG: outcome.parent_run_id, TRIAL_TAG: outcome.best.trial_id},
         )
         encoder = outcome.sweep_dir / "trials" / outcome.best.trial_id / "aligned_encoder"
-        if run_id is None or not encoder.is_dir():
-            return None
+        if run_id is None:
+            raise _missing_run(client, outcome, name, encoder)
+        if not encoder.is_dir():
+            raise NotRegistered(
+                f"the best trial {outcome.best.trial_id} was not registered as {name!r}: its "
+                f"aligned encoder {encoder} is not on this machine (written on another node, or "
+                "removed); make the sweep's trials/ folder visible here (a volume shared with "
+                "the Ray workers) and run the same command with --resume to register it"
+            )
         with fluent_tracking_uri(outcome.tracking_uri), mlflow.start_run(run_id=run_id):
             info = log_encoder_model(str(encoder), registered_name=name, layer=layer)
         version = str(info.registered_model_version)
@@ -161,12 +229,36 @@ def register_best(outcome: SweepOutcome, name: str, *, layer: int = -1) -> str |
         if run_id is not None:
             with contextlib.suppress(Exception):  # the trial did finish; start_run failed it
                 client.set_terminated(run_id, "FINISHED")
-        message = redacted_text(" ".join(str(err).split()))[:300]  # MLflow quotes the URI
+        message = failure_text(err, outcome.tracking_uri)  # MLflow quotes the URI
         raise UserError(
             f"registering the best trial's encoder as {name!r} failed ({message}); the sweep's "
             f"results are kept (MLflow run {outcome.parent_run_id}, {outcome.sweep_dir})"
         ) from None
     return version
+
+
+def _missing_run(client, outcome: SweepOutcome, name: str, encoder: Path) -> NotRegistered:
+    """The best trial has no (live) MLflow run to log its model in: deleted in MLflow, say."""
+    from mlflow.entities import ViewType
+
+    best = outcome.best.trial_id
+    query = f"tags.`{PARENT_TAG}` = '{outcome.parent_run_id}' and tags.`{TRIAL_TAG}` = '{best}'"
+    deleted = client.search_runs(
+        [outcome.experiment_id], query, run_view_type=ViewType.DELETED_ONLY, max_results=1
+    )
+    where = f"in {redacted(outcome.tracking_uri)}"
+    if deleted:
+        run_id = deleted[0].info.run_id
+        fix = (
+            f"its run {run_id} is deleted {where}: restore it (mlflow runs restore --run-id "
+            f"{run_id}) and run the same command with --resume to register it"
+        )
+    else:
+        fix = (
+            f"it has no MLflow run {where} under the sweep's run {outcome.parent_run_id} "
+            f"(removed from the store?); its aligned encoder is kept in {encoder}"
+        )
+    return NotRegistered(f"the best trial {best} was not registered as {name!r}: {fix}")
 
 
 def summary(outcome: SweepOutcome, config: Config, baseline: TrialOutcome | None) -> str:
@@ -277,13 +369,16 @@ def selection_caveat(
 
 def over_seeds(outcome: SweepOutcome, config: Config) -> list[str]:
     """Test scores as mean +- std over seeds per setting (the sampled values but the seed), the
-    paper's way of reporting; nothing is chosen on them."""
-    by_setting: dict[str, tuple[dict, list[TrialOutcome]]] = {}
+    paper's way of reporting; nothing is chosen on them. Trials of one setting at one seed (a
+    categorical space can sample the same point twice) are one seed: their mean stands for it,
+    so a repeat neither shrinks the spread nor weighs twice in the mean."""
+    by_setting: dict[str, tuple[dict, dict[str, list[TrialOutcome]]]] = {}
     for trial in outcome.trials:
         if trial.status == "finished":
             setting = {k: v for k, v in trial.params.items() if "." in k and k != SEED_KEY}
             key = json.dumps(setting, sort_keys=True, default=str)  # exact values, not shown ones
-            by_setting.setdefault(key, (setting, []))[1].append(trial)
+            seed = json.dumps(trial.params.get(SEED_KEY, config.train.seed), default=str)
+            by_setting.setdefault(key, (setting, {}))[1].setdefault(seed, []).append(trial)
 
     def label(setting: dict, cell: Callable[[Any], str], name: Callable[[str], str]) -> str:
         return ", ".join(f"{name(k)}={cell(v)}" for k, v in setting.items()) or "all"
@@ -292,19 +387,41 @@ def over_seeds(outcome: SweepOutcome, config: Config) -> list[str]:
     if len(set(labels)) < len(labels):  # settings that differ past the shown digits or names
         labels = [label(s, _exact_cell, str) for s, _ in by_setting.values()]
     groups = {shown: g for shown, (_, g) in zip(labels, by_setting.values(), strict=True)}
+    repeats = {shown: sum(len(runs) - 1 for runs in g.values()) for shown, g in groups.items()}
+    heads = [f"{shown} (n={len(g)}{_merged(repeats[shown])})" for shown, g in groups.items()]
     lines = [
         "## Over seeds: test scores, mean +- sample std (n seeds) per setting",
         "",
-        "| score | " + " | ".join(f"{label} (n={len(g)})" for label, g in groups.items()) + " |",
+        "| score | " + " | ".join(heads) + " |",
         "|---|" + "---:|" * len(groups),
     ]
     for title, prefix in TEST_COLUMNS:
         for row in [*config.data.all_eval_languages, *AVERAGES]:
             name = f"{prefix}/{row}"
-            cells = [mean_std([t.metrics.get(name) for t in g]) for g in groups.values()]
+            cells = [
+                mean_std([_mean([t.metrics.get(name) for t in runs]) for runs in g.values()])
+                for g in groups.values()
+            ]
             if any(cells):
                 lines.append(f"| {title} {row} | " + " | ".join(cells) + " |")
+    if any(repeats.values()):
+        lines += [
+            "",
+            "A setting run again at a seed it already ran (the search sampled the same point "
+            "twice) counts as one seed: the mean of its runs stands for that seed, so repeats "
+            "neither narrow the spread nor weigh twice in the mean.",
+        ]
     return lines
+
+
+def _merged(repeats: int) -> str:
+    return f", {repeats} repeated run{'s' if repeats > 1 else ''} merged" if repeats else ""
+
+
+def _mean(values: list[Any]) -> float | None:
+    """The mean of the finite numbers among ``values`` (None where there are none)."""
+    numbers = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    return sum(numbers) / len(numbers) if numbers else None
 
 
 def _exact_cell(value: Any) -> str:
@@ -314,10 +431,13 @@ def _exact_cell(value: Any) -> str:
 def _close_run(client, run_id: str, trial: TrialOutcome, out: Path) -> None:
     """Pruned and interrupted trials were stopped from outside, so their run is still open:
     close it (KILLED; the ``status`` tag says which). A finished trial's run still open is one
-    whose upload failed (:func:`close_finished_run`): its files in ``out`` are uploaded again."""
+    whose upload failed (:func:`close_finished_run`): its files in ``out`` are uploaded again;
+    a failed trial's still open is one whose failure MLflow did not take: its reason is tagged."""
     run = client.get_run(run_id)
     if trial.status == "finished" and run.info.status == "RUNNING":
         log_files(client, run_id, trial_files(out))
+    if trial.status == "failed" and trial.error and "failure_reason" not in run.data.tags:
+        client.set_tag(run_id, "failure_reason", trial.error)
     client.set_tag(run_id, "status", trial.status)
     if trial.status == "pruned":
         client.set_tag(run_id, "pruned_at_milestone", str(trial.metrics.get("milestone", 0)))

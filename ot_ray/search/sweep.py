@@ -566,7 +566,13 @@ def error_reason(error: BaseException) -> str:
     MLflow's own REST errors quote the whole URI (``http://user:password@host/api/...``)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     for line in reversed(lines):
-        for prefix in ("RuntimeError: ", "UserError: ", "DataError: ", "ConfigError: "):
+        for prefix in (
+            "RuntimeError: ",
+            "UserError: ",
+            "DataError: ",
+            "ConfigError: ",
+            "ot_ray.search.tracking.TrackingError: ",  # a trial whose run could not be opened
+        ):
             if line.startswith(prefix):
                 return redacted_text(line[len(prefix) :])[:300]
     return redacted_text(lines[-1] if lines else type(error).__name__)[:300]

@@ -34,7 +34,44 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 
 class TrackingError(UserError):
-    """The tracking store cannot be used: said at start-up, before any training."""
+    """The tracking store cannot be used: said at start-up, before any training, and where a
+    trial opens its run or the sweep closes (one line, its URI's secrets hidden)."""
+
+
+def tracking_failures() -> tuple[type[Exception], ...]:
+    """What MLflow raises when its store fails: a REST error (an unreachable or restarting
+    server, which MLflow 3 quotes with the whole URL, password included), a database's (wrapped
+    by MLflow), an artifact store's (HTTP, or a local file). Anything else is a bug and keeps its
+    traceback."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, requests.RequestException, OSError)
+
+
+def failure_text(err: BaseException, uri: str) -> str:
+    """An MLflow error as one line with the secrets of every URI in it hidden (``uri`` itself
+    first, whatever its shape)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return redacted_text(text.replace(uri, redacted(uri)))[:300]
+
+
+@contextlib.contextmanager
+def one_try(seconds: int = 10) -> Iterator[None]:
+    """MLflow's REST calls in this block try once, for at most ``seconds`` (its default is 7
+    retries with backoff, minutes against a server that is down): for best-effort calls after a
+    failure, which must not hold up the error that is reported."""
+    names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict(zip(names, ("0", str(seconds)), strict=True)))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager

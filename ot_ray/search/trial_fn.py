@@ -20,12 +20,15 @@ from ot_ray.search.tracking import (
     SWEEP_TAG,
     TRIAL_TAG,
     MLflowMetricsCallback,
+    TrackingError,
+    failure_text,
     get_or_create_run,
     log_config,
     log_files,
     mlflow_client,
+    tracking_failures,
 )
-from ot_ray.uris import redacted_text
+from ot_ray.uris import redacted, redacted_text
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +90,15 @@ def search_trial(params: dict[str, Any], *, context: SweepContext) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     config = context.trial_config(params, trial_id)
-    run_id = context.child_run(config, params, trial_id)
-    client = mlflow_client(context.tracking_uri)
+    uri = context.tracking_uri
+    try:
+        run_id = context.child_run(config, params, trial_id)
+    except tracking_failures() as err:  # its message quotes the URL, password and all
+        raise TrackingError(
+            f"trial {trial_id} did not start: its MLflow run could not be opened in "
+            f"{redacted(uri)} ({failure_text(err, uri)})"
+        ) from None
+    client = mlflow_client(uri)
     trainer = build_trainer(
         config,
         show_progress=False,
@@ -97,12 +107,26 @@ def search_trial(params: dict[str, Any], *, context: SweepContext) -> None:
     try:
         trainer.fit()
     except TrainingFailedError as err:
-        cause = find_user_error(err) or err
-        reason = redacted_text(" ".join(str(cause).split()))[:500]  # a tag: shown to all
+        raise failed_trial(client, run_id, trial_id, find_user_error(err) or err) from None
+    close_finished_run(client, run_id, Path(config.train.output_dir))
+
+
+def failed_trial(client, run_id: str, trial_id: str, cause: BaseException) -> RuntimeError:
+    """Mark the trial's run failed with the reason; the error for Tune, which says that reason
+    (the sweep's summary quotes it). MLflow failing here too (a server restart) is a warning:
+    its error must not stand in for the trial's own, and the end of the sweep closes the run."""
+    reason = redacted_text(" ".join(str(cause).split()))[:500]  # a tag: shown to all
+    try:
         client.set_tag(run_id, "failure_reason", reason)
         client.set_terminated(run_id, "FAILED")
-        raise RuntimeError(f"trial {trial_id} failed: {reason}") from None
-    close_finished_run(client, run_id, Path(config.train.output_dir))
+    except Exception as tracking:
+        logger.warning(
+            "MLflow did not record the failure of run %s (%s); the end of the sweep closes it "
+            "as failed, with its reason",
+            run_id,
+            _one_line(tracking),
+        )
+    return RuntimeError(f"trial {trial_id} failed: {reason}")
 
 
 def trial_output_dir(sweep_dir: str | Path, trial_id: str) -> Path:
