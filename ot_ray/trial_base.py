@@ -91,6 +91,17 @@ class TrialBase:
             self._held_out[lang] = corpus.head(eval_pairs) if eval_pairs else corpus
         return self._held_out[lang]
 
+    def _held_out_sentences(self, lang: str) -> tuple[list[str], list[str]]:
+        """What ``lang``'s training pairs must not repeat: its own held-out pairs' sentences,
+        and the pivot sentences of every language's. Multi-parallel corpora (Europarl, the UN's)
+        translate one English sentence into each language: held out for de, it would otherwise
+        be trained on through fr, and de's retrieval and AER measured on it."""
+        parallel = self.config.data.parallel
+        evaluated = self.config.data.all_eval_languages[1:]
+        measured = [code for code in evaluated if parallel.dev.covers(code)]
+        own = self._held_out_pairs(lang).sources if lang in measured else []
+        return own, [s for code in measured for s in self._held_out_pairs(code).targets]
+
     def _parallel(self, split: str, languages: list[str]) -> ParallelData:
         """Tokenised parallel data of ``split`` (train or dev) for the languages that have it."""
         config = self.config
@@ -113,13 +124,13 @@ class TrialBase:
                     specs[lang], root=self.root, lang=lang, pivot=config.data.pivot
                 )
             copies = 0  # training pairs that repeat a held-out sentence
-            if split == "train" and parallel.dev.covers(lang):
-                corpus, copies = corpus.without_sentences_of(self._held_out_pairs(lang))
+            if split == "train":
+                corpus, copies = corpus.without_sentences_of(*self._held_out_sentences(lang))
                 self._count(f"data/parallel_train/held_out_sentences/{lang}", copies)
                 if copies and not len(corpus):
                     raise DataError(
                         f"every one of the {copies} training pairs of {lang} repeats a sentence "
-                        "of its held-out pairs (data.parallel.dev): are train and dev the same "
+                        "of the held-out pairs (data.parallel.dev): are train and dev the same "
                         "file or slice?",
                         path=corpus.origin,
                     )

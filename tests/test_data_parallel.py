@@ -271,12 +271,11 @@ def test_training_pairs_that_repeat_a_held_out_sentence_are_dropped_with_their_l
         origin="train.tsv",
         rows=[1, 2, 3, 4, 5],
     )
-    held_out = ParallelCorpus(
-        sources=["(Beifall)", "danke", "g"], targets=["(Applause)", "thank you", "gut"]
+    kept, dropped = train.without_sentences_of(
+        ["(Beifall)", "danke", "g"], ["(Applause)", "thank you", "gut"]
     )
-    kept, dropped = train.without_sentences_of(held_out)
     assert dropped == 3  # a whole pair, a pair sharing its target, one sharing its source
     assert (kept.sources, kept.targets) == (["a b", "c d"], ["x y", "z w"])
     assert kept.links == [{(0, 0)}, {(1, 1)}] and kept.rows == [1, 3]
-    same, none = train.without_sentences_of(ParallelCorpus(sources=["q"], targets=["r"]))
+    same, none = train.without_sentences_of(["q"], ["r"])
     assert none == 0 and same is train

@@ -728,21 +728,25 @@ def test_settings_the_trial_cannot_run_are_refused_before_it_starts(
 def test_pairs_without_words_are_counted_and_left_out_of_training(cache, tmp_path):
     """An empty side is skipped when read; a side the tokenizer keeps no word of (a lone
     zero-width space) is dropped after tokenising: it would add a zero to its batch's mean
-    loss; pairs copying a held-out pair are dropped. The counts reach the metrics."""
+    loss; pairs repeating a sentence of the held-out pairs (their own language's, or another
+    language's pivot sentence) are dropped. The counts reach the metrics."""
     world = Path(data_root(tiny_config(cache, tmp_path)))
     lines = (world / "parallel/de-en.tsv").read_text(encoding="utf-8").splitlines()[:30]
     corpus = tmp_path / "de-en.tsv"
     held_out = (world / "parallel/dev/de-en.tsv").read_text(encoding="utf-8").splitlines()[:2]
-    dirty = [*lines[:10], "ein satz\t", "\u200b\tthe house", *held_out, *lines[10:]]
+    # multi-parallel corpora translate one pivot sentence into each language: fr's held out
+    fr_held_out = (world / "parallel/dev/fr-en.tsv").read_text(encoding="utf-8").splitlines()[0]
+    through_fr = "ein anderer satz\t" + fr_held_out.split("\t")[1]
+    dirty = [*lines[:10], "ein satz\t", "\u200b\tthe house", *held_out, through_fr, *lines[10:]]
     corpus.write_text("\n".join(dirty) + "\n", encoding="utf-8")
     config = tiny_config(
         cache, tmp_path, f"data.parallel.train={{path: {corpus}}}", "data.languages=[de]",
-        "data.eval_languages=[de]", "data.pairs_per_language=null", "task.tasks=[]",
+        "data.eval_languages=[de, fr]", "data.pairs_per_language=null", "task.tasks=[]",
     )  # fmt: skip
     metrics = run_trial(config, LocalReporter(tmp_path), show_progress=False)
     assert metrics["data/parallel_train/skipped_empty/de"] == 1
     assert metrics["data/parallel_train/no_words/de"] == 1
-    assert metrics["data/parallel_train/held_out_sentences/de"] == 2  # not trained on
+    assert metrics["data/parallel_train/held_out_sentences/de"] == 3  # not trained on
     assert metrics["data/parallel_dev/skipped_empty/de"] == 0
     assert math.isfinite(metrics["align/loss"]) and metrics["align/loss"] > 0
     # a language none of whose pairs keeps a word stops the trial (in the worker: the driver's
@@ -753,7 +757,7 @@ def test_pairs_without_words_are_counted_and_left_out_of_training(cache, tmp_pat
     # the held-out pairs given as training pairs: all of them dropped, said as such
     corpus.write_text("\n".join(held_out) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"de-en\.tsv: every one of the 2 training pairs of de "
-                       r"repeats a sentence of its held-out pairs"):  # fmt: skip
+                       r"repeats a sentence of the held-out pairs"):  # fmt: skip
         run_trial(config, LocalReporter(tmp_path / "third"), show_progress=False)
     # a batch before the filters (what the driver counts), less than one after: never aligned
     corpus.write_text("\n".join([*lines[:7], *held_out]) + "\n", encoding="utf-8")

@@ -10,7 +10,7 @@ become metrics), since one empty line in a million-line corpus should not stop a
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,12 +67,15 @@ class ParallelCorpus:
             possible=None if self.possible is None else self.possible[:n],
         )
 
-    def without_sentences_of(self, held_out: ParallelCorpus) -> tuple[ParallelCorpus, int]:
-        """The pairs none of whose sides is a sentence of ``held_out`` (same side), and how
-        many were dropped: a corpus whose held-out pairs are its last lines (Europarl's
-        ``train[-2000:]``) repeats sentences (``(Applause)``, the procedural ones) that training
-        would otherwise see, and retrieval and AER would be measured on them."""
-        sources, targets = set(held_out.sources), set(held_out.targets)
+    def without_sentences_of(
+        self, sources: Collection[str], targets: Collection[str]
+    ) -> tuple[ParallelCorpus, int]:
+        """The pairs whose source is none of ``sources`` and whose target is none of
+        ``targets`` (held-out sentences), and how many were dropped: a corpus whose held-out
+        pairs are its last lines (Europarl's ``train[-2000:]``) repeats sentences
+        (``(Applause)``, the procedural ones) that training would otherwise see, and retrieval
+        and AER would be measured on them."""
+        sources, targets = set(sources), set(targets)
         keep = [
             i
             for i, (source, target) in enumerate(zip(self.sources, self.targets, strict=True))
