@@ -151,11 +151,12 @@ def ray_cluster(
 
 
 @contextmanager
-def mlflow_server(root: Path) -> Iterator[str]:
-    """A real tracking server (SQLite backend, proxied artifact store) on a loopback port."""
-    port = free_port()
+def mlflow_server(root: Path, port: int | None = None) -> Iterator[str]:
+    """A real tracking server (SQLite backend, proxied artifact store) on a loopback port;
+    started again with the same ``root`` and ``port``, it is the same server after a restart."""
+    port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
-    log = (root / "server.log").open("w")
+    log = (root / "server.log").open("a")
     process = subprocess.Popen(
         [
             str(BIN / "mlflow"),

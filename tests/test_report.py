@@ -156,6 +156,15 @@ def test_the_best_trials_delta_carries_the_selection_caveat_and_points_to_a_fair
     caveat = text.split("## Best trial")[1]
     assert "the best of 3 finished trials on dev" in caveat  # the failed one is not counted
     assert "run the best config and the baseline at several seeds" in caveat
+    # the default objective reads the targets' dev labels: said, as XTREME picks on the pivot's
+    said = (
+        "chosen on task labels of the languages it is tested on (xnli/dev/acc/avg_targets, "
+        "xquad/dev/f1/avg_targets): not strictly zero-shot"
+    )
+    assert said in " ".join(caveat.split())
+    pivot_only = demo.model_copy(deep=True)
+    pivot_only.tune.objective = ["xnli/dev/acc/en", "align/retrieval_acc/avg_targets"]
+    assert "zero-shot" not in summary(outcome, pivot_only, trials[0])
     assert "the best of" not in summary(outcome, demo, None)  # nothing to compare with
     won = SweepOutcome("s", Path("/x"), "p", "e", "sqlite:///m.db", trials, best=trials[0])
     assert "overstates" not in summary(won, demo, trials[0])  # the baseline is the best trial

@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from clusters import BIN, environment, free_port
+from clusters import free_port, mlflow_server
 from mlflow import MlflowClient
 
 from ot_ray.config import load_config
@@ -43,34 +38,6 @@ def one_try(monkeypatch):
 def nowhere() -> str:
     """A tracking server address with credentials where nothing listens."""
     return f"http://alice:{SECRET}@127.0.0.1:{free_port()}"
-
-
-@contextmanager
-def tracking_server(root: Path, port: int) -> Iterator[None]:
-    """``mlflow server`` on ``port`` with its store in ``root``: started again on the same port
-    and store, it is the same server after a restart."""
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / "server.log").open("a") as log:
-        process = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host=127.0.0.1", f"--port={port}",
-             f"--backend-store-uri=sqlite:///{root}/mlflow.db",
-             f"--artifacts-destination={root}/artifacts", "--workers=1"],
-            stdout=log, stderr=subprocess.STDOUT, env=environment(), start_new_session=True,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                        break
-                except OSError:
-                    assert process.poll() is None, (root / "server.log").read_text()[-3000:]
-                    assert time.monotonic() < deadline, "the MLflow server did not start"
-                    time.sleep(0.5)
-            yield
-        finally:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=60)
 
 
 def test_a_trial_that_cannot_open_its_run_fails_in_one_line_without_the_password(tmp_path, one_try):
@@ -153,7 +120,7 @@ def test_a_server_down_at_the_sweeps_end_is_one_line_and_loses_nothing(tmp_path,
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     config = load_config(None, ["task.tasks=[xnli]"])
-    with tracking_server(server, port):
+    with mlflow_server(server, port):
         experiment = check_tracking(uri, "sweeps")
         client = MlflowClient(uri)
         parent = client.create_run(experiment).info.run_id
@@ -180,7 +147,7 @@ def test_a_server_down_at_the_sweeps_end_is_one_line_and_loses_nothing(tmp_path,
     assert load_config(sweep / "best.yaml").alignment.lr == 2.0e-4
     assert refused.value.summary.endswith(f"best config: {sweep / 'best.yaml'}")
 
-    with tracking_server(server, port):  # back: closing again records it all
+    with mlflow_server(server, port):  # back: closing again records it all
         text = finish_sweep(outcome, config, config)
         assert "## Best trial t1" in text
         assert client.get_run(parent).info.status == "FINISHED"
