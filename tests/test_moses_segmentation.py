@@ -133,6 +133,7 @@ def test_thai_abbreviations_keep_their_full_stops():
             "เวลา 10.30 น.",
             "1 มี.ค. 2567 ที่อบต.",
             "พล.ต.อ.สมศักดิ์",
+            "เวลา ๑๐.๓๐ น.",
         ],
     )
     assert [line.split(" ") for line in out.sources] == [
@@ -148,6 +149,7 @@ def test_thai_abbreviations_keep_their_full_stops():
         # subdistrict office (newmm cuts the letters "อบ ต", the word list joins them)
         ["1", "มี.ค.", "2567", "ที่", "อบต."],
         ["พล.ต.อ.", "สม", "ศักดิ์"],  # Police General Somsak: a chain of three stops
+        ["เวลา", "๑๐.๓๐", "น."],  # Thai digits: a decimal point, not a chain of pieces
     ]
 
 
@@ -158,6 +160,7 @@ def test_a_full_stop_after_an_ordinary_thai_word_is_split_off_as_moses_does():
         "ฉันชอบคุณมาก. เขาอยู่บ้าน.",
         "ไปไหน...",
         "แพงมาก.)",
+        "ราคา ๑๕.๕๐.",
     ]
     out = tokenized("th", lines)
     assert [line.split(" ") for line in out.sources] == [
@@ -166,6 +169,7 @@ def test_a_full_stop_after_an_ordinary_thai_word_is_split_off_as_moses_does():
         ["ฉัน", "ชอบ", "คุณ", "มาก", ".", "เขา", "อยู่", "บ้าน", "."],
         ["ไป", "ไหน", "..."],  # an ellipsis stays Moses's one token
         ["แพง", "มาก", ".", ")"],
+        ["ราคา", "๑๕.๕๐", "."],  # price / 15.50 / .: the number whole, the stop its own
     ]
 
 
@@ -192,7 +196,7 @@ def test_the_cache_fingerprint_names_the_segmentation_and_pythainlps_version():
     assert f"pythainlp-{version('pythainlp')}" in thai and "newmm" in thai
     # Thai's abbreviations changed its words: its version is 2, while zh/ja's stays 1, so
     # their cached corpora stay valid
-    assert thai.startswith("thai-2/")
+    assert thai.startswith("thai-3/")
     assert moses_settings("en", "ja")["words"] == {"source": None, "target": "cjk-1"}
 
 

@@ -162,6 +162,7 @@ def test_the_best_trials_delta_carries_the_selection_caveat_and_points_to_a_fair
         "xquad/dev/f1/avg_targets): not strictly zero-shot"
     )
     assert said in " ".join(caveat.split())
+    assert "(xnli/dev/acc/en, xquad/dev/f1/en) choose without them" in " ".join(caveat.split())
     pivot_only = demo.model_copy(deep=True)
     pivot_only.tune.objective = ["xnli/dev/acc/en", "align/retrieval_acc/avg_targets"]
     assert "zero-shot" not in summary(outcome, pivot_only, trials[0])

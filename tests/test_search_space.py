@@ -176,6 +176,7 @@ def test_a_value_the_config_rejects_names_the_trial_and_key(config):
         # whole ends, and every trial Optuna sampled between them failed as it started
         ("alignment.batch_size: {low: 8, high: 64}", "36.25 cannot be .*needs int: true"),
         ("train.seed: {low: 0, high: 4}", "2.25 cannot be train.seed"),
+        ("alignment.batch_size: {low: 8, high: 64, step: 0.5}", "8.5 cannot be"),
     ],
 )
 def test_bad_search_space_entries_say_what_and_where(tmp_path, entry, message):
@@ -332,6 +333,15 @@ def test_a_space_of_choices_runs_each_setting_once(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ot_ray.search.sweep"):
         assert trials_to_run(load_config(path)) == 6
     assert "holds 6 distinct settings: the sweep runs 6 trials" in caplog.text
+    # a point naming some parameters takes the first setting that agrees with it: the baseline
+    # ran a seed TPE drew, perhaps one listed after it (run twice), and another never ran
+    path.write_text(CHOICES_ONLY.format(samples=10).replace(", train.seed: 0}", "}"))
+    partial = load_config(path)
+    assert partial.tune.points_to_evaluate == {"baseline": {"alignment.method": "none"}}
+    assert trials_to_run(partial) == 6
+    drawn = sample(partial, 6)
+    assert len({json.dumps(point, sort_keys=True) for point in drawn}) == 6
+    assert drawn[0] == {"alignment.method": "none", "train.seed": 0, REFERENCE_KEY: "baseline"}
     # a range makes the settings endless: only the reference points are enqueued
     demo = load_config(DEMO)
     assert len(enqueued_points(demo.tune.search_space, demo.tune.points_to_evaluate, 0)) == 2

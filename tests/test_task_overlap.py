@@ -214,6 +214,7 @@ def test_qa_copies_are_the_same_id_or_the_same_question_about_the_same_context(
     assert counts["data/xquad_train/in_eval"] == 3
     message = only_warning(caplog)
     assert "ot-ray: 3 of the 5 xquad training examples" in message
+    assert "are also in, or ask about a paragraph of, its evaluation sets" in message
     assert "(dev/en: 2, test/en: 1, test/de: 1; 1 by question id alone" in message
 
 
@@ -264,9 +265,10 @@ def test_a_training_set_its_evaluation_sets_hold_whole_is_one_clear_error(world,
     else:
         train = write_squad(world / "xquad" / "train-en.json", QA_HELD_OUT["test-de"])
         tests = [f"test/{lang} ({world}/xquad/test-{lang}.json)" for lang in ("en", "de")]
-        count, held = 1, ", ".join(tests)  # by id in en, by id and text in de
+        count, held = 1, ", ".join(tests)  # by id in en, by id and paragraph in de
+    held_by = "is also in" if task == "xnli" else "is also in, or asks about a paragraph of,"
     expected = re.escape(
-        f"{train}: every one of the {count} {task} training examples is also in its evaluation "
+        f"{train}: every one of the {count} {task} training examples {held_by} its evaluation "
         f"sets ({held}), so none is left to train on; are the training and evaluation files"
     )
     config = config_for(world, encoder, task)

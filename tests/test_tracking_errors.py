@@ -88,7 +88,8 @@ def test_a_failed_trial_keeps_its_reason_when_mlflow_cannot_record_it(tmp_path, 
 
     cause = ValueError("loss is NaN at step 12 (alignment.lr too high?)")
     with caplog.at_level("WARNING", logger="ot_ray.search.trial_fn"):
-        error = failed_trial(MlflowClient(nowhere()), "r1", "t1", cause)
+        down = nowhere()
+        error = failed_trial(MlflowClient(down), down, "r1", "t1", cause)
     assert str(error) == "trial t1 failed: loss is NaN at step 12 (alignment.lr too high?)"
     (warned,) = [r.getMessage() for r in caplog.records]
     assert warned.startswith("MLflow did not record the failure of run r1 (API request to")

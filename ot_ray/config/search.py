@@ -353,8 +353,8 @@ def _inside(spec: ParamSpec) -> float:
     """A value of a range that Optuna may sample between its ends, not a whole number unless
     every value it samples is one (an ``int`` range, or a grid of whole steps)."""
     low, high = float(spec.low), float(spec.high)
-    if spec.step is not None:
-        return low + spec.step * (round((high - low) / spec.step) // 2)
+    if spec.step is not None:  # on the grid, and fractional where low or the step is
+        return low + spec.step
     middle = (low + high) / 2
     return middle if middle != int(middle) else middle + min(0.25, (high - low) / 4)
 

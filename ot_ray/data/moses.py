@@ -44,10 +44,10 @@ would make a clause one "word", and WordOT would pool one vector for it):
   abbreviations keep their full stops (``พ.ศ.``, ``ก.พ.``, ``ดร.``): :func:`split_thai_run`.
 """
 
-SEGMENTATION_VERSION: dict[Segmentation, int] = {"cjk": 1, "thai": 2}
+SEGMENTATION_VERSION: dict[Segmentation, int] = {"cjk": 1, "thai": 3}
 """Our own rules' version per kind, in the cache fingerprint: raise a kind's when its rules
 change (its cached corpora are then made again, the other kinds' stay valid). thai 2: its
-abbreviations keep their full stops."""
+abbreviations keep their full stops; 3: Thai decimals (๑๐.๓๐) stay whole."""
 
 PRETOKENIZE_KEY = "data.parallel.pretokenize"
 
@@ -136,6 +136,15 @@ def thai_word_tokenizer() -> Callable[[str], list[str]]:
     return words
 
 
+# A full stop, unless it is a decimal point between two Thai digits (newmm keeps ๑๐.๓๐ whole).
+_THAI_STOP = re.compile(r"(?<![\u0E50-\u0E59])\.|\.(?![\u0E50-\u0E59])")
+
+
+def _short_letters(piece: str) -> bool:
+    """One to three Thai characters, no Thai digit: a piece of a dotted abbreviation."""
+    return 1 <= len(piece) <= 3 and not any("\u0e50" <= char <= "\u0e59" for char in piece)
+
+
 @functools.cache
 def thai_abbreviations() -> tuple[frozenset[str], int]:
     """The abbreviations with one full stop in pythainlp's word list (newmm's dictionary), without
@@ -167,7 +176,7 @@ def split_thai_run(run: str, words: Callable[[str], list[str]]) -> tuple[list[st
 
     Any other stop is a word of its own, as Moses makes it.
     """
-    pieces = run.split(".")  # a stop after each piece but the last
+    pieces = _THAI_STOP.split(run)  # a stop after each piece but the last
     stops = len(pieces) - 1
     known, longest = thai_abbreviations()
     out: list[str] = []
@@ -188,8 +197,8 @@ def split_thai_run(run: str, words: Callable[[str], list[str]]) -> tuple[list[st
                 start, tail = n, joined
         abbreviation = tail or tokens[-1]
         j = i + 1  # a chain: short pieces each followed by a stop
-        if tail or len(abbreviation) <= 3:
-            while j < stops and 1 <= len(pieces[j]) <= 3:
+        if tail or _short_letters(abbreviation):
+            while j < stops and _short_letters(pieces[j]):
                 abbreviation += "." + pieces[j]
                 j += 1
         if tail or j > i + 1:

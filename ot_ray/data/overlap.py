@@ -94,17 +94,23 @@ class EvalCopies:
             if self.by_id_only
             else ""
         )
+        held_by = (
+            "are also in" if self.task == "xnli" else "are also in, or ask about a paragraph of,"
+        )
         return (
             f"ot-ray: {self.dropped} of the {self.total} {self.task} training examples of "
-            f"{self.origin} are also in its evaluation sets ({held}{by_id}) and are left out of "
+            f"{self.origin} {held_by} its evaluation sets ({held}{by_id}) and are left out of "
             f"training (data/{self.task}_train/in_eval); {self._hint()}"
         )
 
     def refused(self, origins: Mapping[str, str]) -> DataError:
         """The error for a training set its evaluation sets hold whole."""
         held = ", ".join(f"{name} ({origins[name]})" for name in self.by_set)
+        held_by = (
+            "is also in" if self.task == "xnli" else "is also in, or asks about a paragraph of,"
+        )
         return DataError(
-            f"every one of the {self.total} {self.task} training examples is also in its "
+            f"every one of the {self.total} {self.task} training examples {held_by} its "
             f"evaluation sets ({held}), so none is left to train on; {self._hint()}",
             path=self.origin,
         )

@@ -366,10 +366,11 @@ def selection_caveat(
         )
     labelled = target_labelled(config)
     if labelled:
+        pivot = sorted({f"{m.rsplit('/', 1)[0]}/{config.data.pivot}" for m in labelled})
         text += (
             f" It was also chosen on task labels of the languages it is tested on "
             f"({', '.join(labelled)}): not strictly zero-shot; the pivot's dev scores "
-            f"(xnli/dev/acc/{config.data.pivot}) choose without them."
+            f"({', '.join(pivot)}) choose without them."
         )
     return [text]
 

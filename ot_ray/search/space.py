@@ -123,18 +123,38 @@ def enqueued_points(
     space: Mapping[str, ParamSpec], points: Mapping[str, Mapping[str, Any]], seed: int
 ) -> list[dict[str, Any]]:
     """What the sweep enqueues: the reference points, then, for a space of choices only (of at
-    most :data:`LISTED_AT_MOST` settings), every other setting in a seeded order. TPE draws
-    such a space's settings again, each a trial identical to one already run; enqueued, each
-    setting runs once (and the sweep runs no more trials than the space holds). Optuna numbers
-    the enqueued trials in order, so only the points get a reference label."""
+    most :data:`LISTED_AT_MOST` settings), every other setting (:func:`listed_settings`).
+    Optuna numbers the enqueued trials in order, so only the points get a reference label."""
+    listed = listed_settings(space, points, seed)
+    return optuna_points(space, points if listed is None else dict(enumerate(listed)))
+
+
+def listed_settings(
+    space: Mapping[str, ParamSpec], points: Mapping[str, Mapping[str, Any]], seed: int
+) -> list[dict[str, Any]] | None:
+    """For a space of choices only (of at most :data:`LISTED_AT_MOST` settings), every setting
+    once: the points first, then the others in an order ``seed`` fixes; None for other spaces.
+    TPE draws such a space's settings again, each a trial identical to one already run.
+
+    A point may name only some parameters (``baseline: {alignment.method: none}``): it takes
+    the first setting that agrees with it and that no earlier point took (Optuna would draw the
+    rest, perhaps a setting listed after it)."""
     space = dict(space)
-    enqueued = optuna_points(space, points)
-    if distinct_settings(space, LISTED_AT_MOST) not in (None, LISTED_AT_MOST + 1):
-        given = [dict(point) for point in points.values()]
-        rest = [setting for setting in every_setting(space) if setting not in given]
-        random.Random(seed).shuffle(rest)
-        enqueued += optuna_points(space, dict(enumerate(rest)))
-    return enqueued
+    if distinct_settings(space, LISTED_AT_MOST) in (None, LISTED_AT_MOST + 1):
+        return None
+    settings = list(every_setting(space))
+    taken: list[dict[str, Any]] = []
+    for point in points.values():
+        agreeing = (
+            setting
+            for setting in settings
+            if setting not in taken
+            and all(k in setting and setting[k] == v for k, v in point.items())
+        )
+        taken.append(next(agreeing, dict(point)))
+    rest = [setting for setting in settings if setting not in taken]
+    random.Random(seed).shuffle(rest)
+    return taken + rest
 
 
 def trial_overrides(params: Mapping[str, Any]) -> dict[str, Any]:

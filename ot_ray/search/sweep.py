@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from ot_ray.config import Config, flatten
-from ot_ray.config.search import distinct_settings
 from ot_ray.config.stages import TASK_NAMES
 from ot_ray.errors import UserError
 from ot_ray.launch import absolute_locations, writable_folder
 from ot_ray.metrics import language_averages
 from ot_ray.search.milestones import finished
 from ot_ray.search.scheduler import make_scheduler, pruned_trials
-from ot_ray.search.space import REFERENCE_KEY, DefineByRun, enqueued_points
+from ot_ray.search.space import REFERENCE_KEY, DefineByRun, enqueued_points, listed_settings
 from ot_ray.search.tracking import (
     SWEEP_TAG,
     check_tracking,
@@ -446,17 +445,18 @@ def trials_to_run(config: Config) -> int:
             wanted,
             ", ".join(points[wanted:]),
         )
-    distinct = distinct_settings(config.tune.search_space, wanted)
-    if distinct is None or distinct >= wanted:
+    tune = config.tune
+    listed = listed_settings(tune.search_space, tune.points_to_evaluate, tune.seed)
+    if listed is None or len(listed) >= wanted:
         return wanted
     logger.warning(
         "tune.num_samples is %d, and the search space (choices only) holds %d distinct "
         "settings: the sweep runs %d trials, each setting once",
         wanted,
-        distinct,
-        distinct,
+        len(listed),
+        len(listed),
     )
-    return distinct
+    return len(listed)
 
 
 def _read_state(state: Path) -> dict[str, Any]:

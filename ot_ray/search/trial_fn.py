@@ -26,6 +26,7 @@ from ot_ray.search.tracking import (
     log_config,
     log_files,
     mlflow_client,
+    one_try,
     tracking_failures,
 )
 from ot_ray.uris import redacted, redacted_text
@@ -107,24 +108,28 @@ def search_trial(params: dict[str, Any], *, context: SweepContext) -> None:
     try:
         trainer.fit()
     except TrainingFailedError as err:
-        raise failed_trial(client, run_id, trial_id, find_user_error(err) or err) from None
+        raise failed_trial(client, uri, run_id, trial_id, find_user_error(err) or err) from None
     close_finished_run(client, run_id, Path(config.train.output_dir))
 
 
-def failed_trial(client, run_id: str, trial_id: str, cause: BaseException) -> RuntimeError:
+def failed_trial(
+    client, uri: str, run_id: str, trial_id: str, cause: BaseException
+) -> RuntimeError:
     """Mark the trial's run failed with the reason; the error for Tune, which says that reason
-    (the sweep's summary quotes it). MLflow failing here too (a server restart) is a warning:
-    its error must not stand in for the trial's own, and the end of the sweep closes the run."""
+    (the sweep's summary quotes it). MLflow failing here too (a server restart) is a warning,
+    after one try rather than minutes of retries: its error must not stand in for the trial's
+    own, and the end of the sweep closes the run."""
     reason = redacted_text(" ".join(str(cause).split()))[:500]  # a tag: shown to all
     try:
-        client.set_tag(run_id, "failure_reason", reason)
-        client.set_terminated(run_id, "FAILED")
+        with one_try():
+            client.set_tag(run_id, "failure_reason", reason)
+            client.set_terminated(run_id, "FAILED")
     except Exception as tracking:
         logger.warning(
             "MLflow did not record the failure of run %s (%s); the end of the sweep closes it "
             "as failed, with its reason",
             run_id,
-            _one_line(tracking),
+            failure_text(tracking, uri),
         )
     return RuntimeError(f"trial {trial_id} failed: {reason}")
 
