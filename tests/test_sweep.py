@@ -427,7 +427,10 @@ import json, sys, ray
 from ray.util.state import list_actors
 ray.init(address=sys.argv[1], logging_level="ERROR")
 head = [n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n["Resources"]]
-nodes = {c: [a.node_id for a in list_actors(filters=[("class_name", "=", c)], limit=1000)]
+# by the class's own name: Ray gives a Tune trial's actor its qualified name
+# (wrap_function.<locals>.ImplicitFunc) or its plain one, depending on how it was made
+actors = list_actors(limit=1000)
+nodes = {c: [a.node_id for a in actors if a.class_name.rsplit(".", 1)[-1] == c]
          for c in ("ImplicitFunc", "TrainController", "RayTrainWorker")}
 print(json.dumps({"head": head, **nodes}))
 """
